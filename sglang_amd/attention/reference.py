@@ -1,0 +1,135 @@
+"""Torch reference for paged attention over SGLang's KV pool: the oracle tier.
+
+Serves every request shape the `amd` backend accepts (extend over a radix
+prefix, decode, GQA/MQA, MLA in absorbed form through a shared K/V buffer,
+sliding window, logit soft-cap, tree masks for speculative verify) on any device,
+computing in float32 whatever the storage dtype. It is what runs on CPU and what
+every faster tier is tested against. Never imports sglang.
+
+Layout, as in SGLang: the KV pool holds one row per token slot; row
+`req_to_token[req_pool_indices[b], j]` is the j-th token of sequence b. Page size
+does not matter at this level because `req_to_token` is per token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _as_list(x: torch.Tensor | list[int]) -> list[int]:
+    return x.tolist() if isinstance(x, torch.Tensor) else list(x)
+
+
+def attention_mask(
+    qo_len: int,
+    kv_len: int,
+    *,
+    causal: bool = True,
+    sliding_window: int | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Bool [qo_len, kv_len]: True where query i may read key j.
+
+    The queries are the last `qo_len` tokens of the `kv_len` in the sequence,
+    so query i sits at absolute position `kv_len - qo_len + i`. With a sliding
+    window w (SGLang's `layer.sliding_window_size`), key j is read only when
+    `pos - j <= w`.
+    """
+    q_pos = torch.arange(kv_len - qo_len, kv_len, device=device).unsqueeze(1)
+    k_pos = torch.arange(kv_len, device=device).unsqueeze(0)
+    allowed = torch.ones(qo_len, kv_len, dtype=torch.bool, device=device)
+    if causal:
+        allowed &= k_pos <= q_pos
+    if sliding_window is not None and sliding_window >= 0:
+        allowed &= k_pos >= q_pos - sliding_window
+    return allowed
+
+
+def paged_attention_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor | list[int],
+    kv_lens: torch.Tensor | list[int],
+    qo_lens: torch.Tensor | list[int],
+    *,
+    scale: float,
+    causal: bool = True,
+    sliding_window: int | None = None,
+    logit_cap: float = 0.0,
+    custom_mask: torch.Tensor | None = None,
+    k_scale: float | None = None,
+    v_scale: float | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention of packed queries over paged K/V.
+
+    Args:
+        q: [T, Hq, Dqk], T = sum(qo_lens); sequence b's queries are contiguous.
+        k_cache: [S, Hkv, Dqk] pool rows (any float dtype, fp8 with `k_scale`).
+        v_cache: [S, Hkv, Dv]; may alias a slice of `k_cache` (MLA absorbed form).
+        req_to_token: [R, max_context] int32/int64 slot of each token.
+        req_pool_indices: [B] row of `req_to_token` for each sequence.
+        kv_lens: [B] tokens in the cache for each sequence, new ones included.
+        qo_lens: [B] queries of each sequence (1 in decode); qo_len <= kv_len.
+        scale: softmax scale applied to q.k.
+        causal: mask keys after each query's position.
+        sliding_window: keep keys with pos - j <= window; None or <0 for no window.
+        logit_cap: when > 0, scores become cap * tanh(score / cap) (Gemma/Grok).
+        custom_mask: flat bool, the concatenation over sequences of row-major
+            [qo_len, kv_len] masks (speculative tree verify); ANDed with the rest.
+        k_scale, v_scale: dequantization scales of a quantized cache.
+        out: [T, Hq, Dv] written in place when given.
+
+    Returns:
+        [T, Hq, Dv] in `out`'s dtype, else `q`'s dtype. Rows whose keys are all
+        masked are zero.
+    """
+    rows = _as_list(req_pool_indices)
+    kv_list = _as_list(kv_lens)
+    qo_list = _as_list(qo_lens)
+    if not (len(rows) == len(kv_list) == len(qo_list)):
+        raise ValueError("req_pool_indices, kv_lens and qo_lens must have one entry per sequence")
+    total_q, hq, _ = q.shape
+    hkv, dv = k_cache.shape[1], v_cache.shape[2]
+    if hq % hkv:
+        raise ValueError(f"query heads ({hq}) must be a multiple of KV heads ({hkv})")
+    if sum(qo_list) != total_q:
+        raise ValueError(f"sum(qo_lens)={sum(qo_list)} but q has {total_q} tokens")
+    group = hq // hkv
+    if out is None:
+        out = q.new_empty(total_q, hq, dv)
+
+    q_start = 0
+    mask_start = 0
+    for row, kv_len, qo_len in zip(rows, kv_list, qo_list, strict=True):
+        if qo_len > kv_len:
+            raise ValueError(f"a sequence has {qo_len} queries but only {kv_len} cached tokens")
+        q_end = q_start + qo_len
+        if qo_len == 0:
+            continue
+        slots = req_to_token[row, :kv_len].long()
+        k = k_cache[slots].float()
+        v = v_cache[slots].float()
+        if k_scale is not None:
+            k = k * k_scale
+        if v_scale is not None:
+            v = v * v_scale
+        qs = q[q_start:q_end].float().view(qo_len, hkv, group, -1)
+        scores = torch.einsum("qhgd,khd->hgqk", qs, k) * scale
+        if logit_cap > 0:
+            scores = logit_cap * torch.tanh(scores / logit_cap)
+        allowed = attention_mask(
+            qo_len, kv_len, causal=causal, sliding_window=sliding_window, device=q.device
+        )
+        if custom_mask is not None:
+            n = qo_len * kv_len
+            allowed = allowed & custom_mask[mask_start : mask_start + n].view(qo_len, kv_len)
+            mask_start += n
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
+        o = torch.einsum("hgqk,khd->qhgd", probs, v).reshape(qo_len, hq, dv)
+        out[q_start:q_end] = o.to(out.dtype)
+        q_start = q_end
+    return out

@@ -1,0 +1,107 @@
+"""What `--attention-backend amd` serves, checked once at server start.
+
+Two callers share these rules: the resolution hook `plugin.py` registers (runs
+in the launcher while ServerArgs resolve, so a bad flag fails before any process
+or weight is loaded) and `AmdAttnBackend.__init__` (the same rules against the
+live ModelRunner, for engines built without the launcher). Every message names
+the flag or value to change. Imports nothing from sglang at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BACKEND_NAME = "amd"
+
+# KV-cache dtypes the pool stores as plain floats; the quantized ones need
+# scale handling our kernels do not have yet.
+_FLOAT_KV_DTYPES = {"auto", "bf16", "bfloat16", "fp16", "float16", "half", "fp32", "float32"}
+
+
+class UnsupportedConfigError(ValueError):
+    """A flag combination `--attention-backend amd` cannot serve."""
+
+
+def backend_flags_using_amd(server_args: Any) -> list[str]:
+    """The attention flags of `server_args` that select our backend."""
+    flags = []
+    for field, flag in (
+        ("attention_backend", "--attention-backend"),
+        ("prefill_attention_backend", "--prefill-attention-backend"),
+        ("decode_attention_backend", "--decode-attention-backend"),
+    ):
+        if getattr(server_args, field, None) == BACKEND_NAME:
+            flags.append(flag)
+    return flags
+
+
+def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]:
+    """Why `server_args` (+ the model) cannot run on the amd backend; empty when it can."""
+    flags = backend_flags_using_amd(server_args)
+    if not flags:
+        return []
+    flag = flags[0]
+    reasons = []
+    kv = str(getattr(server_args, "kv_cache_dtype", "auto") or "auto").lower()
+    if kv not in _FLOAT_KV_DTYPES:
+        reasons.append(
+            f"{flag} {BACKEND_NAME} does not support --kv-cache-dtype {kv} yet; "
+            "use --kv-cache-dtype auto (or bf16)"
+        )
+    spec = getattr(server_args, "speculative_algorithm", None)
+    if spec:
+        reasons.append(
+            f"{flag} {BACKEND_NAME} does not serve speculative decoding yet "
+            f"(--speculative-algorithm {spec}); drop --speculative-algorithm or pick "
+            "another --attention-backend"
+        )
+    if model_config is not None:
+        reasons.extend(_model_reasons(model_config, flag))
+    return reasons
+
+
+def _model_reasons(model_config: Any, flag: str) -> list[str]:
+    reasons = []
+    arch = getattr(getattr(model_config, "attention_arch", None), "name", "MHA")
+    if arch == "MLA":
+        reasons.append(
+            f"{flag} {BACKEND_NAME} does not serve MLA models (DeepSeek-style) yet; "
+            "pick another --attention-backend for this model"
+        )
+    if getattr(model_config, "is_encoder_decoder", False):
+        reasons.append(
+            f"{flag} {BACKEND_NAME} does not serve encoder-decoder models; "
+            "pick another --attention-backend for this model"
+        )
+    if getattr(model_config, "is_hybrid_swa", False):
+        reasons.append(
+            f"{flag} {BACKEND_NAME} does not serve hybrid sliding-window KV pools yet; "
+            "pick another --attention-backend for this model"
+        )
+    return reasons
+
+
+def check_server_args(server_args: Any, model_config: Any | None) -> None:
+    """Raise one `UnsupportedConfigError` listing every problem, or return.
+
+    Also resolves the kernel tier for the server's device, so a forced tier
+    that cannot run here (SGLANG_AMD_ATTENTION_TIER=triton on a CPU) fails now
+    with `TierUnavailableError` rather than in the scheduler process.
+    """
+    reasons = unsupported_reasons(server_args, model_config)
+    if reasons:
+        raise UnsupportedConfigError("sglang-amd: " + "; ".join(reasons))
+    if backend_flags_using_amd(server_args):
+        from sglang_amd.tiers import select
+
+        device = getattr(server_args, "device", None) or "cuda"
+        select("attention", "cpu" if device == "cpu" else "cuda")
+
+
+def check_model_runner(model_runner: Any) -> None:
+    """The same rules against a live ModelRunner (scheduler process)."""
+    check_server_args(model_runner.server_args, model_runner.model_config)
+    if getattr(model_runner, "use_mla_backend", False):
+        raise UnsupportedConfigError(
+            f"sglang-amd: --attention-backend {BACKEND_NAME} does not serve MLA yet"
+        )

@@ -1,0 +1,155 @@
+"""`sglang-amd`: serve through our backends, report the environment, fetch the reference model.
+
+  sglang-amd serve [launch_server args]   SGLang's launch_server with our plugin;
+                                          no --model-path on a machine without a
+                                          GPU serves SmolLM2 on the CPU platform
+  sglang-amd env                          versions, device, and the tier each op uses
+  sglang-amd model smollm2                convert (once) and print the model path
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import sys
+from collections.abc import Sequence
+
+from sglang_amd import SGLANG_VERSION, __version__
+
+
+def _has_flag(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[list[str], dict]:
+    """The launch_server arguments and extra environment `sglang-amd serve ARGS` uses."""
+    import torch
+
+    from sglang_amd import CPU_PLATFORM_NAME
+    from sglang_amd.attention.support import BACKEND_NAME
+
+    if has_gpu is None:
+        has_gpu = torch.cuda.is_available()
+    argv = list(args)
+    env: dict[str, str] = {}
+    cpu = not has_gpu or any(
+        a == "--device=cpu" or (a == "--device" and i + 1 < len(argv) and argv[i + 1] == "cpu")
+        for i, a in enumerate(argv)
+    )
+    if not _has_flag(argv, "--model-path") and not _has_flag(argv, "--model"):
+        if has_gpu:
+            raise SystemExit("sglang-amd serve: pass --model-path (a GPU is present)")
+        from sglang_amd.reference_model import smollm2_path
+
+        argv = ["--model-path", str(smollm2_path())] + argv
+    if cpu:
+        if "SGLANG_PLATFORM" not in os.environ:
+            env["SGLANG_PLATFORM"] = CPU_PLATFORM_NAME
+        if not _has_flag(argv, "--device"):
+            argv += ["--device", "cpu"]
+    if not _has_flag(argv, "--attention-backend"):
+        argv += ["--attention-backend", BACKEND_NAME]
+    return argv, env
+
+
+def _serve(args: Sequence[str]) -> int:
+    """SGLang's launch_server main, in this process, with our errors made one line."""
+    argv, env = serve_args(args)
+    os.environ.update(env)  # before sglang resolves its platform
+    print("sglang-amd serve: launch_server", " ".join(argv), flush=True)
+    from sglang.launch_server import run_server
+    from sglang.srt.plugins import load_plugins
+    from sglang.srt.server_args import prepare_server_args
+    from sglang.srt.utils import kill_process_tree
+
+    from sglang_amd.attention.support import UnsupportedConfigError
+    from sglang_amd.tiers import TierError
+
+    load_plugins()
+    server_args = prepare_server_args(argv)
+    try:
+        run_server(server_args)
+    except (UnsupportedConfigError, TierError) as exc:
+        print(f"sglang-amd serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        kill_process_tree(os.getpid(), include_parent=False)
+    return 0
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def env_report() -> str:
+    """What `sglang-amd env` prints."""
+    import torch
+
+    from sglang_amd.target_info import device_kind, gpu_name, probe_aiter, probe_triton
+    from sglang_amd.tiers import OPS, TIER_ORDER, TierError, select
+
+    device = device_kind()
+    sglang = _version("sglang")
+    lines = [
+        f"sglang-amd {__version__}",
+        f"sglang     {sglang}"
+        + ("" if sglang == SGLANG_VERSION else f"  (WARNING: sglang-amd is pinned to {SGLANG_VERSION})"),
+        f"torch      {torch.__version__} (cuda {torch.version.cuda}, hip {torch.version.hip})",
+        f"triton     {_version('triton')}",
+        f"aiter      {_version('amd-aiter')}",
+        f"device     {device}: {gpu_name()}",
+        f"SGLANG_PLATFORM={os.environ.get('SGLANG_PLATFORM', '')}",
+        f"triton tier: {probe_triton().reason}",
+        f"aiter tier:  {probe_aiter().reason}",
+        "",
+        f"{'op':<12} {'tier':<7} why",
+    ]
+    for name, spec in OPS.items():
+        try:
+            sel = select(name)
+        except TierError as exc:
+            lines.append(f"{name:<12} {'ERROR':<7} {exc}")
+            continue
+        lines.append(f"{name:<12} {sel.tier.value:<7} {sel.reason}")
+        for tier, answer in sel.considered:
+            if tier != sel.tier and TIER_ORDER.index(tier) < TIER_ORDER.index(sel.tier):
+                lines.append(f"{'':<12} {'- ' + tier.value:<7} skipped: {answer.reason}")
+        lines.append(f"{'':<12} (force with {spec.env_var}=aiter|triton|torch)")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        # Everything after `serve` belongs to launch_server, untouched.
+        return _serve(argv[1:])
+    parser = argparse.ArgumentParser(prog="sglang-amd", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("serve", help="run sglang.launch_server with our backends", add_help=False)
+    sub.add_parser("env", help="versions, device, and the tier each op will use")
+    model = sub.add_parser("model", help="prepare a reference model and print its path")
+    model.add_argument("name", choices=["smollm2"])
+    model.add_argument("--quiet", action="store_true", help="no progress bar")
+    ns = parser.parse_args(argv)
+    if ns.cmd == "env":
+        print(env_report())
+        return 0
+    if ns.cmd == "model":
+        from sglang_amd.reference_model import ReferenceModelError, resolve
+
+        try:
+            print(resolve(ns.name, progress=not ns.quiet))
+        except ReferenceModelError as exc:
+            print(f"sglang-amd model: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    parser.error(f"unknown command {ns.cmd}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

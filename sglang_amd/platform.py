@@ -1,0 +1,65 @@
+"""CPU reference platform: SGLang on a machine without an accelerator.
+
+Selected only with `SGLANG_PLATFORM=sglang_amd_cpu` (the entry point name in
+group `sglang.srt.platforms`); `activate()` returns None otherwise, so a GPU
+machine is never taken over. It is SGLang's in-tree CPU platform marked
+out-of-tree, which routes layers such as rotary embedding to their native torch
+paths (the in-tree CPU path needs sgl-kernel's CPU build, not on PyPI), with our
+attention backend as the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from sglang.srt.platforms.cpu import CpuSRTPlatform
+from sglang.srt.platforms.device_mixin import PlatformEnum
+
+from sglang_amd import CPU_PLATFORM_NAME
+from sglang_amd.attention.support import BACKEND_NAME
+
+logger = logging.getLogger(__name__)
+
+PLATFORM_NAME = CPU_PLATFORM_NAME
+
+# SGLang sizes the KV pool from free RAM (14 GB on a 24 GB machine, 20 s to
+# allocate). A reference platform serves small models for correctness work, so
+# an unset --max-total-tokens defaults to this.
+DEFAULT_MAX_TOTAL_TOKENS = 32768
+
+# intel_amx (SGLang's default on x86 CPUs) needs sgl-kernel's CPU build, which
+# this platform exists to avoid; an explicit choice of it is replaced too.
+_CPU_BACKENDS_NEEDING_SGL_KERNEL = {None, "intel_amx"}
+
+
+def activate() -> str | None:
+    """Entry point: our platform class when selected by SGLANG_PLATFORM, else None."""
+    if os.environ.get("SGLANG_PLATFORM") != PLATFORM_NAME:
+        return None
+    return f"{__name__}.AmdCpuReferencePlatform"
+
+
+class AmdCpuReferencePlatform(CpuSRTPlatform):
+    """SGLang's CPU platform, out of tree, defaulting to `--attention-backend amd`."""
+
+    _enum = PlatformEnum.OOT
+
+    def get_default_attention_backend(self) -> str:
+        return BACKEND_NAME
+
+    def get_default_speculative_draft_attention_backend(self, algorithm: str) -> str:
+        return BACKEND_NAME
+
+    def apply_server_args_defaults(self, server_args) -> None:
+        if server_args.attention_backend in _CPU_BACKENDS_NEEDING_SGL_KERNEL:
+            if server_args.attention_backend is not None:
+                logger.info(
+                    "sglang-amd cpu platform: --attention-backend %s needs sgl-kernel's "
+                    "CPU build; using %s",
+                    server_args.attention_backend,
+                    BACKEND_NAME,
+                )
+            server_args.attention_backend = BACKEND_NAME
+        if server_args.max_total_tokens is None:
+            server_args.max_total_tokens = DEFAULT_MAX_TOTAL_TOKENS

@@ -1,0 +1,59 @@
+"""The one module that registers sglang-amd with SGLang.
+
+SGLang calls `register()` (entry point group `sglang.srt.plugins`) in every
+process it starts: launcher, engine, scheduler, detokenizer. It must therefore
+be idempotent and cheap; heavy modules (the backend classes) import only when
+SGLang builds them. Everything goes through SGLang's own extension points:
+the flag-choice adders in `sglang.srt.arg_groups.choices`, the attention backend
+registry, and a named resolution hook for start-up validation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sglang_amd.attention.support import BACKEND_NAME
+
+logger = logging.getLogger(__name__)
+
+_registered = False
+
+
+def _create_attention_backend(model_runner: Any):
+    from sglang_amd.attention.backend import AmdAttnBackend
+
+    return AmdAttnBackend(model_runner)
+
+
+def _validate_attention_flags(server_args: Any, previous) -> None:
+    """Resolution-hook wrapper: SGLang's own step first, then our rules."""
+    previous(server_args)
+    from sglang.srt.arg_groups.model_override_base import model_config_of
+    from sglang.srt.arg_groups.overrides import resolved_view
+
+    from sglang_amd.attention.support import backend_flags_using_amd, check_server_args
+
+    view = resolved_view(server_args)
+    if backend_flags_using_amd(view):
+        check_server_args(view, model_config_of(server_args))
+
+
+def register() -> None:
+    """Add our flag values and backends to SGLang. Safe to call many times."""
+    global _registered
+    if _registered:
+        return
+    from sglang.srt.arg_groups.choices import (
+        ATTENTION_BACKEND_CHOICES,
+        add_attention_backend_choices,
+    )
+    from sglang.srt.arg_groups.resolution_hooks import register_resolution_hook
+    from sglang.srt.layers.attention.attention_registry import register_attention_backend
+
+    if BACKEND_NAME not in ATTENTION_BACKEND_CHOICES:
+        add_attention_backend_choices([BACKEND_NAME])
+    register_attention_backend(BACKEND_NAME)(_create_attention_backend)
+    register_resolution_hook("handle_attention_backend_compatibility")(_validate_attention_flags)
+    _registered = True
+    logger.debug("sglang-amd registered: --attention-backend %s", BACKEND_NAME)

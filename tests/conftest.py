@@ -1,0 +1,63 @@
+"""Test-wide markers and fixtures.
+
+GPU tests skip cleanly without a device; sglang tests skip where sglang is not
+installed (the GPU test image has torch and triton only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+
+HAS_SGLANG = importlib.util.find_spec("sglang") is not None
+HAS_GPU = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA/ROCm GPU")
+    skip_sglang = pytest.mark.skip(reason="needs sglang installed")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_GPU:
+            item.add_marker(skip_gpu)
+        if ("sglang" in item.keywords or "e2e" in item.keywords) and not HAS_SGLANG:
+            item.add_marker(skip_sglang)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    from sglang_amd.reference_model import smollm2_path
+
+    return str(smollm2_path(progress=False))
+
+
+@pytest.fixture(scope="session")
+def engines(smollm2_path, tmp_path_factory):
+    """Session-wide engine cache; the trace file records which backend served."""
+    from tests.e2e_engines import EngineCache, ensure_cpu_platform
+
+    ensure_cpu_platform()
+    trace_file = tmp_path_factory.mktemp("trace") / "sglang_amd_trace.jsonl"
+    os.environ["SGLANG_AMD_TRACE"] = str(trace_file)
+    cache = EngineCache(smollm2_path)
+    cache.trace_file = trace_file
+    yield cache
+    cache.close()
+
+
+@pytest.fixture(scope="session")
+def hf_oracle(smollm2_path):
+    from tests.oracle import HFOracle
+
+    return HFOracle(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def prompts(smollm2_path):
+    from transformers import AutoTokenizer
+
+    from tests.oracle import build_prompts
+
+    return build_prompts(AutoTokenizer.from_pretrained(smollm2_path))
