@@ -1,10 +1,10 @@
 """`sglang-amd`: serve through our backends, report the environment, fetch the reference model.
 
-  sglang-amd serve [launch_server args]   SGLang's launch_server with our plugin;
-                                          no --model-path on a machine without a
-                                          GPU serves SmolLM2 on the CPU platform
-  sglang-amd env                          versions, device, and the tier each op uses
-  sglang-amd model smollm2                convert (once) and print the model path
+sglang-amd serve [launch_server args]   SGLang's launch_server with our plugin;
+                                        no --model-path on a machine without a
+                                        GPU serves SmolLM2 on the CPU platform
+sglang-amd env                          versions, device, and the tier each op uses
+sglang-amd model smollm2                convert (once) and print the model path
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _serve(args: Sequence[str]) -> int:
     try:
         run_server(server_args)
     except (UnsupportedConfigError, TierError) as exc:
-        print(f"sglang-amd serve: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         kill_process_tree(os.getpid(), include_parent=False)
@@ -97,7 +97,11 @@ def env_report() -> str:
     lines = [
         f"sglang-amd {__version__}",
         f"sglang     {sglang}"
-        + ("" if sglang == SGLANG_VERSION else f"  (WARNING: sglang-amd is pinned to {SGLANG_VERSION})"),
+        + (
+            ""
+            if sglang == SGLANG_VERSION
+            else f"  (WARNING: sglang-amd is pinned to {SGLANG_VERSION})"
+        ),
         f"torch      {torch.__version__} (cuda {torch.version.cuda}, hip {torch.version.hip})",
         f"triton     {_version('triton')}",
         f"aiter      {_version('amd-aiter')}",

@@ -39,9 +39,7 @@ class EngineCache:
             self.close()
             import sglang as sgl
 
-            self._engine = sgl.Engine(
-                model_path=self.model_path, **{**ENGINE_DEFAULTS, **kwargs}
-            )
+            self._engine = sgl.Engine(model_path=self.model_path, **{**ENGINE_DEFAULTS, **kwargs})
             self._key = key
         return self._engine
 

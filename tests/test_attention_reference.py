@@ -52,9 +52,7 @@ def dense_oracle(batch, scale, *, causal=True, window=None, cap=0.0, custom_mask
     return torch.cat(outs)
 
 
-seq_strategy = st.lists(
-    st.tuples(st.integers(0, 40), st.integers(1, 12)), min_size=1, max_size=5
-)
+seq_strategy = st.lists(st.tuples(st.integers(0, 40), st.integers(1, 12)), min_size=1, max_size=5)
 
 
 @settings(max_examples=40, deadline=None)
@@ -72,8 +70,15 @@ def test_extend_matches_dense_fp32(seqs, heads, head_dim, page_size, seed):
     scale = head_dim**-0.5
     out = poisoned_like(batch.q)
     got = paged_attention_reference(
-        batch.q, batch.k_cache, batch.v_cache, batch.req_to_token, batch.req_pool_indices,
-        batch.kv_lens, batch.qo_lens, scale=scale, out=out,
+        batch.q,
+        batch.k_cache,
+        batch.v_cache,
+        batch.req_to_token,
+        batch.req_pool_indices,
+        batch.kv_lens,
+        batch.qo_lens,
+        scale=scale,
+        out=out,
     )
     assert got is out
     torch.testing.assert_close(got.double(), dense_oracle(batch, scale), **tolerance(torch.float32))
@@ -84,8 +89,15 @@ def test_decode_low_precision_against_fp64(dtype):
     seqs = [(0, 1), (7, 1), (300, 1), (2047, 1)]
     batch = make_paged_batch(seqs, 32, 8, 128, dtype=dtype, page_size=16)
     got = paged_attention_reference(
-        batch.q, batch.k_cache, batch.v_cache, batch.req_to_token, batch.req_pool_indices,
-        batch.kv_lens, batch.qo_lens, scale=0.088, out=poisoned_like(batch.q),
+        batch.q,
+        batch.k_cache,
+        batch.v_cache,
+        batch.req_to_token,
+        batch.req_pool_indices,
+        batch.kv_lens,
+        batch.qo_lens,
+        scale=0.088,
+        out=poisoned_like(batch.q),
     )
     assert got.dtype == dtype
     torch.testing.assert_close(got.double(), dense_oracle(batch, 0.088), **tolerance(dtype))
@@ -96,8 +108,16 @@ def test_sliding_window_and_softcap(window):
     batch = make_paged_batch([(20, 5), (3, 9), (40, 1)], 8, 2, 64)
     for cap in (0.0, 5.0):
         got = paged_attention_reference(
-            batch.q, batch.k_cache, batch.v_cache, batch.req_to_token, batch.req_pool_indices,
-            batch.kv_lens, batch.qo_lens, scale=0.3, sliding_window=window, logit_cap=cap,
+            batch.q,
+            batch.k_cache,
+            batch.v_cache,
+            batch.req_to_token,
+            batch.req_pool_indices,
+            batch.kv_lens,
+            batch.qo_lens,
+            scale=0.3,
+            sliding_window=window,
+            logit_cap=cap,
             out=poisoned_like(batch.q),
         )
         want = dense_oracle(batch, 0.3, window=window, cap=cap)
@@ -110,8 +130,16 @@ def test_custom_tree_mask_and_fully_masked_rows():
     mask = torch.rand(4 * 14 + 3 * 3, generator=g) > 0.4
     mask[:14] = False  # first query of sequence 0 sees nothing: its row must be 0
     got = paged_attention_reference(
-        batch.q, batch.k_cache, batch.v_cache, batch.req_to_token, batch.req_pool_indices,
-        batch.kv_lens, batch.qo_lens, scale=0.2, causal=False, custom_mask=mask,
+        batch.q,
+        batch.k_cache,
+        batch.v_cache,
+        batch.req_to_token,
+        batch.req_pool_indices,
+        batch.kv_lens,
+        batch.qo_lens,
+        scale=0.2,
+        causal=False,
+        custom_mask=mask,
         out=poisoned_like(batch.q),
     )
     want = dense_oracle(batch, 0.2, causal=False, custom_mask=mask)
@@ -124,8 +152,15 @@ def test_mla_absorbed_shared_kv_buffer():
     batch = make_paged_batch([(33, 1), (5, 1)], 16, 1, 576)
     v_view = batch.k_cache[..., :512]
     got = paged_attention_reference(
-        batch.q, batch.k_cache, v_view, batch.req_to_token, batch.req_pool_indices,
-        batch.kv_lens, batch.qo_lens, scale=0.05, out=poisoned_like(batch.q, (2, 16, 512)),
+        batch.q,
+        batch.k_cache,
+        v_view,
+        batch.req_to_token,
+        batch.req_pool_indices,
+        batch.kv_lens,
+        batch.qo_lens,
+        scale=0.05,
+        out=poisoned_like(batch.q, (2, 16, 512)),
     )
     batch.v_cache = v_view
     torch.testing.assert_close(got.double(), dense_oracle(batch, 0.05), **tolerance(torch.float32))
@@ -143,12 +178,24 @@ def test_bad_inputs_raise():
     batch = make_paged_batch([(3, 2)], 6, 4, 16)
     with pytest.raises(ValueError, match="multiple of KV heads"):
         paged_attention_reference(
-            batch.q, batch.k_cache, batch.v_cache, batch.req_to_token, batch.req_pool_indices,
-            batch.kv_lens, batch.qo_lens, scale=1.0,
+            batch.q,
+            batch.k_cache,
+            batch.v_cache,
+            batch.req_to_token,
+            batch.req_pool_indices,
+            batch.kv_lens,
+            batch.qo_lens,
+            scale=1.0,
         )
     batch = make_paged_batch([(3, 2)], 4, 4, 16)
     with pytest.raises(ValueError, match="sum\\(qo_lens\\)"):
         paged_attention_reference(
-            batch.q, batch.k_cache, batch.v_cache, batch.req_to_token, batch.req_pool_indices,
-            batch.kv_lens, [3], scale=1.0,
+            batch.q,
+            batch.k_cache,
+            batch.v_cache,
+            batch.req_to_token,
+            batch.req_pool_indices,
+            batch.kv_lens,
+            [3],
+            scale=1.0,
         )

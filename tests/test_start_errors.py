@@ -1,0 +1,100 @@
+"""Bad flag combinations fail at server start with one message naming the flag.
+
+Checked in process through `sgl.Engine` (the resolution hook runs while
+ServerArgs resolve, before any scheduler starts) and once through the CLI,
+whose whole error output must be one line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sglang_amd.attention.support import UnsupportedConfigError
+from sglang_amd.tiers import TierUnavailableError
+
+pytestmark = [pytest.mark.sglang]
+
+
+@pytest.fixture
+def engine_kwargs(smollm2_path):
+    from tests.e2e_engines import ENGINE_DEFAULTS, ensure_cpu_platform
+
+    ensure_cpu_platform()
+    return dict(model_path=smollm2_path, **ENGINE_DEFAULTS)
+
+
+def test_fp8_kv_cache_is_refused_naming_the_flag(engine_kwargs):
+    import sglang as sgl
+
+    with pytest.raises(UnsupportedConfigError, match="--kv-cache-dtype fp8_e5m2"):
+        sgl.Engine(attention_backend="amd", kv_cache_dtype="fp8_e5m2", **engine_kwargs)
+
+
+def test_forced_tier_that_cannot_run_is_refused(engine_kwargs, monkeypatch):
+    import sglang as sgl
+
+    monkeypatch.setenv("SGLANG_AMD_ATTENTION_TIER", "triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(TierUnavailableError, match="SGLANG_AMD_ATTENTION_TIER=triton"):
+        sgl.Engine(attention_backend="amd", **engine_kwargs)
+
+
+def test_other_backends_are_left_alone():
+    from types import SimpleNamespace
+
+    from sglang_amd.attention.support import unsupported_reasons
+
+    args = SimpleNamespace(
+        attention_backend="torch_native",
+        prefill_attention_backend=None,
+        decode_attention_backend=None,
+        kv_cache_dtype="fp8_e5m2",
+        speculative_algorithm="EAGLE",
+    )
+    assert unsupported_reasons(args, None) == []
+    args.decode_attention_backend = "amd"
+    reasons = unsupported_reasons(args, None)
+    assert any("--decode-attention-backend amd" in r and "--kv-cache-dtype" in r for r in reasons)
+    assert any("--speculative-algorithm EAGLE" in r for r in reasons)
+
+
+def test_mla_model_is_refused_naming_the_flag():
+    from types import SimpleNamespace
+
+    from sglang_amd.attention.support import check_server_args
+
+    args = SimpleNamespace(attention_backend="amd", kv_cache_dtype="auto")
+    mla = SimpleNamespace(attention_arch=SimpleNamespace(name="MLA"))
+    with pytest.raises(UnsupportedConfigError, match="--attention-backend amd does not serve MLA"):
+        check_server_args(args, mla)
+
+
+@pytest.mark.e2e
+def test_cli_prints_one_line_and_exits_2(smollm2_path):
+    env = {**os.environ, "SGLANG_PLATFORM": "sglang_amd_cpu"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sglang_amd.cli",
+            "serve",
+            "--model-path",
+            smollm2_path,
+            "--kv-cache-dtype",
+            "fp8_e4m3",
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--kv-cache-dtype fp8_e4m3" in errors[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
