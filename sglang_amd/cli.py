@@ -110,19 +110,19 @@ def env_report() -> str:
         f"triton tier: {probe_triton().reason}",
         f"aiter tier:  {probe_aiter().reason}",
         "",
-        f"{'op':<12} {'tier':<7} why",
+        f"{'op':<18} {'tier':<7} why",
     ]
     for name, spec in OPS.items():
         try:
             sel = select(name)
         except TierError as exc:
-            lines.append(f"{name:<12} {'ERROR':<7} {exc}")
+            lines.append(f"{name:<18} {'ERROR':<7} {exc}")
             continue
-        lines.append(f"{name:<12} {sel.tier.value:<7} {sel.reason}")
+        lines.append(f"{name:<18} {sel.tier.value:<7} {sel.reason}")
         for tier, answer in sel.considered:
             if tier != sel.tier and TIER_ORDER.index(tier) < TIER_ORDER.index(sel.tier):
-                lines.append(f"{'':<12} {'- ' + tier.value:<7} skipped: {answer.reason}")
-        lines.append(f"{'':<12} (force with {spec.env_var}=aiter|triton|torch)")
+                lines.append(f"{'':<18} {'- ' + tier.value:<7} skipped: {answer.reason}")
+        lines.append(f"{'':<18} (force with {' or '.join(spec.env_vars)}=aiter|triton|torch)")
     return "\n".join(lines)
 
 

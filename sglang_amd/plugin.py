@@ -27,16 +27,33 @@ def _create_attention_backend(model_runner: Any):
 
 
 def _validate_attention_flags(server_args: Any, previous) -> None:
-    """Resolution-hook wrapper: SGLang's own step first, then our rules."""
+    """Resolution-hook wrapper: SGLang's own step first, then our rules.
+
+    Also turns device graphs off for our backend: it does not implement the
+    CUDA-graph capture/replay hooks yet (its metadata is read on the host).
+    """
     previous(server_args)
     from sglang.srt.arg_groups.model_override_base import model_config_of
-    from sglang.srt.arg_groups.overrides import resolved_view
+    from sglang.srt.arg_groups.overrides import declare_resolution, resolved_view
+    from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, with_phase
 
     from sglang_amd.attention.support import backend_flags_using_amd, check_server_args
 
     view = resolved_view(server_args)
-    if backend_flags_using_amd(view):
-        check_server_args(view, model_config_of(server_args))
+    if not backend_flags_using_amd(view):
+        return
+    check_server_args(view, model_config_of(server_args))
+    graphs = view.cuda_graph_config
+    for phase in (Phase.DECODE, Phase.PREFILL):
+        if getattr(graphs, phase).backend != Backend.DISABLED:
+            logger.warning(
+                "sglang-amd: --attention-backend %s has no CUDA-graph hooks yet; "
+                "%s graphs disabled",
+                BACKEND_NAME,
+                phase,
+            )
+            graphs = with_phase(graphs, phase, backend=Backend.DISABLED)
+    declare_resolution(server_args, "sglang_amd_attention", cuda_graph_config=graphs)
 
 
 def register() -> None:

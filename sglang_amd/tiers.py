@@ -5,8 +5,9 @@ CUDA, or the CPU interpreter) -> the torch reference (any device, and the oracle
 for tests). Each op lists the tiers this package implements for it; `select`
 walks them in order and returns the first whose probe passes.
 
-Forcing: `SGLANG_AMD_<OP>_TIER` (e.g. SGLANG_AMD_ATTENTION_TIER) or the global
-`SGLANG_AMD_TIER`, with values auto|aiter|triton|torch. A forced tier that cannot
+Forcing: `SGLANG_AMD_<OP>_TIER` (e.g. SGLANG_AMD_ATTENTION_DECODE_TIER), the
+family's `SGLANG_AMD_ATTENTION_TIER`, or the global `SGLANG_AMD_TIER`, most
+specific first, with values auto|aiter|triton|torch. A forced tier that cannot
 serve raises `TierUnavailableError` naming the variable; it never falls back
 silently. A tier that cannot serve one *request* (a shape it lacks) falls back
 through `fallback_once`, which logs one line per distinct reason.
@@ -64,7 +65,18 @@ class OpSpec:
 
     @property
     def env_var(self) -> str:
-        return f"SGLANG_AMD_{self.name.upper().replace('.', '_')}_TIER"
+        return _env_var(self.name)
+
+    @property
+    def env_vars(self) -> tuple[str, ...]:
+        """Forcing variables, most specific first: op, family (attention.*), global."""
+        family = self.name.split(".")[0]
+        names = [self.env_var] + ([_env_var(family)] if family != self.name else [])
+        return (*names, GLOBAL_TIER_ENV)
+
+
+def _env_var(name: str) -> str:
+    return f"SGLANG_AMD_{name.upper().replace('.', '_')}_TIER"
 
 
 @dataclass(frozen=True)
@@ -80,16 +92,21 @@ OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
         OpSpec(
-            "attention",
-            "paged attention for extend (prefill over a radix prefix) and decode",
-            (Tier.TORCH,),
+            "attention.extend",
+            "paged attention for extend: prefill over a cached radix prefix, chunked prefill",
+            (Tier.TRITON, Tier.TORCH),
+        ),
+        OpSpec(
+            "attention.decode",
+            "paged attention for decode: split-KV flash decoding, GQA/MQA and MLA",
+            (Tier.TRITON, Tier.TORCH),
         ),
     )
 }
 
 
 def _forced_tier(spec: OpSpec) -> tuple[Tier | None, str | None]:
-    for var in (spec.env_var, GLOBAL_TIER_ENV):
+    for var in spec.env_vars:
         raw = os.environ.get(var, "").strip().lower()
         if not raw or raw == "auto":
             continue

@@ -1,7 +1,8 @@
 """Test-wide markers and fixtures.
 
 GPU tests skip cleanly without a device; sglang tests skip where sglang is not
-installed (the GPU test image has torch and triton only).
+installed (the GPU test image has torch and triton only). On CPU, Triton kernels
+run under TRITON_INTERPRET=1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ import torch
 
 HAS_SGLANG = importlib.util.find_spec("sglang") is not None
 HAS_GPU = torch.cuda.is_available()
+
+# Without a GPU our Triton kernels are tested in Triton's interpreter. It is
+# chosen when a kernel is decorated, so it must be set before any kernel module
+# is imported. SGLang processes started by tests get it removed again (see
+# tests/e2e_engines.py) unless a test asks for it.
+if not HAS_GPU:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

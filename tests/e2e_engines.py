@@ -19,6 +19,14 @@ ENGINE_DEFAULTS = dict(
 )
 
 
+def server_env(**extra: str) -> dict[str, str]:
+    """Environment for an SGLang process: the test process's, minus the Triton
+    interpreter (it would make our backend pick the Triton tier and crawl)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(extra)
+    return env
+
+
 def ensure_cpu_platform() -> None:
     """Select our CPU platform before sglang resolves one (CPU-only machines)."""
     import torch

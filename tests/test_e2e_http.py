@@ -41,7 +41,9 @@ def _group_alive(pgid: int) -> bool:
 def server(smollm2_path, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "SGLANG_AMD_TRACE"}
+    from tests.e2e_engines import server_env
+
+    env = {k: v for k, v in server_env().items() if k != "SGLANG_AMD_TRACE"}
     cmd = [
         sys.executable,
         "-m",

@@ -75,8 +75,10 @@ def test_fp32_greedy_is_token_identical_to_hf(fp32_results, hf_oracle, prompts):
 def test_our_backend_ran_in_the_scheduler_process(fp32_results, engines):
     events = trace.read(engines.trace_file)
     others = [e for e in events if e["pid"] != os.getpid()]
+    inits = [e for e in others if e["event"] == "backend_init"]
+    assert inits and inits[0]["backend"] == "AmdAttnBackend", events
+    assert inits[0]["extend_tier"] == inits[0]["decode_tier"] == "torch", events
     kinds = {(e["event"], e.get("tier")) for e in others}
-    assert ("backend_init", "torch") in kinds, events
     assert ("forward_extend", "torch") in kinds, events
     assert ("forward_decode", "torch") in kinds, events
 

@@ -7,7 +7,6 @@ whose whole error output must be one line.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -75,7 +74,9 @@ def test_mla_model_is_refused_naming_the_flag():
 
 @pytest.mark.e2e
 def test_cli_prints_one_line_and_exits_2(smollm2_path):
-    env = {**os.environ, "SGLANG_PLATFORM": "sglang_amd_cpu"}
+    from tests.e2e_engines import server_env
+
+    env = server_env(SGLANG_PLATFORM="sglang_amd_cpu")
     proc = subprocess.run(
         [
             sys.executable,

@@ -3,10 +3,11 @@
 Where it sits: SGLang's ModelRunner builds this class in the scheduler process
 (through the factory `plugin.py` registers); each RadixAttention layer calls
 `forward_extend` / `forward_decode`. This module owns the SGLang side only:
-writing new K/V into the pool, reading batch metadata, and handing tensors to the
-tier that `tiers.select("attention")` picked. The math lives in
-`attention/reference.py` (torch tier) and, as they land, the Triton and aiter
-modules beside it. Imports sglang: only the plugin imports this module.
+writing new K/V into the pool, reading batch metadata once per forward, and
+handing tensors to the tier `tiers.select` picked for extend and for decode
+(Triton: `extend.py` / `decode.py`; torch: `reference.py`). A request the
+chosen tier cannot take falls back to the torch tier with one log line.
+Imports sglang: only the plugin imports this module.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 from sglang_amd import trace
 from sglang_amd.attention.reference import paged_attention_reference
 from sglang_amd.attention.support import check_model_runner
-from sglang_amd.tiers import select
+from sglang_amd.tiers import Selection, Tier, fallback_once, select
 
 if TYPE_CHECKING:
     from sglang.srt.layers.radix_attention import RadixAttention
@@ -35,11 +36,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ForwardMetadata:
-    """Per-batch host-side lengths, read once per forward instead of per layer."""
+    """Per-batch lengths, read once per forward instead of once per layer."""
 
-    req_pool_indices: list[int]
-    kv_lens: list[int]
-    qo_lens: list[int]
+    mode: str  # "extend" or "decode"
+    req_pool_indices: torch.Tensor  # [B] device
+    kv_lens: torch.Tensor  # [B] device
+    qo_lens: torch.Tensor  # [B] device
+    kv_lens_cpu: list[int]
+    qo_lens_cpu: list[int]
+    _rows_cpu: list[int] | None = None
+
+    def rows_cpu(self) -> list[int]:
+        if self._rows_cpu is None:
+            self._rows_cpu = self.req_pool_indices.tolist()
+        return self._rows_cpu
 
 
 class AmdAttnBackend(AttentionBackend):
@@ -51,40 +61,47 @@ class AmdAttnBackend(AttentionBackend):
         self.device = model_runner.device
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
-        self.selection = select("attention", self.device)
+        self.selections: dict[str, Selection] = {
+            mode: select(f"attention.{mode}", self.device) for mode in ("extend", "decode")
+        }
         self.forward_metadata: ForwardMetadata | None = None
-        logger.info(
-            "sglang-amd attention backend: tier %s (%s)",
-            self.selection.tier.value,
-            self.selection.reason,
-        )
+        for mode, sel in self.selections.items():
+            logger.info("sglang-amd attention %s: tier %s (%s)", mode, sel.tier.value, sel.reason)
         trace.record(
             "backend_init",
             backend=type(self).__name__,
-            tier=self.selection.tier.value,
+            extend_tier=self.selections["extend"].tier.value,
+            decode_tier=self.selections["decode"].tier.value,
             device=str(self.device),
         )
 
     # ----------------------------------------------------------------- metadata
     def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
         mode = forward_batch.forward_mode
-        seq_lens = forward_batch.seq_lens_cpu
-        if seq_lens is None:
-            seq_lens = forward_batch.seq_lens.cpu()
-        kv_lens = seq_lens.tolist()
+        seq_lens_cpu = forward_batch.seq_lens_cpu
+        if seq_lens_cpu is None:
+            seq_lens_cpu = forward_batch.seq_lens.cpu()
+        kv_lens_cpu = seq_lens_cpu.tolist()
         if mode.is_decode_or_idle():
-            qo_lens = [1] * len(kv_lens)
+            kind = "decode"
+            qo_lens_cpu = [1] * len(kv_lens_cpu)
+            qo_lens = torch.ones_like(forward_batch.seq_lens)
         elif mode.is_extend_or_draft_extend_or_mixed():
-            qo_lens = list(forward_batch.extend_seq_lens_cpu)
+            kind = "extend"
+            qo_lens_cpu = list(forward_batch.extend_seq_lens_cpu)
+            qo_lens = forward_batch.extend_seq_lens
         else:
             raise NotImplementedError(
                 f"--attention-backend amd does not serve forward mode {mode.name} yet "
                 "(speculative decoding); drop --speculative-algorithm"
             )
         self.forward_metadata = ForwardMetadata(
-            req_pool_indices=forward_batch.req_pool_indices.tolist(),
-            kv_lens=kv_lens,
+            mode=kind,
+            req_pool_indices=forward_batch.req_pool_indices,
+            kv_lens=forward_batch.seq_lens,
             qo_lens=qo_lens,
+            kv_lens_cpu=kv_lens_cpu,
+            qo_lens_cpu=qo_lens_cpu,
         )
 
     # ------------------------------------------------------------------ forward
@@ -93,48 +110,109 @@ class AmdAttnBackend(AttentionBackend):
             return
         self.token_to_kv_pool.set_kv_buffer(layer, KVWriteLoc(forward_batch.out_cache_loc), k, v)
 
-    def _attend(self, q, layer: RadixAttention, mode: str) -> torch.Tensor:
+    def _attend(self, q: torch.Tensor, layer: RadixAttention) -> torch.Tensor:
         meta = self.forward_metadata
+        mode = meta.mode
         causal = not (layer.is_cross_attention or layer.attn_type == AttentionType.ENCODER_ONLY)
-        pool = self.token_to_kv_pool
+        window = layer.sliding_window_size
+        window = window if window is not None and window >= 0 else None
+        cap = layer.logit_cap or 0.0
+        k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
+        v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
+        req_to_token = self.req_to_token_pool.req_to_token
         q3 = q.reshape(-1, layer.tp_q_head_num, layer.qk_head_dim)
         out = q.new_empty(q3.shape[0], layer.tp_q_head_num, layer.v_head_dim)
-        window = layer.sliding_window_size
+
+        tier = self.selections[mode].tier
+        if tier is Tier.TRITON:
+            reason = self._triton_refusal(q3, k_cache, v_cache, layer, causal)
+            if reason is None:
+                self._run_triton(mode, q3, k_cache, v_cache, req_to_token, out, layer, window, cap)
+                trace.record(f"forward_{mode}", tier=tier.value)
+                return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
+            fallback_once(f"attention.{mode}", tier, reason)
         paged_attention_reference(
             q3,
-            pool.get_key_buffer(layer.layer_id),
-            pool.get_value_buffer(layer.layer_id),
-            self.req_to_token_pool.req_to_token,
-            meta.req_pool_indices,
-            meta.kv_lens,
-            meta.qo_lens,
+            k_cache,
+            v_cache,
+            req_to_token,
+            meta.rows_cpu(),
+            meta.kv_lens_cpu,
+            meta.qo_lens_cpu,
             scale=layer.scaling,
             causal=causal,
-            sliding_window=window if window is not None and window >= 0 else None,
-            logit_cap=layer.logit_cap or 0.0,
+            sliding_window=window,
+            logit_cap=cap,
             k_scale=layer.k_scale_float,
             v_scale=layer.v_scale_float,
             out=out,
         )
-        trace.record(f"forward_{mode}", tier=self.selection.tier.value)
+        trace.record(f"forward_{mode}", tier=Tier.TORCH.value)
         return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
+
+    @staticmethod
+    def _triton_refusal(q3, k_cache, v_cache, layer: RadixAttention, causal: bool) -> str | None:
+        from sglang_amd.attention.decode import unsupported_reason
+
+        if layer.k_scale_float not in (None, 1.0) or layer.v_scale_float not in (None, 1.0):
+            return "scaled (quantized) KV cache"
+        if not causal:
+            return "non-causal attention (encoder / cross attention)"
+        return unsupported_reason(q3, k_cache, v_cache)
+
+    def _run_triton(self, mode, q3, k_cache, v_cache, req_to_token, out, layer, window, cap):
+        meta = self.forward_metadata
+        if mode == "decode":
+            from sglang_amd.attention.decode import paged_decode
+
+            paged_decode(
+                q3,
+                k_cache,
+                v_cache,
+                req_to_token,
+                meta.req_pool_indices,
+                meta.kv_lens,
+                scale=layer.scaling,
+                max_kv_len=max(meta.kv_lens_cpu, default=0),
+                sliding_window=window,
+                logit_cap=cap,
+                out=out,
+            )
+        else:
+            from sglang_amd.attention.extend import paged_extend
+
+            paged_extend(
+                q3,
+                k_cache,
+                v_cache,
+                req_to_token,
+                meta.req_pool_indices,
+                meta.kv_lens,
+                meta.qo_lens,
+                scale=layer.scaling,
+                kv_lens_cpu=meta.kv_lens_cpu,
+                qo_lens_cpu=meta.qo_lens_cpu,
+                sliding_window=window,
+                logit_cap=cap,
+                out=out,
+            )
 
     def forward_extend(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw
     ):
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
-        return self._attend(q, layer, "extend")
+        return self._attend(q, layer)
 
     def forward_decode(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw
     ):
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
-        return self._attend(q, layer, "decode")
+        return self._attend(q, layer)
 
     def get_cuda_graph_seq_len_fill_value(self) -> int:
         return 1
 
     def support_triton(self) -> bool:
-        return False
+        return self.selections["decode"].tier is Tier.TRITON

@@ -95,7 +95,8 @@ def check_server_args(server_args: Any, model_config: Any | None) -> None:
         from sglang_amd.tiers import select
 
         device = getattr(server_args, "device", None) or "cuda"
-        select("attention", "cpu" if device == "cpu" else "cuda")
+        for op in ("attention.extend", "attention.decode"):
+            select(op, "cpu" if device == "cpu" else "cuda")
 
 
 def check_model_runner(model_runner: Any) -> None:

@@ -1,0 +1,1 @@
+"""Private: Triton kernels and launch heuristics behind `attention/decode.py`."""

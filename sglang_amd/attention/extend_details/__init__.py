@@ -1,0 +1,1 @@
+"""Private: Triton kernel and launch parameters behind `attention/extend.py`."""

@@ -1,0 +1,30 @@
+"""Small @triton.jit helpers shared by the attention kernels.
+
+`mma` exists because Triton 3.8's interpreter (TRITON_INTERPRET=1, how the
+kernels are tested on CPU) returns garbage from `tl.dot` on bfloat16 operands;
+under the interpreter bf16 tiles are multiplied in float32 instead. On a GPU
+`UPCAST` is False and the dot runs on the native bf16 tensor cores.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from sglang_amd.target_info import triton_interpret
+
+
+@triton.jit
+def mma(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=PRECISION)
+
+
+def dot_flags(*dtypes: torch.dtype) -> dict[str, object]:
+    """PRECISION/UPCAST constexprs for kernels whose tiles have these dtypes."""
+    return {
+        "PRECISION": "ieee" if torch.float32 in dtypes else "tf32",
+        "UPCAST": triton_interpret() and torch.bfloat16 in dtypes,
+    }
