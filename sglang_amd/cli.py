@@ -126,6 +126,40 @@ def env_report() -> str:
     return "\n".join(lines)
 
 
+def _bench(ns: argparse.Namespace) -> int:
+    import datetime
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    from sglang_amd.bench import attention, report
+    from sglang_amd.target_info import gpu_name
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    smoke = ns.smoke or device.type == "cpu"
+    cases = attention.SMOKE_CASES if smoke else attention.GPU_CASES
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    header = (
+        f"sglang-amd bench attention | {gpu_name()} | {ns.dtype} page {ns.page_size} | "
+        f"{datetime.date.today()} | commit {commit}"
+        + (" | SMOKE (not a measurement)" if smoke else "")
+    )
+    result = attention.run(cases, device, getattr(torch, ns.dtype), ns.page_size)
+    print(report.table(result, header))
+    json_path, png_path = report.write(result, Path(ns.out), "attention", header)
+    print(
+        f"wrote {json_path}"
+        + (f" and {png_path}" if png_path else " (no PNG: pip install matplotlib)")
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
@@ -138,7 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = sub.add_parser("model", help="prepare a reference model and print its path")
     model.add_argument("name", choices=["smollm2"])
     model.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench = sub.add_parser("bench", help="benchmark our kernels against peers (table + PNG)")
+    bench.add_argument("what", choices=["attention"])
+    bench.add_argument("--out", default="bench-out", help="folder for the JSON and PNG")
+    bench.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    bench.add_argument("--page-size", type=int, default=16)
+    bench.add_argument(
+        "--smoke", action="store_true", help="tiny shapes (the default without a GPU)"
+    )
     ns = parser.parse_args(argv)
+    if ns.cmd == "bench":
+        return _bench(ns)
     if ns.cmd == "env":
         print(env_report())
         return 0

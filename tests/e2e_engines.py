@@ -35,19 +35,37 @@ def ensure_cpu_platform() -> None:
         os.environ.setdefault("SGLANG_PLATFORM", CPU_PLATFORM_NAME)
 
 
+def _apply_env(wanted: dict[str, str], keys: dict[str, str | None]) -> None:
+    """Set `wanted` and unset the other `keys`, touching only those variables."""
+    for k in keys:
+        if k in wanted:
+            os.environ[k] = wanted[k]
+        else:
+            os.environ.pop(k, None)
+
+
 class EngineCache:
     def __init__(self, model_path: str):
         self.model_path = model_path
         self._key = None
         self._engine = None
 
-    def get(self, **kwargs):
-        key = tuple(sorted(kwargs.items()))
+    def get(self, env: dict[str, str] | None = None, **kwargs):
+        """The engine for these Engine kwargs; `env` adds variables its processes see."""
+        key = (tuple(sorted((env or {}).items())), tuple(sorted(kwargs.items())))
         if key != self._key:
             self.close()
             import sglang as sgl
 
-            self._engine = sgl.Engine(model_path=self.model_path, **{**ENGINE_DEFAULTS, **kwargs})
+            wanted = server_env(**(env or {}))
+            saved = {k: os.environ.get(k) for k in set(os.environ) | set(wanted)}
+            _apply_env(wanted, saved)
+            try:  # the scheduler is spawned inside Engine() and copies os.environ
+                self._engine = sgl.Engine(
+                    model_path=self.model_path, **{**ENGINE_DEFAULTS, **kwargs}
+                )
+            finally:
+                _apply_env({k: v for k, v in saved.items() if v is not None}, saved)
             self._key = key
         return self._engine
 

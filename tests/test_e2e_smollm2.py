@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from sglang_amd import trace
 from tests.oracle import sglang_greedy, sglang_logprobs
@@ -99,3 +100,38 @@ def test_bf16_no_worse_than_torch_native(engines, hf_oracle, prompts):
     # in fp32, so its noise must not exceed torch_native's beyond run-to-run jitter.
     assert our_mean <= their_mean * 1.10
     assert our_max <= their_max * 1.25
+
+
+def test_fp32_page16_and_small_chunked_prefill_match_hf(engines, hf_oracle, prompts):
+    """Pages of 16 tokens and 48-token prefill chunks: the 150-token prompts take
+    several chunks, each an extend over the previous chunks' cached KV."""
+    engine = engines.get(
+        attention_backend="amd", dtype="float32", page_size=16, chunked_prefill_size=48
+    )
+    errors, cached = logprob_errors(engine, hf_oracle, prompts)
+    worst, mean = summarize(errors)
+    print(f"amd fp32 page 16, chunk 48 vs HF fp32: max {worst:.2e}, mean {mean:.2e}")
+    assert worst < 1e-3
+    shared = [c for p, c in zip(prompts, cached, strict=True) if p.shared_prefix_len]
+    assert all(c > 0 for c in shared[1:]), shared
+    for p in prompts[:3]:
+        assert sglang_greedy(engine, p, GREEDY_TOKENS) == hf_oracle.greedy(p.ids, GREEDY_TOKENS)
+
+
+def test_triton_tier_inside_sglang_matches_hf(engines, hf_oracle, prompts):
+    """Our Triton kernels serving SGLang, run by Triton's interpreter on CPU
+    (compiled on a GPU). Few prompts and tokens: the interpreter is slow."""
+    env = {"TRITON_INTERPRET": "1"} if not torch.cuda.is_available() else {}
+    engine = engines.get(env=env, attention_backend="amd", dtype="float32", page_size=16)
+    chosen = [prompts[0], prompts[1], prompts[4]]  # two share the prefix: the cache is hit
+    errors, cached = logprob_errors(engine, hf_oracle, chosen)
+    worst, mean = summarize(errors)
+    print(f"amd triton fp32 vs HF fp32: max {worst:.2e}, mean {mean:.2e}")
+    assert worst < 1e-3
+    assert cached[1] > 0
+    p = chosen[2]
+    assert sglang_greedy(engine, p, 8) == hf_oracle.greedy(p.ids, 8)
+    events = [e for e in trace.read(engines.trace_file) if e["pid"] != os.getpid()]
+    assert {("forward_extend", "triton"), ("forward_decode", "triton")} <= {
+        (e["event"], e.get("tier")) for e in events
+    }

@@ -1,0 +1,1 @@
+"""Private: Triton kernels behind `quant/mxfp4_triton.py`."""
