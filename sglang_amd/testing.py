@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sglang_amd.attention.reference import paged_attention_reference
+
 POISON = float("nan")
 
 
@@ -83,6 +85,24 @@ def make_paged_batch(
         req_pool_indices=rows.to(torch.int64).to(device),
         kv_lens=torch.tensor(kv_lens, dtype=torch.int64, device=device),
         qo_lens=torch.tensor([n for _, n in seqs], dtype=torch.int64, device=device),
+    )
+
+
+def reference_attention(
+    batch: PagedBatch, scale: float, v_cache: torch.Tensor | None = None, **kw
+) -> torch.Tensor:
+    """The torch tier on `batch` (v_cache overrides, e.g. an MLA latent view);
+    keyword arguments as in `paged_attention_reference`."""
+    return paged_attention_reference(
+        batch.q,
+        batch.k_cache,
+        batch.v_cache if v_cache is None else v_cache,
+        batch.req_to_token,
+        batch.req_pool_indices,
+        batch.kv_lens,
+        batch.qo_lens,
+        scale=scale,
+        **kw,
     )
 
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sglang_amd.attention.reference import attention_mask, paged_attention_reference
-from sglang_amd.testing import make_paged_batch, poisoned_like, tolerance
+from sglang_amd.testing import make_paged_batch, poisoned_like, reference_attention, tolerance
 
 
 def dense_oracle(batch, scale, *, causal=True, window=None, cap=0.0, custom_mask=None):
@@ -69,15 +69,9 @@ def test_extend_matches_dense_fp32(seqs, heads, head_dim, page_size, seed):
     )
     scale = head_dim**-0.5
     out = poisoned_like(batch.q)
-    got = paged_attention_reference(
-        batch.q,
-        batch.k_cache,
-        batch.v_cache,
-        batch.req_to_token,
-        batch.req_pool_indices,
-        batch.kv_lens,
-        batch.qo_lens,
-        scale=scale,
+    got = reference_attention(
+        batch,
+        scale,
         out=out,
     )
     assert got is out
@@ -88,15 +82,9 @@ def test_extend_matches_dense_fp32(seqs, heads, head_dim, page_size, seed):
 def test_decode_low_precision_against_fp64(dtype):
     seqs = [(0, 1), (7, 1), (300, 1), (2047, 1)]
     batch = make_paged_batch(seqs, 32, 8, 128, dtype=dtype, page_size=16)
-    got = paged_attention_reference(
-        batch.q,
-        batch.k_cache,
-        batch.v_cache,
-        batch.req_to_token,
-        batch.req_pool_indices,
-        batch.kv_lens,
-        batch.qo_lens,
-        scale=0.088,
+    got = reference_attention(
+        batch,
+        0.088,
         out=poisoned_like(batch.q),
     )
     assert got.dtype == dtype
@@ -107,15 +95,9 @@ def test_decode_low_precision_against_fp64(dtype):
 def test_sliding_window_and_softcap(window):
     batch = make_paged_batch([(20, 5), (3, 9), (40, 1)], 8, 2, 64)
     for cap in (0.0, 5.0):
-        got = paged_attention_reference(
-            batch.q,
-            batch.k_cache,
-            batch.v_cache,
-            batch.req_to_token,
-            batch.req_pool_indices,
-            batch.kv_lens,
-            batch.qo_lens,
-            scale=0.3,
+        got = reference_attention(
+            batch,
+            0.3,
             sliding_window=window,
             logit_cap=cap,
             out=poisoned_like(batch.q),
@@ -129,15 +111,9 @@ def test_custom_tree_mask_and_fully_masked_rows():
     g = torch.Generator().manual_seed(3)
     mask = torch.rand(4 * 14 + 3 * 3, generator=g) > 0.4
     mask[:14] = False  # first query of sequence 0 sees nothing: its row must be 0
-    got = paged_attention_reference(
-        batch.q,
-        batch.k_cache,
-        batch.v_cache,
-        batch.req_to_token,
-        batch.req_pool_indices,
-        batch.kv_lens,
-        batch.qo_lens,
-        scale=0.2,
+    got = reference_attention(
+        batch,
+        0.2,
         causal=False,
         custom_mask=mask,
         out=poisoned_like(batch.q),
@@ -177,15 +153,9 @@ def test_mask_positions():
 def test_bad_inputs_raise():
     batch = make_paged_batch([(3, 2)], 6, 4, 16)
     with pytest.raises(ValueError, match="multiple of KV heads"):
-        paged_attention_reference(
-            batch.q,
-            batch.k_cache,
-            batch.v_cache,
-            batch.req_to_token,
-            batch.req_pool_indices,
-            batch.kv_lens,
-            batch.qo_lens,
-            scale=1.0,
+        reference_attention(
+            batch,
+            1.0,
         )
     batch = make_paged_batch([(3, 2)], 4, 4, 16)
     with pytest.raises(ValueError, match="sum\\(qo_lens\\)"):

@@ -17,25 +17,11 @@ from sglang_amd.attention.decode import paged_decode
 from sglang_amd.attention.decode_details.heuristics import choose_num_splits, decode_flags
 from sglang_amd.attention.extend import paged_extend
 from sglang_amd.attention.head_dims import split_qk_dim, unsupported_dims
-from sglang_amd.attention.reference import paged_attention_reference
 from sglang_amd.testing import make_paged_batch, poisoned_like, tolerance
+from sglang_amd.testing import reference_attention as reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HEADS = [(8, 8), (32, 8), (16, 1)]
-
-
-def reference(batch, scale, v_cache=None, **kw):
-    return paged_attention_reference(
-        batch.q,
-        batch.k_cache,
-        batch.v_cache if v_cache is None else v_cache,
-        batch.req_to_token,
-        batch.req_pool_indices,
-        batch.kv_lens,
-        batch.qo_lens,
-        scale=scale,
-        **kw,
-    )
 
 
 def run_decode(batch, scale, v_cache=None, **kw):

@@ -28,3 +28,14 @@ def dot_flags(*dtypes: torch.dtype) -> dict[str, object]:
         "PRECISION": "ieee" if torch.float32 in dtypes else "tf32",
         "UPCAST": triton_interpret() and torch.bfloat16 in dtypes,
     }
+
+
+@triton.jit
+def scale_scores(s, scale_log2, logit_cap, HAS_CAP: tl.constexpr):
+    """Raw q.k scores -> base-2 logits; with HAS_CAP, cap * tanh(score / cap) first
+    (tanh(y) = 2 sigmoid(2y) - 1; Triton has no tanh on every backend)."""
+    if HAS_CAP:
+        s = s * (scale_log2 * 0.6931471805599453)
+        s = logit_cap * (2.0 * tl.sigmoid(2.0 * s / logit_cap) - 1.0)
+        return s * 1.4426950408889634
+    return s * scale_log2

@@ -17,7 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from sglang_amd.attention.triton_utils import mma
+from sglang_amd.attention.triton_utils import mma, scale_scores
 
 
 @triton.jit
@@ -99,13 +99,7 @@ def _decode_split_kernel(
             ke_ptrs = K + slots[None, :] * stride_kt + kv_head * stride_kh + offs_de[:, None]
             ke = tl.load(ke_ptrs, mask=n_mask[None, :], other=0.0)
             s += mma(qe, ke.to(qe.dtype), PRECISION, UPCAST)
-        if HAS_CAP:
-            # cap * tanh(x / cap), with tanh(y) = 2 * sigmoid(2y) - 1
-            s = s * (scale_log2 * 0.6931471805599453)
-            s = logit_cap * (2.0 * tl.sigmoid(2.0 * s / logit_cap) - 1.0)
-            s = s * 1.4426950408889634
-        else:
-            s = s * scale_log2
+        s = scale_scores(s, scale_log2, logit_cap, HAS_CAP)
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from sglang_amd.attention.triton_utils import mma
+from sglang_amd.attention.triton_utils import mma, scale_scores
 
 
 @triton.jit
@@ -100,12 +100,7 @@ def _extend_kernel(
         if D_EXTRA > 0:
             ke = tl.load(k_base + offs_de[:, None], mask=n_mask[None, :], other=0.0)
             s += mma(qe, ke.to(qe.dtype), PRECISION, UPCAST)
-        if HAS_CAP:
-            s = s * (scale_log2 * 0.6931471805599453)
-            s = logit_cap * (2.0 * tl.sigmoid(2.0 * s / logit_cap) - 1.0)
-            s = s * 1.4426950408889634
-        else:
-            s = s * scale_log2
+        s = scale_scores(s, scale_log2, logit_cap, HAS_CAP)
         allowed = m_mask[:, None] & n_mask[None, :]
         if CAUSAL:
             allowed &= offs_n[None, :] <= pos[:, None]
