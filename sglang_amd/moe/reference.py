@@ -1,0 +1,79 @@
+"""Torch reference of the fused MoE: gate_up -> SiLU-and-mul -> down, weighted sum.
+
+Weight layout as in SGLang and transformers: w13 [E, 2I, H] (gate rows, then up
+rows), w2 [E, H, I]. MXFP4 weights (`Mxfp4Experts`) are dequantized with the
+torch reference, so this is the oracle every fused tier is judged by. Computes
+in float32 and returns the activations' dtype. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from sglang_amd.quant.mxfp4 import BLOCK, ScaleRounding, dequantize_mxfp4, quantize_mxfp4
+
+
+@dataclass
+class Mxfp4Experts:
+    """MXFP4 expert weights: packed uint8 + E8M0 scales along the reduction dim."""
+
+    w13: torch.Tensor  # [E, 2I, H // 2] uint8
+    w13_scale: torch.Tensor  # [E, 2I, H // 32] uint8
+    w2: torch.Tensor  # [E, H, I // 2] uint8
+    w2_scale: torch.Tensor  # [E, H, I // 32] uint8
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            dequantize_mxfp4(self.w13, self.w13_scale, dtype),
+            dequantize_mxfp4(self.w2, self.w2_scale, dtype),
+        )
+
+
+def quantize_experts(
+    w13: torch.Tensor, w2: torch.Tensor, rounding: ScaleRounding = "even"
+) -> Mxfp4Experts:
+    """Quantize bf16/fp32 expert weights to MXFP4, naming the size that does not fit."""
+    hidden, inter = w13.shape[2], w2.shape[2]
+    for name, size in (("hidden_size", hidden), ("moe_intermediate_size", inter)):
+        if size % BLOCK:
+            raise ValueError(
+                f"MXFP4 quantizes in blocks of {BLOCK} along the reduction dimension, but "
+                f"{name}={size} is not a multiple of {BLOCK}; serve this model unquantized"
+            )
+    p13, s13 = quantize_mxfp4(w13, rounding)
+    p2, s2 = quantize_mxfp4(w2, rounding)
+    return Mxfp4Experts(p13, s13, p2, s2)
+
+
+def fused_moe_reference(
+    x: torch.Tensor,
+    w13: torch.Tensor | Mxfp4Experts,
+    w2: torch.Tensor | None,
+    topk_weights: torch.Tensor,
+    topk_ids: torch.Tensor,
+) -> torch.Tensor:
+    """x [T, H] routed through experts; returns [T, H] in x's dtype.
+
+    Args:
+        x: [T, H] activations.
+        w13: [E, 2I, H] gate/up weights, or an `Mxfp4Experts` (then w2 is None).
+        w2: [E, H, I] down weights.
+        topk_weights: [T, k] router weights (applied after the down projection).
+        topk_ids: [T, k] expert ids; -1 marks a slot routed nowhere (EP).
+    """
+    if isinstance(w13, Mxfp4Experts):
+        w13, w2 = w13.dequantize(torch.float32)
+    xf = x.float()
+    out = torch.zeros_like(xf)
+    ids = topk_ids.long()
+    for expert in ids.unique().tolist():
+        if expert < 0:
+            continue
+        token, slot = torch.where(ids == expert)
+        gate, up = F.linear(xf[token], w13[expert].float()).chunk(2, dim=-1)
+        y = F.linear(F.silu(gate) * up, w2[expert].float())
+        out.index_add_(0, token, y * topk_weights[token, slot, None].float())
+    return out.to(x.dtype)
