@@ -101,6 +101,16 @@ OPS: dict[str, OpSpec] = {
             "paged attention for decode: split-KV flash decoding, GQA/MQA and MLA",
             (Tier.TRITON, Tier.TORCH),
         ),
+        OpSpec(
+            "moe.fused",
+            "fused MoE experts, bf16 or MXFP4 (W4A16) weights; not yet wired into SGLang",
+            (Tier.TRITON, Tier.TORCH),
+        ),
+        OpSpec(
+            "quant.mxfp4",
+            "MXFP4 quantize/dequantize (bit-exact across tiers)",
+            (Tier.TRITON, Tier.TORCH),
+        ),
     )
 }
 

@@ -1,0 +1,1 @@
+"""Private: the Triton grouped GEMM behind `moe/fused.py`."""
