@@ -5,7 +5,13 @@ process it starts: launcher, engine, scheduler, detokenizer. It must therefore
 be idempotent and cheap; heavy modules (the backend classes) import only when
 SGLang builds them. Everything goes through SGLang's own extension points:
 the flag-choice adders in `sglang.srt.arg_groups.choices`, the attention backend
-registry, and a named resolution hook for start-up validation.
+registry, a named resolution hook for start-up validation, the MoE runner-core
+registry, the quantization registry, and HookRegistry for the one place with no
+extension point (patches/unquantized_moe.py).
+
+  --attention-backend amd        attention/backend.py
+  --moe-runner-backend amd       moe/sglang_runner.py (+ patches/unquantized_moe.py)
+  --quantization amd_mxfp4       quant/sglang_mxfp4.py
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ def _create_attention_backend(model_runner: Any):
     return AmdAttnBackend(model_runner)
 
 
-def _validate_attention_flags(server_args: Any, previous) -> None:
-    """Resolution-hook wrapper: SGLang's own step first, then our rules.
+def _validate_flags(server_args: Any, previous) -> None:
+    """Resolution-hook wrapper: SGLang's own step first, then our rules (attention, MoE).
 
     Also turns device graphs off for our backend: it does not implement the
     CUDA-graph capture/replay hooks yet (its metadata is read on the host).
@@ -38,8 +44,11 @@ def _validate_attention_flags(server_args: Any, previous) -> None:
     from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, with_phase
 
     from sglang_amd.attention.support import backend_flags_using_amd, check_server_args
+    from sglang_amd.moe.support import check_moe_flags, moe_flags_used
 
     view = resolved_view(server_args)
+    if moe_flags_used(view):
+        check_moe_flags(view, getattr(model_config_of(server_args), "hf_config", None))
     if not backend_flags_using_amd(view):
         return
     check_server_args(view, model_config_of(server_args))
@@ -71,6 +80,22 @@ def register() -> None:
     if BACKEND_NAME not in ATTENTION_BACKEND_CHOICES:
         add_attention_backend_choices([BACKEND_NAME])
     register_attention_backend(BACKEND_NAME)(_create_attention_backend)
-    register_resolution_hook("handle_attention_backend_compatibility")(_validate_attention_flags)
+    register_resolution_hook("handle_attention_backend_compatibility")(_validate_flags)
+    _register_moe()
     _registered = True
     logger.debug("sglang-amd registered: --attention-backend %s", BACKEND_NAME)
+
+
+def _register_moe() -> None:
+    from sglang.srt.arg_groups.choices import QUANTIZATION_CHOICES, add_quantization_method_choices
+    from sglang.srt.layers.quantization import QUANTIZATION_METHODS
+
+    from sglang_amd.moe import sglang_runner
+    from sglang_amd.patches import unquantized_moe
+    from sglang_amd.quant.sglang_mxfp4 import QUANT_NAME, AmdMxfp4Config
+
+    sglang_runner.register()
+    unquantized_moe.register()
+    if QUANT_NAME not in QUANTIZATION_CHOICES:
+        add_quantization_method_choices([QUANT_NAME])
+    QUANTIZATION_METHODS.setdefault(QUANT_NAME, AmdMxfp4Config)

@@ -103,7 +103,7 @@ OPS: dict[str, OpSpec] = {
         ),
         OpSpec(
             "moe.fused",
-            "fused MoE experts, bf16 or MXFP4 (W4A16) weights; not yet wired into SGLang",
+            "fused MoE experts (--moe-runner-backend amd), bf16 or MXFP4 (W4A16) weights",
             (Tier.TRITON, Tier.TORCH),
         ),
         OpSpec(

@@ -50,9 +50,11 @@ class EngineCache:
         self._key = None
         self._engine = None
 
-    def get(self, env: dict[str, str] | None = None, **kwargs):
-        """The engine for these Engine kwargs; `env` adds variables its processes see."""
-        key = (tuple(sorted((env or {}).items())), tuple(sorted(kwargs.items())))
+    def get(self, env: dict[str, str] | None = None, model_path: str | None = None, **kwargs):
+        """The engine for these Engine kwargs; `env` adds variables its processes see;
+        `model_path` overrides the cache's default model (SmolLM2)."""
+        model_path = model_path or self.model_path
+        key = (model_path, tuple(sorted((env or {}).items())), tuple(sorted(kwargs.items())))
         if key != self._key:
             self.close()
             import sglang as sgl
@@ -61,9 +63,7 @@ class EngineCache:
             saved = {k: os.environ.get(k) for k in set(os.environ) | set(wanted)}
             _apply_env(wanted, saved)
             try:  # the scheduler is spawned inside Engine() and copies os.environ
-                self._engine = sgl.Engine(
-                    model_path=self.model_path, **{**ENGINE_DEFAULTS, **kwargs}
-                )
+                self._engine = sgl.Engine(model_path=model_path, **{**ENGINE_DEFAULTS, **kwargs})
             finally:
                 _apply_env({k: v for k, v in saved.items() if v is not None}, saved)
             self._key = key

@@ -123,3 +123,20 @@ def sglang_greedy(engine, prompt: Prompt, max_new_tokens: int) -> list[int]:
         sampling_params={"temperature": 0, "max_new_tokens": max_new_tokens},
     )
     return out["output_ids"]
+
+
+def logprob_errors(engine, hf_oracle, prompts):
+    """Per-prompt max |Δlogprob| against HF fp32, and the cached-token counts."""
+    errors, cached = [], []
+    for p in prompts:
+        got, start, cached_tokens = sglang_logprobs(engine, p)
+        want = hf_oracle.token_logprobs(p.ids)[start - 1 :]
+        assert len(got) == len(want) > 0
+        errors.append([abs(a - b) for a, b in zip(got, want, strict=True)])
+        cached.append(cached_tokens)
+    return errors, cached
+
+
+def summarize(errors):
+    flat = [e for row in errors for e in row]
+    return max(flat), sum(flat) / len(flat)

@@ -15,28 +15,11 @@ import pytest
 import torch
 
 from sglang_amd import trace
-from tests.oracle import sglang_greedy, sglang_logprobs
+from tests.oracle import logprob_errors, sglang_greedy, summarize
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sglang]
 
 GREEDY_TOKENS = 32
-
-
-def logprob_errors(engine, hf_oracle, prompts):
-    """Per-prompt max |Δlogprob| against HF fp32, and the cached-token counts."""
-    errors, cached = [], []
-    for p in prompts:
-        got, start, cached_tokens = sglang_logprobs(engine, p)
-        want = hf_oracle.token_logprobs(p.ids)[start - 1 :]
-        assert len(got) == len(want) > 0
-        errors.append([abs(a - b) for a, b in zip(got, want, strict=True)])
-        cached.append(cached_tokens)
-    return errors, cached
-
-
-def summarize(errors):
-    flat = [e for row in errors for e in row]
-    return max(flat), sum(flat) / len(flat)
 
 
 @pytest.fixture(scope="module")

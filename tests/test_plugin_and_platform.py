@@ -22,7 +22,7 @@ def test_register_is_idempotent_and_reaches_sglang():
     assert ATTENTION_BACKEND_CHOICES.count("amd") == 1
     assert ATTENTION_BACKENDS["amd"] is plugin._create_attention_backend
     hooks = _HOOKS["handle_attention_backend_compatibility"]
-    assert hooks.count(plugin._validate_attention_flags) == 1
+    assert hooks.count(plugin._validate_flags) == 1
 
 
 def test_entry_points_are_installed():

@@ -48,6 +48,19 @@ def quantize_experts(
     return Mxfp4Experts(p13, s13, p2, s2)
 
 
+def _expert_weights(
+    w13: torch.Tensor | Mxfp4Experts, w2: torch.Tensor | None, e: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expert e's (gate_up [2I, H], down [H, I]) in float32; MXFP4 decoded for e only."""
+    if isinstance(w13, Mxfp4Experts):
+        q = w13
+        return (
+            dequantize_mxfp4(q.w13[e], q.w13_scale[e], torch.float32),
+            dequantize_mxfp4(q.w2[e], q.w2_scale[e], torch.float32),
+        )
+    return w13[e].float(), w2[e].float()
+
+
 def fused_moe_reference(
     x: torch.Tensor,
     w13: torch.Tensor | Mxfp4Experts,
@@ -64,8 +77,6 @@ def fused_moe_reference(
         topk_weights: [T, k] router weights (applied after the down projection).
         topk_ids: [T, k] expert ids; -1 marks a slot routed nowhere (EP).
     """
-    if isinstance(w13, Mxfp4Experts):
-        w13, w2 = w13.dequantize(torch.float32)
     xf = x.float()
     out = torch.zeros_like(xf)
     ids = topk_ids.long()
@@ -73,7 +84,8 @@ def fused_moe_reference(
         if expert < 0:
             continue
         token, slot = torch.where(ids == expert)
-        gate, up = F.linear(xf[token], w13[expert].float()).chunk(2, dim=-1)
-        y = F.linear(F.silu(gate) * up, w2[expert].float())
+        w_gate_up, w_down = _expert_weights(w13, w2, expert)
+        gate, up = F.linear(xf[token], w_gate_up).chunk(2, dim=-1)
+        y = F.linear(F.silu(gate) * up, w_down)
         out.index_add_(0, token, y * topk_weights[token, slot, None].float())
     return out.to(x.dtype)

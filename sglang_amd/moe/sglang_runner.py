@@ -1,0 +1,168 @@
+"""SGLang adapter: our fused MoE as the MoE runner `--moe-runner-backend amd`.
+
+  FusedMoE layer -> quant method .apply(layer, dispatch_output)
+    -> MoeRunner("amd").run(dispatch_output, AmdMoeQuantInfo)
+    -> AmdMoeRunnerCore.run_from_dispatch -> ExpertsOp (moe/experts.py: Triton | torch)
+    -> StandardCombineInput
+
+Registered with SGLang's own extension points (`register_moe_runner_core`,
+which also registers the name, and `add_moe_runner_backend_choices`). Which
+quant methods hand their layers to this runner: our MXFP4 method
+(quant/sglang_mxfp4.py) always, and SGLang's unquantized method when the flag
+asks for it (patches/unquantized_moe.py; it has no hook of its own).
+
+Imports sglang: only plugin.py and the quant method import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sglang.srt.layers.moe.moe_runner.base import (
+    DispatchMoeRunnerCore,
+    MoeQuantInfo,
+    MoeRunnerConfig,
+)
+from sglang.srt.layers.moe.utils import (
+    MoeRunnerBackendLike,
+    get_moe_a2a_backend,
+    get_moe_runner_backend,
+    resolve_moe_runner_backend,
+)
+
+from sglang_amd import trace
+from sglang_amd.moe.experts import ExpertsOp
+from sglang_amd.moe.reference import Mxfp4Experts
+from sglang_amd.moe.support import RUNNER_NAME
+
+logger = logging.getLogger(__name__)
+
+
+class MoeConfigError(ValueError):
+    """A MoE layer our runner cannot serve; raised while the model is built (server start)."""
+
+
+@dataclass
+class AmdMoeQuantInfo(MoeQuantInfo):
+    """Expert weights as the runner reads them.
+
+    w13: [E, 2I, H] float tensor, or `Mxfp4Experts` (then w2 is None).
+    w2:  [E, H, I] float tensor.
+    """
+
+    w13: torch.Tensor | Mxfp4Experts
+    w2: torch.Tensor | None = None
+
+
+def runner_requested() -> bool:
+    """Did the operator pass `--moe-runner-backend amd`?"""
+    return get_moe_runner_backend().value == RUNNER_NAME
+
+
+def check_runner_config(config: MoeRunnerConfig, *, with_bias: bool = False) -> None:
+    """Refuse, at model build, the MoE features our kernels do not compute."""
+    flag = f"--moe-runner-backend {RUNNER_NAME}"
+    problems = []
+    if config.activation != "silu" or not config.is_gated:
+        problems.append(
+            f"activation {config.activation!r} (gated={config.is_gated}); only gated SiLU"
+        )
+    if with_bias:
+        problems.append("expert biases")
+    if config.apply_router_weight_on_input:
+        problems.append("router weights applied on the input")
+    if config.no_combine:
+        problems.append("no_combine (per-choice outputs)")
+    for name in ("gemm1_alpha", "gemm1_clamp_limit", "swiglu_limit"):
+        if getattr(config, name) is not None:
+            problems.append(f"{name}={getattr(config, name)} (clamped SwiGLU)")
+    a2a = get_moe_a2a_backend()
+    if not a2a.is_none():
+        problems.append(f"--moe-a2a-backend {a2a.value} (the runner takes the standard dispatch)")
+    if problems:
+        raise MoeConfigError(
+            f"{flag} cannot serve MoE layer {config.layer_id}: "
+            + "; ".join(problems)
+            + ". Use another --moe-runner-backend (e.g. auto) for this model."
+        )
+
+
+def _runner_applies_routed_scaling() -> bool:
+    # SGLang splits this multiply by device: on CUDA/MUSA its Triton runner scales
+    # the expert sum and the DeepSeek model does not; elsewhere (CPU, ROCm) the
+    # model scales the output itself (deepseek_v2.py, `not _is_cuda and not
+    # _is_musa`). Doing what the model expects avoids scaling twice or never.
+    from sglang.srt.utils import is_cuda, is_musa
+
+    return is_cuda() or is_musa()
+
+
+class AmdMoeRunnerCore(DispatchMoeRunnerCore):
+    """Consumes the standard dispatch (local expert ids, -1 = elsewhere) directly."""
+
+    def __init__(self, config: MoeRunnerConfig):
+        super().__init__(config)
+        check_runner_config(config)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.op = ExpertsOp(device)
+        self.scale = (
+            config.routed_scaling_factor
+            if config.routed_scaling_factor not in (None, 1.0) and _runner_applies_routed_scaling()
+            else None
+        )
+        trace.record("moe_runner_init", runner=type(self).__name__, tier=self.op.tier.value)
+
+    @property
+    def runner_backend(self) -> MoeRunnerBackendLike:
+        return resolve_moe_runner_backend(RUNNER_NAME)
+
+    def run_from_dispatch(
+        self,
+        dispatch_output: Any,
+        quant_info: AmdMoeQuantInfo,
+        runner_config: MoeRunnerConfig,
+        hooks: Any = None,
+    ) -> Any:
+        from sglang.srt.layers.moe.token_dispatcher import StandardCombineInput
+        from sglang.srt.layers.moe.topk import TopKOutputChecker
+
+        topk = dispatch_output.topk_output
+        if not TopKOutputChecker.format_is_standard(topk):
+            raise MoeConfigError(
+                f"--moe-runner-backend {RUNNER_NAME} needs the standard top-k output, got "
+                f"{type(topk).__name__}"
+            )
+        out = self.op(
+            dispatch_output.hidden_states,
+            quant_info.w13,
+            quant_info.w2,
+            topk.topk_weights,
+            topk.topk_ids,
+        )
+        if self.scale is not None:
+            out.mul_(self.scale)
+        return StandardCombineInput(hidden_states=out)
+
+
+_registered = False
+
+
+def register() -> None:
+    """Make `--moe-runner-backend amd` a valid flag value backed by our core. Idempotent."""
+    global _registered
+    if _registered:
+        return
+    from sglang.srt.arg_groups.choices import (
+        MOE_RUNNER_BACKEND_CHOICES,
+        add_moe_runner_backend_choices,
+    )
+    from sglang.srt.layers.moe.moe_runner import runner as runner_module
+
+    if RUNNER_NAME not in MOE_RUNNER_BACKEND_CHOICES:
+        add_moe_runner_backend_choices([RUNNER_NAME])
+    if RUNNER_NAME not in runner_module._CUSTOM_RUNNER_CORE_FACTORIES:
+        runner_module.register_moe_runner_core(RUNNER_NAME, AmdMoeRunnerCore)
+    _registered = True

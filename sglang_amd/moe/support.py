@@ -1,0 +1,79 @@
+"""What `--moe-runner-backend amd` and `--quantization amd_mxfp4` serve, checked at start.
+
+Called from the resolution hook in plugin.py (the launcher, while ServerArgs
+resolve, before any process starts or weight loads), so a bad combination fails
+with one message naming the flag. The model-build checks in
+moe/sglang_runner.py and quant/sglang_mxfp4.py repeat the per-layer rules for
+engines built without the launcher. Imports nothing from sglang.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sglang_amd.attention.support import UnsupportedConfigError
+from sglang_amd.quant.mxfp4 import BLOCK
+
+RUNNER_NAME = "amd"
+QUANT_NAME = "amd_mxfp4"
+
+
+def _moe_sizes(hf_config: Any) -> tuple[int | None, int | None]:
+    """(hidden_size, moe_intermediate_size) of a MoE config; (None, None) if dense."""
+    text = getattr(hf_config, "text_config", None) or hf_config
+    experts = next(
+        (
+            getattr(text, n)
+            for n in ("num_experts", "n_routed_experts", "num_local_experts")
+            if getattr(text, n, None)
+        ),
+        None,
+    )
+    if not experts:
+        return None, None
+    inter = getattr(text, "moe_intermediate_size", None) or getattr(text, "intermediate_size", None)
+    return getattr(text, "hidden_size", None), inter
+
+
+def moe_flags_used(server_args: Any) -> bool:
+    return (
+        getattr(server_args, "moe_runner_backend", None) == RUNNER_NAME
+        or getattr(server_args, "quantization", None) == QUANT_NAME
+    )
+
+
+def moe_flag_problems(server_args: Any, hf_config: Any | None) -> list[str]:
+    """Why these flags cannot serve this model; empty when they can."""
+    problems = []
+    runner = getattr(server_args, "moe_runner_backend", None)
+    quant = getattr(server_args, "quantization", None)
+    a2a = getattr(server_args, "moe_a2a_backend", None) or "none"
+    ours = [f"--moe-runner-backend {RUNNER_NAME}"] * (runner == RUNNER_NAME)
+    ours += [f"--quantization {QUANT_NAME}"] * (quant == QUANT_NAME)
+    if ours and a2a != "none":
+        problems.append(f"{ours[0]} takes the standard dispatch; drop --moe-a2a-backend {a2a}")
+    if quant == QUANT_NAME:
+        if runner not in (None, "auto", RUNNER_NAME):
+            problems.append(
+                f"--quantization {QUANT_NAME} experts run on --moe-runner-backend {RUNNER_NAME} "
+                f"(or auto), not {runner}"
+            )
+        hidden, inter = _moe_sizes(hf_config) if hf_config is not None else (None, None)
+        tp = int(getattr(server_args, "tp_size", 1) or 1)
+        ep = int(getattr(server_args, "ep_size", 1) or 1)
+        moe_tp = max(tp // max(ep, 1), 1)  # SGLang splits experts' intermediate over tp/ep
+        per_rank = inter // moe_tp if inter else None
+        for name, size in (("hidden_size", hidden), ("moe_intermediate_size per rank", per_rank)):
+            if size is not None and size % BLOCK:
+                problems.append(
+                    f"--quantization {QUANT_NAME} quantizes blocks of {BLOCK} along the reduction "
+                    f"dimension, but this model's {name} is {size}; serve it without "
+                    "--quantization (or with a smaller --tp-size)"
+                )
+    return problems
+
+
+def check_moe_flags(server_args: Any, hf_config: Any | None) -> None:
+    problems = moe_flag_problems(server_args, hf_config)
+    if problems:
+        raise UnsupportedConfigError("sglang-amd: " + "; ".join(problems))

@@ -1,0 +1,91 @@
+"""Tiny random-weight checkpoints of real architectures, for e2e tests.
+
+No small real MoE checkpoint exists, so these are transformers' own model
+classes with a tiny config and seeded random weights, saved with the SmolLM2
+tokenizer. The same folder is what HF (the oracle) and SGLang both load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_qwen3_moe(out: Path, smollm2: str, seed: int = 0) -> Path:
+    """Qwen3-MoE: hidden 128, 2 layers, 4 q / 2 kv heads of 32, 8 experts top-2, inter 64."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import AutoTokenizer, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3MoeConfig(
+        vocab_size=49152,
+        hidden_size=128,
+        intermediate_size=256,
+        moe_intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        num_experts=8,
+        num_experts_per_tok=2,
+        norm_topk_prob=True,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        rms_norm_eps=1e-6,
+    )
+    model = Qwen3MoeForCausalLM(config)
+    with torch.no_grad():  # larger-than-default init so routing and logits are not flat
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.08)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(smollm2).save_pretrained(out)
+    return out
+
+
+@torch.no_grad()
+def fake_quantize_experts(model: torch.nn.Module) -> int:
+    """Replace every routed-expert weight of an HF MoE model by dequantize(quantize(w)).
+
+    What `--quantization amd_mxfp4` serves, computed by our torch MXFP4 reference
+    (itself tested bit for bit against the spec), blocks along each weight's
+    reduction dimension. Returns how many expert tensors were replaced.
+    """
+    from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
+
+    replaced = 0
+    for name, module in model.named_modules():
+        if not name.endswith("mlp.experts"):
+            continue
+        for attr in ("gate_up_proj", "down_proj"):
+            weight = getattr(module, attr)
+            weight.copy_(fake_quantize_mxfp4(weight.float()).to(weight.dtype))
+            replaced += 1
+    if not replaced:
+        raise AssertionError("no `mlp.experts` modules found; transformers' layout changed")
+    return replaced
+
+
+def fake_quantized_copy(src: Path, out: Path) -> Path:
+    """`src` with every expert weight replaced by dequantize(quantize(w)), saved in bf16.
+
+    MXFP4 values times E8M0 scales are exact in bf16, so this checkpoint holds
+    exactly the weights `--quantization amd_mxfp4` computes with: HF reads it as
+    the MXFP4 oracle and SGLang's own bf16 path serves it as the noise baseline.
+    """
+    if (out / "config.json").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    fake_quantize_experts(model)
+    for module in model.modules():
+        if hasattr(module, "gate_up_proj"):
+            assert torch.equal(module.gate_up_proj.to(torch.bfloat16).float(), module.gate_up_proj)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
