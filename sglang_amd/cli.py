@@ -133,26 +133,32 @@ def _bench(ns: argparse.Namespace) -> int:
 
     import torch
 
-    from sglang_amd.bench import attention, report
+    from sglang_amd.bench import attention, moe, report
     from sglang_amd.target_info import gpu_name
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     smoke = ns.smoke or device.type == "cpu"
-    cases = attention.SMOKE_CASES if smoke else attention.GPU_CASES
+    module = {"attention": attention, "moe": moe}[ns.what]
+    cases = module.SMOKE_CASES if smoke else module.GPU_CASES
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
+    layout = f" page {ns.page_size}" if ns.what == "attention" else ""
     header = (
-        f"sglang-amd bench attention | {gpu_name()} | {ns.dtype} page {ns.page_size} | "
+        f"sglang-amd bench {ns.what} | {gpu_name()} | {ns.dtype}{layout} | "
         f"{datetime.date.today()} | commit {commit}"
         + (" | SMOKE (not a measurement)" if smoke else "")
     )
-    result = attention.run(cases, device, getattr(torch, ns.dtype), ns.page_size)
+    dtype = getattr(torch, ns.dtype)
+    if ns.what == "attention":
+        result = attention.run(cases, device, dtype, ns.page_size)
+    else:
+        result = moe.run(cases, device, dtype)
     print(report.table(result, header))
-    json_path, png_path = report.write(result, Path(ns.out), "attention", header)
+    json_path, png_path = report.write(result, Path(ns.out), ns.what, header)
     print(
         f"wrote {json_path}"
         + (f" and {png_path}" if png_path else " (no PNG: pip install matplotlib)")
@@ -173,10 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.add_argument("name", choices=["smollm2"])
     model.add_argument("--quiet", action="store_true", help="no progress bar")
     bench = sub.add_parser("bench", help="benchmark our kernels against peers (table + PNG)")
-    bench.add_argument("what", choices=["attention"])
+    bench.add_argument("what", choices=["attention", "moe"])
     bench.add_argument("--out", default="bench-out", help="folder for the JSON and PNG")
     bench.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
-    bench.add_argument("--page-size", type=int, default=16)
+    bench.add_argument("--page-size", type=int, default=16, help="attention only")
     bench.add_argument(
         "--smoke", action="store_true", help="tiny shapes (the default without a GPU)"
     )

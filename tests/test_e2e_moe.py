@@ -14,7 +14,12 @@ import pytest
 
 from sglang_amd import trace
 from tests.oracle import HFOracle, logprob_errors, sglang_greedy, summarize
-from tests.tiny_models import fake_quantized_copy, tiny_qwen3_moe
+from tests.tiny_models import (
+    DENSE_MXFP4,
+    fake_quantized_copy,
+    quark_mxfp4_export,
+    tiny_qwen3_moe,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sglang]
 
@@ -89,6 +94,18 @@ def test_fp32_mxfp4_matches_fake_quantized_hf(engines, moe_path, hf_moe, hf_moe_
     events = _events_from_scheduler(engines)
     assert any(e["event"] == "mxfp4_quantized" for e in events), events
     assert any(e["event"] == "forward_moe" and e["weights"] == "mxfp4" for e in events), events
+
+
+def test_fp32_quark_mxfp4_export_matches_fake_quantized_hf(engines, moe_path, tiny_dir, prompts):
+    """A pre-quantized checkpoint (Quark's OCP MXFP4 layout: experts and attention
+    projections packed, routers and lm_head excluded) read by `--quantization amd_mxfp4`."""
+    src = tiny_dir / "qwen3-moe"
+    export = quark_mxfp4_export(src, tiny_dir / "qwen3-moe-quark-mxfp4", DENSE_MXFP4)
+    oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "qwen3-moe-fq-dense", DENSE_MXFP4)))
+    engine = engines.get(model_path=str(export), quantization="amd_mxfp4", **FP32)
+    _check_fp32(engine, oracle, prompts)
+    events = [e["event"] for e in _events_from_scheduler(engines)]
+    assert "mxfp4_loaded" in events and "mxfp4_linear_loaded" in events, events
 
 
 def _greedy_agreement(engine, oracle, prompts) -> int:

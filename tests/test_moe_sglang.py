@@ -141,10 +141,36 @@ def test_mxfp4_method_names_the_size_that_does_not_fit():
     from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4MoEMethod
 
     method = AmdMxfp4MoEMethod(AmdMxfp4Config())
-    with pytest.raises(ValueError, match="moe_intermediate_size .*=40 is not a multiple of 32"):
+    with pytest.raises(ValueError, match="moe_intermediate_size=40 is not a multiple of 32"):
         method.create_weights(_moe_layer(8, 64), 8, 64, 40, torch.float32)
     with pytest.raises(ValueError, match="hidden_size=48"):
         method.create_weights(_moe_layer(8, 48), 8, 48, 64, torch.float32)
+
+
+@pytest.mark.parametrize("a4w4", [False, True])
+def test_mxfp4_linear_method_loads_packed_weights_and_serves(a4w4):
+    from sglang_amd.quant.mxfp4 import dequantize_mxfp4, fake_quantize_mxfp4, quantize_mxfp4
+    from sglang_amd.quant.mxfp4_checkpoint import parse_quark_mxfp4, quark_config
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4LinearMethod
+
+    config = AmdMxfp4Config(parse_quark_mxfp4(quark_config([], activations_mxfp4=a4w4)))
+    method = AmdMxfp4LinearMethod(config, "model.layers.0.self_attn.qkv_proj")
+    layer = torch.nn.Module()
+    method.create_weights(layer, 96, [64, 32, 32], 96, 128, torch.float32)
+    assert layer.weight.shape == (128, 48) and layer.weight_scale.shape == (128, 3)
+    with pytest.raises(ValueError, match="qkv_proj.weight_scale was not .*in the checkpoint"):
+        method.process_weights_after_loading(layer)  # nothing loaded yet: poisoned scales
+    w = torch.randn(128, 96) * 0.1
+    packed, scales = quantize_mxfp4(w)
+    layer.weight.data.copy_(packed)
+    layer.weight_scale.data.copy_(scales)
+    method.process_weights_after_loading(layer)
+    x, bias = torch.randn(7, 96), torch.randn(128)
+    xq = fake_quantize_mxfp4(x) if a4w4 else x
+    want = torch.nn.functional.linear(xq, dequantize_mxfp4(packed, scales), bias)
+    torch.testing.assert_close(method.apply(layer, x, bias), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="per-rank input size=40"):
+        method.create_weights(torch.nn.Module(), 40, [64], 40, 64, torch.float32)
 
 
 def test_prequantized_checkpoints_get_a_clear_error():

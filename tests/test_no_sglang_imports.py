@@ -22,7 +22,11 @@ KERNEL_MODULES = [
     "sglang_amd.moe.align",
     "sglang_amd.moe.reference",
     "sglang_amd.moe.fused",
+    "sglang_amd.moe.experts",
+    "sglang_amd.moe.support",
+    "sglang_amd.quant.mxfp4_checkpoint",
     "sglang_amd.bench.attention",
+    "sglang_amd.bench.moe",
     "sglang_amd.bench.report",
     "sglang_amd.reference_model",
 ]

@@ -47,22 +47,29 @@ def tiny_qwen3_moe(out: Path, smollm2: str, seed: int = 0) -> Path:
     return out
 
 
+DENSE_MXFP4 = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
 @torch.no_grad()
-def fake_quantize_experts(model: torch.nn.Module) -> int:
-    """Replace every routed-expert weight of an HF MoE model by dequantize(quantize(w)).
+def fake_quantize_experts(model: torch.nn.Module, dense: tuple[str, ...] = ()) -> int:
+    """Replace every routed-expert weight of an HF MoE model (and the linears named in
+    `dense`) by dequantize(quantize(w)).
 
     What `--quantization amd_mxfp4` serves, computed by our torch MXFP4 reference
     (itself tested bit for bit against the spec), blocks along each weight's
-    reduction dimension. Returns how many expert tensors were replaced.
+    reduction dimension. Returns how many tensors were replaced.
     """
     from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
 
     replaced = 0
     for name, module in model.named_modules():
-        if not name.endswith("mlp.experts"):
+        if name.endswith("mlp.experts"):
+            weights = [module.gate_up_proj, module.down_proj]
+        elif name.rsplit(".", 1)[-1] in dense:
+            weights = [module.weight]
+        else:
             continue
-        for attr in ("gate_up_proj", "down_proj"):
-            weight = getattr(module, attr)
+        for weight in weights:
             weight.copy_(fake_quantize_mxfp4(weight.float()).to(weight.dtype))
             replaced += 1
     if not replaced:
@@ -70,7 +77,7 @@ def fake_quantize_experts(model: torch.nn.Module) -> int:
     return replaced
 
 
-def fake_quantized_copy(src: Path, out: Path) -> Path:
+def fake_quantized_copy(src: Path, out: Path, dense: tuple[str, ...] = ()) -> Path:
     """`src` with every expert weight replaced by dequantize(quantize(w)), saved in bf16.
 
     MXFP4 values times E8M0 scales are exact in bf16, so this checkpoint holds
@@ -82,10 +89,48 @@ def fake_quantized_copy(src: Path, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    fake_quantize_experts(model)
+    fake_quantize_experts(model, dense)
     for module in model.modules():
         if hasattr(module, "gate_up_proj"):
             assert torch.equal(module.gate_up_proj.to(torch.bfloat16).float(), module.gate_up_proj)
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
+def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP4) -> Path:
+    """`src` as a Quark MXFP4 export: experts (and the `dense` linears) stored as packed
+    uint8 `weight` + E8M0 `weight_scale`, every other linear listed in `exclude`.
+
+    Quantized by our torch reference with the scale rounding the online path uses,
+    so it holds the same weights as `fake_quantized_copy(src, ..., dense)`.
+    """
+    if (out / "config.json").is_file():
+        return out
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sglang_amd.quant.mxfp4 import quantize_mxfp4
+    from sglang_amd.quant.mxfp4_checkpoint import quark_config
+
+    out.mkdir(parents=True)
+    tensors, exclude = {}, []
+    for name, w in load_file(src / "model.safetensors").items():
+        module = name.removesuffix(".weight")
+        quantized = ".mlp.experts." in name or module.rsplit(".", 1)[-1] in dense
+        if name.endswith(".weight") and w.dim() == 2 and quantized:
+            tensors[name], tensors[f"{module}.weight_scale"] = quantize_mxfp4(w.float(), "even")
+            continue
+        if name.endswith(".weight") and w.dim() == 2 and "embed_tokens" not in name:
+            exclude.append(module)  # a float linear: lm_head, the routers
+        tensors[name] = w
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((src / "config.json").read_text())
+    config["quantization_config"] = quark_config(sorted(exclude))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    for f in src.iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            shutil.copy(f, out / f.name)
     return out

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sglang_amd.attention.reference import paged_attention_reference
+from sglang_amd.bench.report import Row
 from sglang_amd.bench.roofline import copy_bandwidth, matmul_peak, time_fn
 from sglang_amd.testing import PagedBatch, make_paged_batch
 from sglang_amd.tiers import Tier, select
@@ -53,15 +54,6 @@ SMOKE_CASES = [
     Case("decode", 2, 63, 1, (4, 2), 32),
     Case("extend", 1, 16, 16, (4, 2), 32),
 ]
-
-
-@dataclass
-class Row:
-    case: str
-    impl: str
-    seconds: float | None
-    rate: float | None  # bytes/s (decode) or FLOP/s (extend)
-    note: str = ""
 
 
 def _kv_bytes(case: Case, b: PagedBatch) -> int:

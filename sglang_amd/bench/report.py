@@ -8,14 +8,22 @@ device ceiling, and the ratio of ours to the best peer measured in the same run
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sglang_amd.bench.attention import Row
+
+@dataclass
+class Row:
+    case: str
+    impl: str
+    seconds: float | None
+    rate: float | None  # bytes/s (decode, moe) or FLOP/s (extend)
+    note: str = ""
 
 
 def _unit(case: str) -> tuple[str, float, str]:
-    if case.startswith("decode"):
+    """(unit, divisor, ceiling key): memory-bound cases in GB/s, the rest in TFLOP/s."""
+    if case.startswith(("decode", "moe")):
         return "GB/s", 1e9, "copy_bytes_per_s"
     return "TFLOP/s", 1e12, "bf16_flop_per_s"
 
@@ -30,7 +38,7 @@ def table(result: dict, header: str) -> str:
         header,
         f"measured copy bandwidth {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s, "
         f"bf16 matmul peak {ceilings['bf16_flop_per_s'] / 1e12:.1f} TFLOP/s",
-        f"{'case':<34} {'impl':<15} {'time us':>10} {'rate':>14} {'of peak':>8} {'ours/best':>10}  note",
+        f"{'case':<34} {'impl':<20} {'time us':>10} {'rate':>14} {'of peak':>8} {'ours/best':>10}  note",
     ]
     by_case: dict[str, list[Row]] = {}
     for r in result["rows"]:
@@ -43,13 +51,13 @@ def table(result: dict, header: str) -> str:
         for r in rows:
             if r.seconds is None:
                 lines.append(
-                    f"{case:<34} {r.impl:<15} {'-':>10} {'-':>14} {'-':>8} {'':>10}  {r.note}"
+                    f"{case:<34} {r.impl:<20} {'-':>10} {'-':>14} {'-':>8} {'':>10}  {r.note}"
                 )
                 continue
             frac = r.rate / ceilings[ceiling]
             ratio = f"{best.seconds / r.seconds:.2f}x" if r is ours and best else ""
             lines.append(
-                f"{case:<34} {r.impl:<15} {r.seconds * 1e6:>10.1f} "
+                f"{case:<34} {r.impl:<20} {r.seconds * 1e6:>10.1f} "
                 f"{r.rate / scale:>9.1f} {unit:<4} {frac:>8.0%} {ratio:>10}  {r.note}"
             )
     return "\n".join(lines)
@@ -94,7 +102,7 @@ def write(result: dict, out_dir: Path, name: str, header: str) -> tuple[Path, Pa
     ax.text(
         0.99,
         0.98,
-        "decode: KV GB/s / copy BW\nextend: TFLOP/s / bf16 matmul",
+        "decode: KV GB/s / copy BW\nextend: TFLOP/s / bf16 matmul\nmoe: weight GB/s / copy BW",
         transform=ax.transAxes,
         ha="right",
         va="top",

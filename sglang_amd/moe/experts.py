@@ -6,7 +6,8 @@
                                      (moe/reference.py) with one log line per reason
 
 Weights are bf16/fp16/fp32 tensors in SGLang's layout (w13 [E, 2I, H], w2
-[E, H, I]) or an `Mxfp4Experts` (W4A16: MXFP4 weights, activations unquantized).
+[E, H, I]) or an `Mxfp4Experts` (W4A16: MXFP4 weights, activations unquantized;
+with act_mxfp4, A4W4 numerics).
 Never imports sglang.
 """
 
@@ -50,12 +51,15 @@ class ExpertsOp:
         w2: torch.Tensor | None,
         topk_weights: torch.Tensor,
         topk_ids: torch.Tensor,
+        act_mxfp4: bool = False,
     ) -> torch.Tensor:
         """x [T, H]; topk_weights [T, k] float; topk_ids [T, k] int (-1: routed nowhere).
 
         Returns [T, H] in x's dtype: sum_j topk_weights[t, j] * expert_{ids[t, j]}(x[t]).
+        act_mxfp4: A4W4 numerics (GEMM inputs rounded to MXFP4 per 32).
         """
         kind = "mxfp4" if isinstance(w13, Mxfp4Experts) else str(x.dtype).removeprefix("torch.")
+        kind += "+a_mxfp4" if act_mxfp4 else ""
         if x.shape[0] == 0:
             return torch.zeros_like(x)
         if self.tier is Tier.TRITON:
@@ -64,7 +68,7 @@ class ExpertsOp:
                 from sglang_amd.moe.fused import fused_moe
 
                 trace.record("forward_moe", tier=Tier.TRITON.value, weights=kind)
-                return fused_moe(x, w13, w2, topk_weights, topk_ids)
+                return fused_moe(x, w13, w2, topk_weights, topk_ids, act_mxfp4=act_mxfp4)
             fallback_once(OP, self.tier, reason)
         trace.record("forward_moe", tier=Tier.TORCH.value, weights=kind)
-        return fused_moe_reference(x, w13, w2, topk_weights, topk_ids)
+        return fused_moe_reference(x, w13, w2, topk_weights, topk_ids, act_mxfp4=act_mxfp4)

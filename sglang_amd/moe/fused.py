@@ -7,7 +7,7 @@
   -> out[t] = sum_j y[t * k + j]
 
 Matches `moe/reference.py` (the torch tier). A4W4 (activations quantized per
-32) and aiter are not written yet. Never imports sglang.
+32: emulated, see `act_mxfp4`) and aiter are not written yet. Never imports sglang.
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ def _gemm(a, w, w_scale, slots, block_expert, num_slots, n, k, row_div, weights,
     return out
 
 
+def _round_to_mxfp4(t: torch.Tensor) -> torch.Tensor:
+    from sglang_amd.quant.mxfp4_triton import dequantize_mxfp4_triton, quantize_mxfp4_triton
+
+    return dequantize_mxfp4_triton(*quantize_mxfp4_triton(t.contiguous()), dtype=t.dtype)
+
+
 def fused_moe(
     x: torch.Tensor,
     w13: torch.Tensor | Mxfp4Experts,
@@ -64,9 +70,14 @@ def fused_moe(
     topk_weights: torch.Tensor,
     topk_ids: torch.Tensor,
     block_m: int | None = None,
+    act_mxfp4: bool = False,
 ) -> torch.Tensor:
     """x [T, H] bf16/fp16/fp32; w13 [E, 2I, H] + w2 [E, H, I], or Mxfp4Experts (w2 None);
-    topk_weights [T, k] float; topk_ids [T, k] int (-1: routed nowhere). Returns [T, H]."""
+    topk_weights [T, k] float; topk_ids [T, k] int (-1: routed nowhere). Returns [T, H].
+
+    act_mxfp4: A4W4 numerics. Both GEMM inputs are rounded to MXFP4 per 32 (our
+    Triton quantize + dequantize) and fed to the W4A16 kernel: exact A4W4 products
+    on hardware without FP4 matrix cores (H100, MI300); not a speed path."""
     if isinstance(w13, Mxfp4Experts):
         q = w13
         w13, s13, w2, s2 = q.w13, q.w13_scale, q.w2, q.w2_scale
@@ -86,6 +97,8 @@ def fused_moe(
     slots, block_expert, _ = align_by_expert(topk_ids, num_experts, block_m)
     num_slots = tokens * k
     gate_up = torch.empty(num_slots, 2 * inter, dtype=x.dtype, device=x.device)
+    if act_mxfp4:
+        x = _round_to_mxfp4(x)
     _gemm(
         x.contiguous(),
         w13,
@@ -101,7 +114,8 @@ def fused_moe(
         gate_up,
     )
     gate, up = gate_up.chunk(2, dim=-1)
-    act = (F.silu(gate.float()) * up.float()).to(x.dtype)
+    act = F.silu(gate.float()) * up.float()
+    act = _round_to_mxfp4(act).to(x.dtype) if act_mxfp4 else act.to(x.dtype)
     y = torch.zeros(num_slots, hidden, dtype=torch.float32, device=x.device)
     weights = topk_weights.reshape(-1).float().contiguous()
     _gemm(act, w2, s2, slots, block_expert, num_slots, hidden, inter, 1, weights, block_m, y)

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sglang_amd.quant.mxfp4 import BLOCK, ScaleRounding, dequantize_mxfp4, quantize_mxfp4
+from sglang_amd.quant.mxfp4 import (
+    BLOCK,
+    ScaleRounding,
+    dequantize_mxfp4,
+    fake_quantize_mxfp4,
+    quantize_mxfp4,
+)
 
 
 @dataclass
@@ -67,6 +73,7 @@ def fused_moe_reference(
     w2: torch.Tensor | None,
     topk_weights: torch.Tensor,
     topk_ids: torch.Tensor,
+    act_mxfp4: bool = False,
 ) -> torch.Tensor:
     """x [T, H] routed through experts; returns [T, H] in x's dtype.
 
@@ -76,8 +83,10 @@ def fused_moe_reference(
         w2: [E, H, I] down weights.
         topk_weights: [T, k] router weights (applied after the down projection).
         topk_ids: [T, k] expert ids; -1 marks a slot routed nowhere (EP).
+        act_mxfp4: A4W4 numerics: both GEMM inputs (x, and SiLU(gate) * up) are
+            rounded to MXFP4 per 32 along their reduction dim before the product.
     """
-    xf = x.float()
+    xf = fake_quantize_mxfp4(x.float()) if act_mxfp4 else x.float()
     out = torch.zeros_like(xf)
     ids = topk_ids.long()
     for expert in ids.unique().tolist():
@@ -86,6 +95,7 @@ def fused_moe_reference(
         token, slot = torch.where(ids == expert)
         w_gate_up, w_down = _expert_weights(w13, w2, expert)
         gate, up = F.linear(xf[token], w_gate_up).chunk(2, dim=-1)
-        y = F.linear(F.silu(gate) * up, w_down)
+        act = F.silu(gate) * up
+        y = F.linear(fake_quantize_mxfp4(act) if act_mxfp4 else act, w_down)
         out.index_add_(0, token, y * topk_weights[token, slot, None].float())
     return out.to(x.dtype)

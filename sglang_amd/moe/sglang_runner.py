@@ -55,6 +55,7 @@ class AmdMoeQuantInfo(MoeQuantInfo):
 
     w13: torch.Tensor | Mxfp4Experts
     w2: torch.Tensor | None = None
+    act_mxfp4: bool = False  # A4W4: round GEMM inputs to MXFP4 per 32
 
 
 def runner_requested() -> bool:
@@ -141,6 +142,7 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
             quant_info.w2,
             topk.topk_weights,
             topk.topk_ids,
+            act_mxfp4=quant_info.act_mxfp4,
         )
         if self.scale is not None:
             out.mul_(self.scale)

@@ -1,30 +1,34 @@
-"""SGLang adapter: `--quantization amd_mxfp4`, MXFP4 (OCP) MoE experts served by our runner.
+"""SGLang adapter: `--quantization amd_mxfp4`, MXFP4 (OCP) weights served by our kernels.
 
-  bf16/fp32 checkpoint + --quantization amd_mxfp4
-    -> AmdMxfp4Config (no config file needed: online)
-    -> FusedMoE layers: AmdMxfp4MoEMethod
-         create_weights: checkpoint-dtype w13 [E, 2I, H], w2 [E, H, I] (SGLang's loaders)
-         process_weights_after_loading: quantize_mxfp4 (quant.mxfp4 tier, "even" scale
-           rounding) -> uint8 w13 [E, 2I, H/2] + E8M0 w13_weight_scale [E, 2I, H/32], same for w2;
-           the float copies are freed
-         apply: MoeRunner("amd") (moe/sglang_runner.py), W4A16
-    -> every other layer: SGLang's unquantized methods
+Two sources, one flag:
 
-Bad input fails while the model is built (server start), naming what to change:
-a hidden or moe_intermediate size that is not a multiple of 32, a MoE feature the
-runner does not compute, or a pre-quantized checkpoint layout we do not read.
+  float checkpoint (no quantization_config)      -> online: MoE experts quantized at load
+  Quark MXFP4 export (quant/mxfp4_checkpoint.py) -> pre-quantized: packed uint8 + E8M0
+                                                    scales loaded as stored
 
-Imports sglang: only plugin.py imports this module.
+  FusedMoE layers -> AmdMxfp4MoEMethod -> MoeRunner("amd") (moe/sglang_runner.py)
+  LinearBase      -> pre-quantized: AmdMxfp4LinearMethod (W4A16: decode the weight on the
+                     quant.mxfp4 tier, then one GEMM); online and excluded: SGLang's
+                     unquantized method
+
+Weights: w13 [E, 2I, H/2] + w13_weight_scale [E, 2I, H/32], w2 [E, H, I/2] +
+w2_weight_scale [E, H, I/32] (uint8, the reduction dim blocked by 32). Scales are
+poisoned with the NaN scale before loading; one left unwritten fails the load.
+Bad input fails while the model is built, naming what to change. The launcher-side
+checks are in moe/support.py. Imports sglang: only plugin.py imports this module.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from sglang.srt.layers.quantization.base_config import (
     FusedMoEMethodBase,
+    LinearMethodBase,
     QuantizationConfig,
     QuantizeMethodBase,
 )
@@ -34,7 +38,8 @@ from sglang_amd import trace
 from sglang_amd.moe.reference import Mxfp4Experts
 from sglang_amd.moe.sglang_runner import AmdMoeQuantInfo, check_runner_config
 from sglang_amd.moe.support import QUANT_NAME, RUNNER_NAME
-from sglang_amd.quant.mxfp4 import BLOCK, ScaleRounding
+from sglang_amd.quant.mxfp4 import BLOCK, E8M0_NAN, ScaleRounding
+from sglang_amd.quant.mxfp4_checkpoint import Mxfp4CheckpointLayout, parse_quark_mxfp4
 from sglang_amd.tiers import Tier, select
 
 logger = logging.getLogger(__name__)
@@ -42,9 +47,13 @@ logger = logging.getLogger(__name__)
 SCALE_ROUNDING_ENV = "SGLANG_AMD_MXFP4_SCALE_ROUNDING"
 
 
+def _quant_tier(device: torch.device) -> Tier:
+    return select("quant.mxfp4", device).tier
+
+
 def quantize_weight(w: torch.Tensor, rounding: ScaleRounding) -> tuple[torch.Tensor, torch.Tensor]:
     """[..., K] float -> (packed uint8 [..., K/2], E8M0 uint8 [..., K/32]) on the quant tier."""
-    if select("quant.mxfp4", w.device).tier is Tier.TRITON:
+    if _quant_tier(w.device) is Tier.TRITON:
         from sglang_amd.quant.mxfp4_triton import quantize_mxfp4_triton
 
         return quantize_mxfp4_triton(w.contiguous(), rounding)
@@ -53,20 +62,60 @@ def quantize_weight(w: torch.Tensor, rounding: ScaleRounding) -> tuple[torch.Ten
     return quantize_mxfp4(w, rounding)
 
 
-def _scale_rounding() -> ScaleRounding:
-    import os
+def dequantize_weight(
+    packed: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    if _quant_tier(packed.device) is Tier.TRITON:
+        from sglang_amd.quant.mxfp4_triton import dequantize_mxfp4_triton
 
+        return dequantize_mxfp4_triton(packed, scales, dtype)
+    from sglang_amd.quant.mxfp4 import dequantize_mxfp4
+
+    return dequantize_mxfp4(packed, scales, dtype)
+
+
+def _scale_rounding() -> ScaleRounding:
     raw = os.environ.get(SCALE_ROUNDING_ENV, "even").strip().lower()
     if raw not in ("even", "up", "down"):
         raise ValueError(f"{SCALE_ROUNDING_ENV}={raw!r}: use even (default), up or down")
     return raw  # type: ignore[return-value]
 
 
-class AmdMxfp4Config(QuantizationConfig):
-    """MXFP4 MoE experts (online from a float checkpoint); dense layers stay as loaded."""
+def _check_blocked(name: str, size: int, where: str) -> None:
+    if size % BLOCK:
+        raise ValueError(
+            f"--quantization {QUANT_NAME}: MXFP4 quantizes blocks of {BLOCK} along the "
+            f"reduction dimension, but {where} {name}={size} is not a multiple of {BLOCK}. "
+            "Serve this model without --quantization (or with a smaller --tp-size)."
+        )
 
-    def __init__(self, rounding: ScaleRounding | None = None) -> None:
+
+def _check_scales_loaded(layer: torch.nn.Module, names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        if bool((getattr(layer, name) == E8M0_NAN).any()):
+            raise ValueError(
+                f"--quantization {QUANT_NAME}: {where}.{name} was not (fully) in the checkpoint, "
+                "or holds NaN scales; the checkpoint is not a complete Quark MXFP4 export"
+            )
+
+
+def _uint8_param(layer, name, shape, attrs, fill: int | None = None) -> None:
+    data = torch.empty(shape, dtype=torch.uint8)
+    if fill is not None:
+        data.fill_(fill)
+    param = torch.nn.Parameter(data, requires_grad=False)
+    layer.register_parameter(name, param)
+    set_weight_attrs(param, attrs)
+
+
+class AmdMxfp4Config(QuantizationConfig):
+    """MXFP4 weights on our kernels; `layout` is None for online quantization."""
+
+    def __init__(
+        self, layout: Mxfp4CheckpointLayout | None = None, rounding: ScaleRounding | None = None
+    ) -> None:
         super().__init__()
+        self.layout = layout
         self.rounding = rounding or _scale_rounding()
 
     def get_name(self) -> str:
@@ -81,26 +130,47 @@ class AmdMxfp4Config(QuantizationConfig):
 
     @staticmethod
     def get_config_filenames() -> list[str]:
-        return []  # online: a float checkpoint needs no quantization file
+        return []  # online needs no file; exports carry config.json's quantization_config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AmdMxfp4Config:
-        method = str(config.get("quant_method", "")).lower()
-        raise ValueError(
-            f"--quantization {QUANT_NAME} quantizes a float checkpoint's MoE experts at load; "
-            f"this checkpoint is already quantized (quant_method={method!r}), a layout "
-            f"{QUANT_NAME} does not read. Drop --quantization to use SGLang's own reader."
+        out = cls(parse_quark_mxfp4(config))
+        out.packed_modules_mapping = dict(config.get("packed_modules_mapping") or {})
+        return out
+
+    @classmethod
+    def override_quantization_method(cls, hf_quant_cfg, user_quant) -> str | None:
+        # `--quantization amd_mxfp4` on a Quark export: ours reads it (from_config
+        # refuses layouts it does not know); without the flag SGLang keeps "quark".
+        if (
+            user_quant == QUANT_NAME
+            and str(hf_quant_cfg.get("quant_method", "")).lower() == "quark"
+        ):
+            return QUANT_NAME
+        return None
+
+    def _excluded(self, prefix: str) -> bool:
+        from sglang.srt.layers.quantization.quark.utils import should_ignore_layer
+
+        return should_ignore_layer(
+            prefix, ignore=self.layout.exclude, fused_mapping=self.packed_modules_mapping
         )
 
     def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
         from sglang.srt.layers.linear import LinearBase
         from sglang.srt.layers.moe.fused_moe_triton import FusedMoE
-        from sglang.srt.layers.quantization.unquant import UnquantizedLinearMethod
+        from sglang.srt.layers.quantization.unquant import (
+            UnquantizedFusedMoEMethod,
+            UnquantizedLinearMethod,
+        )
 
+        excluded = self.layout is not None and self._excluded(prefix)
         if isinstance(layer, FusedMoE):
-            return AmdMxfp4MoEMethod(self)
+            return UnquantizedFusedMoEMethod() if excluded else AmdMxfp4MoEMethod(self)
         if isinstance(layer, LinearBase):
-            return UnquantizedLinearMethod()
+            if self.layout is None or excluded:
+                return UnquantizedLinearMethod()
+            return AmdMxfp4LinearMethod(self, prefix)
         return None
 
     def get_scaled_act_names(self) -> list[str]:
@@ -108,11 +178,12 @@ class AmdMxfp4Config(QuantizationConfig):
 
 
 class AmdMxfp4MoEMethod(FusedMoEMethodBase):
-    """Float experts loaded as SGLang lays them out, then quantized to MXFP4 in place."""
+    """MXFP4 experts: loaded packed (pre-quantized) or float then quantized (online)."""
 
     def __init__(self, config: AmdMxfp4Config) -> None:
         super().__init__()
         self.config = config
+        self.serialized = config.layout is not None
         self.runner = None
 
     def create_weights(
@@ -125,27 +196,37 @@ class AmdMxfp4MoEMethod(FusedMoEMethodBase):
         with_bias: bool = False,
         **extra_weight_attrs: Any,
     ) -> None:
-        for name, size in (
-            ("hidden_size", hidden_size),
-            ("moe_intermediate_size (per tensor-parallel rank)", intermediate_size_per_partition),
-        ):
-            if size % BLOCK:
-                raise ValueError(
-                    f"--quantization {QUANT_NAME}: MXFP4 quantizes blocks of {BLOCK} along the "
-                    f"reduction dimension, but {name}={size} is not a multiple of {BLOCK}. "
-                    "Serve this model without --quantization (or with a smaller --tp-size)."
-                )
+        inter = intermediate_size_per_partition
+        _check_blocked("hidden_size", hidden_size, "this model's")
+        _check_blocked("moe_intermediate_size", inter, "the per-rank")
         check_runner_config(layer.moe_runner_config, with_bias=with_bias)
-        shapes = {
-            "w13_weight": (num_experts, 2 * intermediate_size_per_partition, hidden_size),
-            "w2_weight": (num_experts, hidden_size, intermediate_size_per_partition),
+        shapes = {"w13_weight": (num_experts, 2 * inter, hidden_size)}
+        shapes["w2_weight"] = (num_experts, hidden_size, inter)
+        if not self.serialized:
+            for name, shape in shapes.items():
+                param = torch.nn.Parameter(
+                    torch.empty(shape, dtype=params_dtype), requires_grad=False
+                )
+                layer.register_parameter(name, param)
+                set_weight_attrs(param, extra_weight_attrs)
+            return
+        from sglang.srt.layers.moe.fused_moe_triton import FusedMoeWeightScaleSupported
+
+        scale_attrs = {
+            **extra_weight_attrs,
+            "quant_method": FusedMoeWeightScaleSupported.GROUP.value,
         }
-        for name, shape in shapes.items():
-            param = torch.nn.Parameter(torch.empty(shape, dtype=params_dtype), requires_grad=False)
-            layer.register_parameter(name, param)
-            set_weight_attrs(param, extra_weight_attrs)
+        for name, (e, n, k) in shapes.items():
+            _uint8_param(layer, name, (e, n, k // 2), extra_weight_attrs)
+            _uint8_param(layer, f"{name}_scale", (e, n, k // BLOCK), scale_attrs, fill=E8M0_NAN)
 
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        if self.serialized:
+            _check_scales_loaded(layer, ("w13_weight_scale", "w2_weight_scale"), "experts")
+            trace.record(
+                "mxfp4_loaded", source="checkpoint", a4w4=self.config.layout.activations_mxfp4
+            )
+            return
         rounding = self.config.rounding
         for name in ("w13_weight", "w2_weight"):
             packed, scales = quantize_weight(getattr(layer, name).data, rounding)
@@ -171,4 +252,46 @@ class AmdMxfp4MoEMethod(FusedMoEMethodBase):
         experts = Mxfp4Experts(
             layer.w13_weight, layer.w13_weight_scale, layer.w2_weight, layer.w2_weight_scale
         )
-        return self.runner.run(dispatch_output, AmdMoeQuantInfo(w13=experts))
+        a4w4 = self.serialized and self.config.layout.activations_mxfp4
+        return self.runner.run(dispatch_output, AmdMoeQuantInfo(w13=experts, act_mxfp4=a4w4))
+
+
+class AmdMxfp4LinearMethod(LinearMethodBase):
+    """A pre-quantized dense linear: weight [N, K/2] uint8 + weight_scale [N, K/32]."""
+
+    def __init__(self, config: AmdMxfp4Config, prefix: str) -> None:
+        self.config = config
+        self.prefix = prefix
+
+    def create_weights(
+        self,
+        layer: torch.nn.Module,
+        input_size_per_partition: int,
+        output_partition_sizes: list[int],
+        input_size: int,
+        output_size: int,
+        params_dtype: torch.dtype,
+        **extra_weight_attrs: Any,
+    ) -> None:
+        k, n = input_size_per_partition, sum(output_partition_sizes)
+        _check_blocked("input size", k, f"layer {self.prefix}'s per-rank")
+        attrs = {"input_dim": 1, "output_dim": 0, **extra_weight_attrs}
+        _uint8_param(layer, "weight", (n, k // 2), attrs)
+        _uint8_param(layer, "weight_scale", (n, k // BLOCK), attrs, fill=E8M0_NAN)
+        layer.logical_widths = output_partition_sizes
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        _check_scales_loaded(layer, ("weight_scale",), self.prefix)
+        trace.record("mxfp4_linear_loaded", a4w4=self.config.layout.activations_mxfp4)
+
+    def apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.config.layout.activations_mxfp4:
+            from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
+
+            x = fake_quantize_mxfp4(x)
+        # W4A16 by decoding the weight first: correct on every device, and the
+        # decode reads 4.25 bits per weight; a fused dequant-GEMM is future work.
+        weight = dequantize_weight(layer.weight, layer.weight_scale, x.dtype)
+        return F.linear(x, weight, bias)
