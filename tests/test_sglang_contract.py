@@ -59,3 +59,37 @@ def test_platform_base_we_subclass():
     assert hasattr(PlatformEnum, "OOT")
     for name in ("get_default_attention_backend", "apply_server_args_defaults"):
         assert hasattr(CpuSRTPlatform, name), name
+
+
+def test_moe_and_quantization_extension_points():
+    from sglang.srt.arg_groups import choices
+    from sglang.srt.layers.moe.fused_moe_triton import FusedMoeWeightScaleSupported
+    from sglang.srt.layers.moe.moe_runner import runner
+    from sglang.srt.layers.moe.moe_runner.base import DispatchMoeRunnerCore, MoeRunnerConfig
+    from sglang.srt.layers.moe.utils import register_moe_runner_backend_name
+    from sglang.srt.layers.quantization import QUANTIZATION_METHODS
+    from sglang.srt.layers.quantization.base_config import QuantizationConfig
+    from sglang.srt.layers.quantization.quark.utils import should_ignore_layer
+
+    assert callable(choices.add_moe_runner_backend_choices)
+    assert callable(choices.add_quantization_method_choices)
+    assert callable(runner.register_moe_runner_core) and callable(register_moe_runner_backend_name)
+    assert isinstance(runner._CUSTOM_RUNNER_CORE_FACTORIES, dict)
+    assert isinstance(QUANTIZATION_METHODS, dict)
+    assert FusedMoeWeightScaleSupported.GROUP.value == "group"
+    assert callable(should_ignore_layer)
+    assert "override_quantization_method" in vars(QuantizationConfig)
+    run = inspect.signature(DispatchMoeRunnerCore.run_from_dispatch).parameters
+    assert list(run)[:4] == ["self", "dispatch_output", "quant_info", "runner_config"]
+    fields = set(MoeRunnerConfig.__dataclass_fields__)
+    for name in ("activation", "is_gated", "routed_scaling_factor", "swiglu_limit", "no_combine"):
+        assert name in fields, name
+
+
+def test_deepseek_scales_routed_output_off_cuda():
+    """moe/sglang_runner.py applies routed_scaling_factor only where the model does not."""
+    from sglang.srt.models import deepseek_v2
+
+    source = inspect.getsource(deepseek_v2)
+    assert "not _is_cuda\n            and not _is_musa" in source
+    assert "final_hidden_states *= self.routed_scaling_factor" in source
