@@ -134,3 +134,70 @@ def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP
         if f.name not in ("config.json", "model.safetensors"):
             shutil.copy(f, out / f.name)
     return out
+
+
+def tiny_deepseek_v3(out: Path, smollm2: str, seed: int = 0, dense: bool = False) -> Path:
+    """DeepSeek-V3 (MLA + MoE): hidden 128, 2 layers (layer 0 dense), 4 heads, q_lora 64,
+    kv_lora 64 + rope 16 (kv_lora_rank != qk_nope_head_dim 32 on purpose), v 32, 8 routed
+    experts + 1 shared, top-2 over 2 groups (sigmoid scores, correction bias, routed
+    scaling 2.5). `dense=True`: both layers dense (MLA alone)."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import AutoTokenizer, DeepseekV3Config, DeepseekV3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = DeepseekV3Config(
+        vocab_size=49152,
+        hidden_size=128,
+        intermediate_size=256,
+        moe_intermediate_size=64,
+        num_hidden_layers=2,
+        first_k_dense_replace=2 if dense else 1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=64,
+        kv_lora_rank=64,
+        qk_rope_head_dim=16,
+        qk_nope_head_dim=32,
+        v_head_dim=32,
+        n_routed_experts=8,
+        n_shared_experts=1,
+        num_experts_per_tok=2,
+        n_group=2,
+        topk_group=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=2.5,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        rms_norm_eps=1e-6,
+        rope_scaling={
+            "type": "yarn",
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 512,
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+        },
+    )
+    for key, value in (
+        ("moe_layer_freq", 1),
+        ("topk_method", "noaux_tc"),
+        ("scoring_func", "sigmoid"),
+        ("num_nextn_predict_layers", 0),
+    ):
+        setattr(config, key, value)
+    model = DeepseekV3ForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.08)
+        for name, buf in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):
+                buf.normal_(0.0, 0.05)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(smollm2).save_pretrained(out)
+    return out

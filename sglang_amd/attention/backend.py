@@ -46,10 +46,37 @@ class ForwardMetadata:
     qo_lens_cpu: list[int]
     _rows_cpu: list[int] | None = None
 
+    _new_tokens: tuple | None = None
+
     def rows_cpu(self) -> list[int]:
         if self._rows_cpu is None:
             self._rows_cpu = self.req_pool_indices.tolist()
         return self._rows_cpu
+
+    def new_tokens_only(self) -> tuple[ForwardMetadata, torch.Tensor]:
+        """Metadata and a token map that page over the call's own k/v rows.
+
+        MLA's fresh prefill hands the backend decompressed K/V of the new tokens
+        (the pool holds only the latent), so sequence b's keys are rows
+        offsets[b] .. offsets[b] + qo_b - 1 of those tensors. Built once per forward.
+        """
+        if self._new_tokens is None:
+            device = self.qo_lens.device
+            qo = self.qo_lens_cpu
+            width = max(qo, default=0)
+            starts = torch.tensor([0, *qo[:-1]], device=device).cumsum(0)
+            cols = torch.arange(width, device=device)
+            token_map = (starts[:, None] + cols[None, :]).to(torch.int32)
+            meta = ForwardMetadata(
+                mode="extend",
+                req_pool_indices=torch.arange(len(qo), device=device),
+                kv_lens=self.qo_lens,
+                qo_lens=self.qo_lens,
+                kv_lens_cpu=list(qo),
+                qo_lens_cpu=list(qo),
+            )
+            self._new_tokens = (meta, token_map)
+        return self._new_tokens
 
 
 class AmdAttnBackend(AttentionBackend):
@@ -61,6 +88,9 @@ class AmdAttnBackend(AttentionBackend):
         self.device = model_runner.device
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
+        # MLA models keep one latent row per token ([kv_lora_rank + rope]); the
+        # absorbed path attends over it with V aliasing its first kv_lora_rank columns.
+        self.use_mla = bool(getattr(model_runner, "use_mla_backend", False))
         self.selections: dict[str, Selection] = {
             mode: select(f"attention.{mode}", self.device) for mode in ("extend", "decode")
         }
@@ -110,16 +140,24 @@ class AmdAttnBackend(AttentionBackend):
             return
         self.token_to_kv_pool.set_kv_buffer(layer, KVWriteLoc(forward_batch.out_cache_loc), k, v)
 
-    def _attend(self, q: torch.Tensor, layer: RadixAttention) -> torch.Tensor:
-        meta = self.forward_metadata
+    def _attend(
+        self,
+        q: torch.Tensor,
+        layer: RadixAttention,
+        kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor, ForwardMetadata] | None = None,
+    ) -> torch.Tensor:
+        """Attention of q over the pool (or over `kv` = (k, v, token map, metadata))."""
+        if kv is None:
+            k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
+            v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
+            req_to_token, meta = self.req_to_token_pool.req_to_token, self.forward_metadata
+        else:
+            k_cache, v_cache, req_to_token, meta = kv
         mode = meta.mode
         causal = not (layer.is_cross_attention or layer.attn_type == AttentionType.ENCODER_ONLY)
         window = layer.sliding_window_size
         window = window if window is not None and window >= 0 else None
         cap = layer.logit_cap or 0.0
-        k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
-        v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
-        req_to_token = self.req_to_token_pool.req_to_token
         q3 = q.reshape(-1, layer.tp_q_head_num, layer.qk_head_dim)
         out = q.new_empty(q3.shape[0], layer.tp_q_head_num, layer.v_head_dim)
 
@@ -127,7 +165,7 @@ class AmdAttnBackend(AttentionBackend):
         if tier is Tier.TRITON:
             reason = self._triton_refusal(q3, k_cache, v_cache, layer, causal)
             if reason is None:
-                self._run_triton(mode, q3, k_cache, v_cache, req_to_token, out, layer, window, cap)
+                self._run_triton(meta, q3, k_cache, v_cache, req_to_token, out, layer, window, cap)
                 trace.record(f"forward_{mode}", tier=tier.value)
                 return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
             fallback_once(f"attention.{mode}", tier, reason)
@@ -160,9 +198,8 @@ class AmdAttnBackend(AttentionBackend):
             return "non-causal attention (encoder / cross attention)"
         return unsupported_reason(q3, k_cache, v_cache)
 
-    def _run_triton(self, mode, q3, k_cache, v_cache, req_to_token, out, layer, window, cap):
-        meta = self.forward_metadata
-        if mode == "decode":
+    def _run_triton(self, meta, q3, k_cache, v_cache, req_to_token, out, layer, window, cap):
+        if meta.mode == "decode":
             from sglang_amd.attention.decode import paged_decode
 
             paged_decode(
@@ -200,9 +237,29 @@ class AmdAttnBackend(AttentionBackend):
     def forward_extend(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw
     ):
+        if self.use_mla and k is not None and not save_kv_cache:
+            return self._attend_new_tokens(q, k, v, layer)
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
         return self._attend(q, layer)
+
+    def _attend_new_tokens(self, q, k, v, layer: RadixAttention) -> torch.Tensor:
+        """MLA fresh prefill: causal attention over the decompressed K/V handed in.
+
+        SGLang's DeepSeek code takes this path (`attn_mha`, save_kv_cache=False)
+        only for extends without a cached prefix; the latent is already in the
+        pool. Reading the pool here instead is what breaks torch_native on MLA.
+        """
+        meta = self.forward_metadata
+        if any(kv != qo for kv, qo in zip(meta.kv_lens_cpu, meta.qo_lens_cpu, strict=True)):
+            raise NotImplementedError(
+                "--attention-backend amd: an MLA extend over a cached prefix reached the "
+                "decompressed (MHA) path; SGLang should have chosen the absorbed path"
+            )
+        new_meta, token_map = meta.new_tokens_only()
+        k3 = k.reshape(k.shape[0], -1, layer.qk_head_dim)
+        v3 = v.reshape(v.shape[0], -1, layer.v_head_dim)
+        return self._attend(q, layer, (k3, v3, token_map, new_meta))
 
     def forward_decode(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw

@@ -62,12 +62,6 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
 
 def _model_reasons(model_config: Any, flag: str) -> list[str]:
     reasons = []
-    arch = getattr(getattr(model_config, "attention_arch", None), "name", "MHA")
-    if arch == "MLA":
-        reasons.append(
-            f"{flag} {BACKEND_NAME} does not serve MLA models (DeepSeek-style) yet; "
-            "pick another --attention-backend for this model"
-        )
     if getattr(model_config, "is_encoder_decoder", False):
         reasons.append(
             f"{flag} {BACKEND_NAME} does not serve encoder-decoder models; "
@@ -102,7 +96,3 @@ def check_server_args(server_args: Any, model_config: Any | None) -> None:
 def check_model_runner(model_runner: Any) -> None:
     """The same rules against a live ModelRunner (scheduler process)."""
     check_server_args(model_runner.server_args, model_runner.model_config)
-    if getattr(model_runner, "use_mla_backend", False):
-        raise UnsupportedConfigError(
-            f"sglang-amd: --attention-backend {BACKEND_NAME} does not serve MLA yet"
-        )

@@ -1,0 +1,70 @@
+"""Tiny DeepSeek-V3 models (MLA, kv_lora_rank 64 != qk_nope_head_dim 32; and MLA + MoE
+with grouped sigmoid routing, correction bias, shared expert, routed scaling 2.5)
+served by stock SGLang through `--attention-backend amd`, judged by HF fp32.
+
+SGLang hands MLA to a backend in two forms: fresh prefill as plain MHA over the
+decompressed K/V of the new tokens (the pool holds only the latent), and decode /
+extend over a cached prefix in the absorbed form over the latent pool (V = the
+first kv_lora_rank columns). The shared-prefix prompts make the second form run
+in extend too (cached tokens > 0 asserted); page size 16 and 48-token chunks too.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sglang_amd import trace
+from tests.oracle import HFOracle, logprob_errors, sglang_greedy, summarize
+from tests.tiny_models import fake_quantized_copy, tiny_deepseek_v3
+
+pytestmark = [pytest.mark.e2e, pytest.mark.sglang]
+
+GREEDY_TOKENS = 16
+FP32 = dict(attention_backend="amd", dtype="float32", page_size=16, chunked_prefill_size=48)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny-dsv3")
+
+
+def _check(engine, oracle, prompts):
+    errors, cached = logprob_errors(engine, oracle, prompts)
+    worst, mean = summarize(errors)
+    print(f"fp32 vs HF fp32: max |dlogprob| {worst:.2e}, mean {mean:.2e}")
+    assert worst <= 1e-3
+    shared = [c for p, c in zip(prompts, cached, strict=True) if p.shared_prefix_len]
+    assert shared[1:] and all(c > 0 for c in shared[1:]), cached
+    mismatched = [
+        i
+        for i, p in enumerate(prompts)
+        if sglang_greedy(engine, p, GREEDY_TOKENS) != oracle.greedy(p.ids, GREEDY_TOKENS)
+    ]
+    assert not mismatched, f"greedy differs from HF fp32 on prompts {mismatched}"
+
+
+def _scheduler_events(engines) -> set[tuple[str, str | None]]:
+    events = trace.read(engines.trace_file)
+    return {(e["event"], e.get("tier")) for e in events if e["pid"] != os.getpid()}
+
+
+def test_fp32_dense_mla_matches_hf(engines, tiny_dir, smollm2_path, prompts):
+    path = str(tiny_deepseek_v3(tiny_dir / "dense", smollm2_path, dense=True))
+    _check(engines.get(model_path=path, **FP32), HFOracle(path), prompts)
+    assert {("forward_extend", "torch"), ("forward_decode", "torch")} <= _scheduler_events(engines)
+
+
+def test_fp32_mla_moe_matches_hf(engines, tiny_dir, smollm2_path, prompts):
+    path = str(tiny_deepseek_v3(tiny_dir / "moe", smollm2_path))
+    engine = engines.get(model_path=path, moe_runner_backend="amd", **FP32)
+    _check(engine, HFOracle(path), prompts)
+    assert ("forward_moe", "torch") in _scheduler_events(engines)
+
+
+def test_fp32_mla_moe_mxfp4_matches_fake_quantized_hf(engines, tiny_dir, smollm2_path, prompts):
+    src = tiny_deepseek_v3(tiny_dir / "moe", smollm2_path)
+    oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "moe-mxfp4-fq")))
+    engine = engines.get(model_path=str(src), quantization="amd_mxfp4", **FP32)
+    _check(engine, oracle, prompts)
