@@ -68,3 +68,17 @@ def test_fp32_mla_moe_mxfp4_matches_fake_quantized_hf(engines, tiny_dir, smollm2
     oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "moe-mxfp4-fq")))
     engine = engines.get(model_path=str(src), quantization="amd_mxfp4", **FP32)
     _check(engine, oracle, prompts)
+
+
+def test_triton_tiers_inside_sglang_match_hf(engines, tiny_dir, smollm2_path, prompts):
+    """Our Triton attention (MHA prefill, absorbed MLA decode/extend) and Triton fused
+    MoE (MXFP4 W4A16) inside SGLang, interpreted on CPU: same oracle, same bound."""
+    src = tiny_deepseek_v3(tiny_dir / "moe", smollm2_path)
+    oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "moe-mxfp4-fq")))
+    engine = engines.get(
+        env={"TRITON_INTERPRET": "1"}, model_path=str(src), quantization="amd_mxfp4", **FP32
+    )
+    _check(engine, oracle, prompts[:6])
+    events = _scheduler_events(engines)
+    assert {("forward_extend", "triton"), ("forward_decode", "triton")} <= events, events
+    assert ("forward_moe", "triton") in events, events

@@ -61,15 +61,17 @@ def test_other_backends_are_left_alone():
     assert any("--speculative-algorithm EAGLE" in r for r in reasons)
 
 
-def test_mla_model_is_refused_naming_the_flag():
+def test_model_features_we_do_not_serve_are_refused():
     from types import SimpleNamespace
 
     from sglang_amd.attention.support import check_server_args
 
     args = SimpleNamespace(attention_backend="amd", kv_cache_dtype="auto")
     mla = SimpleNamespace(attention_arch=SimpleNamespace(name="MLA"))
-    with pytest.raises(UnsupportedConfigError, match="--attention-backend amd does not serve MLA"):
-        check_server_args(args, mla)
+    check_server_args(args, mla)  # MLA is served (tests/test_e2e_mla.py)
+    hybrid = SimpleNamespace(is_hybrid_swa=True)
+    with pytest.raises(UnsupportedConfigError, match="hybrid sliding-window KV pools"):
+        check_server_args(args, hybrid)
 
 
 @pytest.mark.e2e
