@@ -96,16 +96,40 @@ def test_fp32_mxfp4_matches_fake_quantized_hf(engines, moe_path, hf_moe, hf_moe_
     assert any(e["event"] == "forward_moe" and e["weights"] == "mxfp4" for e in events), events
 
 
-def test_fp32_quark_mxfp4_export_matches_fake_quantized_hf(engines, moe_path, tiny_dir, prompts):
+@pytest.fixture(scope="module")
+def hf_moe_mxfp4_dense(tiny_dir, moe_path) -> HFOracle:
+    """Experts and attention projections dequantize(quantize(w)); routers, lm_head float."""
+    src = tiny_dir / "qwen3-moe"
+    return HFOracle(str(fake_quantized_copy(src, tiny_dir / "qwen3-moe-fq-dense", DENSE_MXFP4)))
+
+
+def test_fp32_quark_mxfp4_export_matches_fake_quantized_hf(
+    engines, moe_path, tiny_dir, hf_moe_mxfp4_dense, prompts
+):
     """A pre-quantized checkpoint (Quark's OCP MXFP4 layout: experts and attention
     projections packed, routers and lm_head excluded) read by `--quantization amd_mxfp4`."""
     src = tiny_dir / "qwen3-moe"
     export = quark_mxfp4_export(src, tiny_dir / "qwen3-moe-quark-mxfp4", DENSE_MXFP4)
-    oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "qwen3-moe-fq-dense", DENSE_MXFP4)))
     engine = engines.get(model_path=str(export), quantization="amd_mxfp4", **FP32)
-    _check_fp32(engine, oracle, prompts)
+    _check_fp32(engine, hf_moe_mxfp4_dense, prompts)
     events = [e["event"] for e in _events_from_scheduler(engines)]
     assert "mxfp4_loaded" in events and "mxfp4_linear_loaded" in events, events
+
+
+def test_fp32_online_dense_mxfp4_matches_fake_quantized_hf(
+    engines, moe_path, hf_moe_mxfp4_dense, prompts
+):
+    """SGLANG_AMD_MXFP4_DENSE=1: dense linears quantized at load too (routers and lm_head
+    stay float), so this serves the same weights as the Quark export above."""
+    engine = engines.get(
+        env={"SGLANG_AMD_MXFP4_DENSE": "1"},
+        model_path=moe_path,
+        quantization="amd_mxfp4",
+        **FP32,
+    )
+    _check_fp32(engine, hf_moe_mxfp4_dense, prompts[:6])
+    events = [e["event"] for e in _events_from_scheduler(engines)]
+    assert "mxfp4_linear_quantized" in events, events
 
 
 def _greedy_agreement(engine, oracle, prompts) -> int:

@@ -267,3 +267,33 @@ def test_unquantized_patch_serves_our_runner_only_when_asked(monkeypatch):
     got = method.apply(layer, dispatch).hidden_states
     want = fused_moe_reference(x, layer.w13_weight, layer.w2_weight, weights, ids)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_mxfp4_linear_method_online_quantizes_after_loading():
+    from sglang_amd.quant.mxfp4 import dequantize_mxfp4, quantize_mxfp4
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4LinearMethod
+
+    config = AmdMxfp4Config(dense=True)
+    assert config.dense and config.layout is None
+    method = AmdMxfp4LinearMethod(config, "model.layers.0.self_attn.o_proj")
+    layer = torch.nn.Module()
+    method.create_weights(layer, 64, [32], 64, 32, torch.bfloat16)
+    assert layer.weight.dtype == torch.bfloat16 and layer.weight.shape == (32, 64)
+    w = (torch.randn(32, 64) * 0.1).bfloat16()
+    layer.weight.data.copy_(w)  # what SGLang's loader does
+    method.process_weights_after_loading(layer)
+    packed, scales = quantize_mxfp4(w)
+    assert torch.equal(layer.weight, packed) and torch.equal(layer.weight_scale, scales)
+    x = torch.randn(5, 64).bfloat16()
+    want = torch.nn.functional.linear(x, dequantize_mxfp4(packed, scales, torch.bfloat16))
+    torch.testing.assert_close(method.apply(layer, x), want, atol=1e-2, rtol=1e-2)
+
+
+def test_dense_option_is_parsed(monkeypatch):
+    from sglang_amd.quant.sglang_mxfp4 import DENSE_ENV, AmdMxfp4Config
+
+    monkeypatch.setenv(DENSE_ENV, "1")
+    assert AmdMxfp4Config().dense
+    monkeypatch.setenv(DENSE_ENV, "yes please")
+    with pytest.raises(ValueError, match="SGLANG_AMD_MXFP4_DENSE='yes please'"):
+        AmdMxfp4Config()

@@ -7,9 +7,9 @@ Two sources, one flag:
                                                     scales loaded as stored
 
   FusedMoE layers -> AmdMxfp4MoEMethod -> MoeRunner("amd") (moe/sglang_runner.py)
-  LinearBase      -> pre-quantized: AmdMxfp4LinearMethod (W4A16: decode the weight on the
-                     quant.mxfp4 tier, then one GEMM); online and excluded: SGLang's
-                     unquantized method
+  LinearBase      -> pre-quantized, or online with SGLANG_AMD_MXFP4_DENSE=1 (routers and
+                     lm_head stay float): AmdMxfp4LinearMethod (W4A16: decode the weight on
+                     the quant.mxfp4 tier, then one GEMM); otherwise SGLang's unquantized method
 
 Weights: w13 [E, 2I, H/2] + w13_weight_scale [E, 2I, H/32], w2 [E, H, I/2] +
 w2_weight_scale [E, H, I/32] (uint8, the reduction dim blocked by 32). Scales are
@@ -45,6 +45,10 @@ from sglang_amd.tiers import Tier, select
 logger = logging.getLogger(__name__)
 
 SCALE_ROUNDING_ENV = "SGLANG_AMD_MXFP4_SCALE_ROUNDING"
+DENSE_ENV = "SGLANG_AMD_MXFP4_DENSE"
+# Online dense quantization keeps these in float: routers (quantizing them moves
+# expert choices) and the output head. Matched on the layer name's last part.
+_DENSE_KEEP_FLOAT = ("gate", "lm_head")
 
 
 def _quant_tier(device: torch.device) -> Tier:
@@ -81,6 +85,13 @@ def _scale_rounding() -> ScaleRounding:
     return raw  # type: ignore[return-value]
 
 
+def _dense_requested() -> bool:
+    raw = os.environ.get(DENSE_ENV, "0").strip().lower()
+    if raw not in ("0", "1", "false", "true", ""):
+        raise ValueError(f"{DENSE_ENV}={raw!r}: use 1 (quantize dense linears too) or 0")
+    return raw in ("1", "true")
+
+
 def _check_blocked(name: str, size: int, where: str) -> None:
     if size % BLOCK:
         raise ValueError(
@@ -112,11 +123,16 @@ class AmdMxfp4Config(QuantizationConfig):
     """MXFP4 weights on our kernels; `layout` is None for online quantization."""
 
     def __init__(
-        self, layout: Mxfp4CheckpointLayout | None = None, rounding: ScaleRounding | None = None
+        self,
+        layout: Mxfp4CheckpointLayout | None = None,
+        rounding: ScaleRounding | None = None,
+        dense: bool | None = None,
     ) -> None:
         super().__init__()
         self.layout = layout
         self.rounding = rounding or _scale_rounding()
+        # Online only: also quantize dense linears (SGLANG_AMD_MXFP4_DENSE=1).
+        self.dense = layout is None and (_dense_requested() if dense is None else dense)
 
     def get_name(self) -> str:
         return QUANT_NAME
@@ -168,9 +184,11 @@ class AmdMxfp4Config(QuantizationConfig):
         if isinstance(layer, FusedMoE):
             return UnquantizedFusedMoEMethod() if excluded else AmdMxfp4MoEMethod(self)
         if isinstance(layer, LinearBase):
-            if self.layout is None or excluded:
-                return UnquantizedLinearMethod()
-            return AmdMxfp4LinearMethod(self, prefix)
+            if self.layout is not None and not excluded:
+                return AmdMxfp4LinearMethod(self, prefix)
+            if self.dense and prefix.rsplit(".", 1)[-1] not in _DENSE_KEEP_FLOAT:
+                return AmdMxfp4LinearMethod(self, prefix)
+            return UnquantizedLinearMethod()
         return None
 
     def get_scaled_act_names(self) -> list[str]:
@@ -257,11 +275,14 @@ class AmdMxfp4MoEMethod(FusedMoEMethodBase):
 
 
 class AmdMxfp4LinearMethod(LinearMethodBase):
-    """A pre-quantized dense linear: weight [N, K/2] uint8 + weight_scale [N, K/32]."""
+    """A dense linear served as weight [N, K/2] uint8 + weight_scale [N, K/32]: loaded
+    packed (pre-quantized) or loaded in float and quantized after loading (online)."""
 
     def __init__(self, config: AmdMxfp4Config, prefix: str) -> None:
         self.config = config
         self.prefix = prefix
+        self.online = config.layout is None
+        self.a4w4 = not self.online and config.layout.activations_mxfp4
 
     def create_weights(
         self,
@@ -276,18 +297,29 @@ class AmdMxfp4LinearMethod(LinearMethodBase):
         k, n = input_size_per_partition, sum(output_partition_sizes)
         _check_blocked("input size", k, f"layer {self.prefix}'s per-rank")
         attrs = {"input_dim": 1, "output_dim": 0, **extra_weight_attrs}
+        layer.logical_widths = output_partition_sizes
+        if self.online:
+            param = torch.nn.Parameter(torch.empty(n, k, dtype=params_dtype), requires_grad=False)
+            layer.register_parameter("weight", param)
+            set_weight_attrs(param, attrs)
+            return
         _uint8_param(layer, "weight", (n, k // 2), attrs)
         _uint8_param(layer, "weight_scale", (n, k // BLOCK), attrs, fill=E8M0_NAN)
-        layer.logical_widths = output_partition_sizes
 
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        if self.online:
+            packed, scales = quantize_weight(layer.weight.data, self.config.rounding)
+            layer.weight = torch.nn.Parameter(packed, requires_grad=False)
+            layer.weight_scale = torch.nn.Parameter(scales, requires_grad=False)
+            trace.record("mxfp4_linear_quantized", rounding=self.config.rounding)
+            return
         _check_scales_loaded(layer, ("weight_scale",), self.prefix)
-        trace.record("mxfp4_linear_loaded", a4w4=self.config.layout.activations_mxfp4)
+        trace.record("mxfp4_linear_loaded", a4w4=self.a4w4)
 
     def apply(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if self.config.layout.activations_mxfp4:
+        if self.a4w4:
             from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
 
             x = fake_quantize_mxfp4(x)
