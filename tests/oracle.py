@@ -140,3 +140,20 @@ def logprob_errors(engine, hf_oracle, prompts):
 def summarize(errors):
     flat = [e for row in errors for e in row]
     return max(flat), sum(flat) / len(flat)
+
+
+def check_fp32_against_hf(engine, oracle, prompts, greedy_tokens: int = 16) -> None:
+    """The float32 bar: teacher-forced logprobs within 1e-3 of HF fp32, the shared-prefix
+    prompts scored from the radix cache, and greedy output token-identical to HF."""
+    errors, cached = logprob_errors(engine, oracle, prompts)
+    worst, mean = summarize(errors)
+    print(f"fp32 vs HF fp32: max |dlogprob| {worst:.2e}, mean {mean:.2e}")
+    assert worst <= 1e-3
+    shared = [c for p, c in zip(prompts, cached, strict=True) if p.shared_prefix_len]
+    assert shared[1:] and all(c > 0 for c in shared[1:]), cached
+    mismatched = [
+        i
+        for i, p in enumerate(prompts)
+        if sglang_greedy(engine, p, greedy_tokens) != oracle.greedy(p.ids, greedy_tokens)
+    ]
+    assert not mismatched, f"greedy differs from HF fp32 on prompts {mismatched}"

@@ -16,7 +16,10 @@ import os
 import pytest
 
 from sglang_amd import trace
-from tests.oracle import HFOracle, logprob_errors, sglang_greedy, summarize
+from tests.oracle import (
+    HFOracle,
+    check_fp32_against_hf,
+)
 from tests.tiny_models import fake_quantized_copy, tiny_deepseek_v3
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sglang]
@@ -30,21 +33,6 @@ def tiny_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny-dsv3")
 
 
-def _check(engine, oracle, prompts):
-    errors, cached = logprob_errors(engine, oracle, prompts)
-    worst, mean = summarize(errors)
-    print(f"fp32 vs HF fp32: max |dlogprob| {worst:.2e}, mean {mean:.2e}")
-    assert worst <= 1e-3
-    shared = [c for p, c in zip(prompts, cached, strict=True) if p.shared_prefix_len]
-    assert shared[1:] and all(c > 0 for c in shared[1:]), cached
-    mismatched = [
-        i
-        for i, p in enumerate(prompts)
-        if sglang_greedy(engine, p, GREEDY_TOKENS) != oracle.greedy(p.ids, GREEDY_TOKENS)
-    ]
-    assert not mismatched, f"greedy differs from HF fp32 on prompts {mismatched}"
-
-
 def _scheduler_events(engines) -> set[tuple[str, str | None]]:
     events = trace.read(engines.trace_file)
     return {(e["event"], e.get("tier")) for e in events if e["pid"] != os.getpid()}
@@ -52,14 +40,14 @@ def _scheduler_events(engines) -> set[tuple[str, str | None]]:
 
 def test_fp32_dense_mla_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     path = str(tiny_deepseek_v3(tiny_dir / "dense", smollm2_path, dense=True))
-    _check(engines.get(model_path=path, **FP32), HFOracle(path), prompts)
+    check_fp32_against_hf(engines.get(model_path=path, **FP32), HFOracle(path), prompts)
     assert {("forward_extend", "torch"), ("forward_decode", "torch")} <= _scheduler_events(engines)
 
 
 def test_fp32_mla_moe_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     path = str(tiny_deepseek_v3(tiny_dir / "moe", smollm2_path))
     engine = engines.get(model_path=path, moe_runner_backend="amd", **FP32)
-    _check(engine, HFOracle(path), prompts)
+    check_fp32_against_hf(engine, HFOracle(path), prompts)
     assert ("forward_moe", "torch") in _scheduler_events(engines)
 
 
@@ -67,7 +55,7 @@ def test_fp32_mla_moe_mxfp4_matches_fake_quantized_hf(engines, tiny_dir, smollm2
     src = tiny_deepseek_v3(tiny_dir / "moe", smollm2_path)
     oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "moe-mxfp4-fq")))
     engine = engines.get(model_path=str(src), quantization="amd_mxfp4", **FP32)
-    _check(engine, oracle, prompts)
+    check_fp32_against_hf(engine, oracle, prompts)
 
 
 def test_triton_tiers_inside_sglang_match_hf(engines, tiny_dir, smollm2_path, prompts):
@@ -78,7 +66,7 @@ def test_triton_tiers_inside_sglang_match_hf(engines, tiny_dir, smollm2_path, pr
     engine = engines.get(
         env={"TRITON_INTERPRET": "1"}, model_path=str(src), quantization="amd_mxfp4", **FP32
     )
-    _check(engine, oracle, prompts[:6])
+    check_fp32_against_hf(engine, oracle, prompts[:6])
     events = _scheduler_events(engines)
     assert {("forward_extend", "triton"), ("forward_decode", "triton")} <= events, events
     assert ("forward_moe", "triton") in events, events

@@ -13,7 +13,13 @@ from __future__ import annotations
 import pytest
 
 from sglang_amd import trace
-from tests.oracle import HFOracle, logprob_errors, sglang_greedy, summarize
+from tests.oracle import (
+    HFOracle,
+    check_fp32_against_hf,
+    logprob_errors,
+    sglang_greedy,
+    summarize,
+)
 from tests.tiny_models import (
     DENSE_MXFP4,
     fake_quantized_copy,
@@ -59,25 +65,10 @@ def _events_from_scheduler(engines) -> list[dict]:
     return [e for e in trace.read(engines.trace_file) if e["pid"] != os.getpid()]
 
 
-def _check_fp32(engine, oracle, prompts):
-    errors, cached = logprob_errors(engine, oracle, prompts)
-    worst, mean = summarize(errors)
-    print(f"fp32 vs HF fp32: max |dlogprob| {worst:.2e}, mean {mean:.2e}")
-    assert worst <= 1e-3
-    shared = [c for p, c in zip(prompts, cached, strict=True) if p.shared_prefix_len]
-    assert shared[1:] and all(c > 0 for c in shared[1:]), cached
-    mismatched = [
-        i
-        for i, p in enumerate(prompts)
-        if sglang_greedy(engine, p, GREEDY_TOKENS) != oracle.greedy(p.ids, GREEDY_TOKENS)
-    ]
-    assert not mismatched, f"greedy differs from HF fp32 on prompts {mismatched}"
-
-
 def test_fp32_unquantized_runner_matches_hf(engines, moe_path, hf_moe, prompts):
     # Page size 16 and 48-token prefill chunks: several chunks per long prompt.
     engine = engines.get(model_path=moe_path, page_size=16, chunked_prefill_size=48, **FP32)
-    _check_fp32(engine, hf_moe, prompts)
+    check_fp32_against_hf(engine, hf_moe, prompts)
     events = _events_from_scheduler(engines)
     assert any(e["event"] == "moe_runner_init" for e in events), events
     assert {"event": "forward_moe", "tier": "torch", "weights": "float32"} in [
@@ -87,7 +78,7 @@ def test_fp32_unquantized_runner_matches_hf(engines, moe_path, hf_moe, prompts):
 
 def test_fp32_mxfp4_matches_fake_quantized_hf(engines, moe_path, hf_moe, hf_moe_mxfp4, prompts):
     engine = engines.get(model_path=moe_path, quantization="amd_mxfp4", **FP32)
-    _check_fp32(engine, hf_moe_mxfp4, prompts)
+    check_fp32_against_hf(engine, hf_moe_mxfp4, prompts)
     # The quantization really happened: unquantized HF is far from what we served.
     errors, _ = logprob_errors(engine, hf_moe, prompts[:3])
     assert summarize(errors)[0] > 1e-2
@@ -111,7 +102,7 @@ def test_fp32_quark_mxfp4_export_matches_fake_quantized_hf(
     src = tiny_dir / "qwen3-moe"
     export = quark_mxfp4_export(src, tiny_dir / "qwen3-moe-quark-mxfp4", DENSE_MXFP4)
     engine = engines.get(model_path=str(export), quantization="amd_mxfp4", **FP32)
-    _check_fp32(engine, hf_moe_mxfp4_dense, prompts)
+    check_fp32_against_hf(engine, hf_moe_mxfp4_dense, prompts)
     events = [e["event"] for e in _events_from_scheduler(engines)]
     assert "mxfp4_loaded" in events and "mxfp4_linear_loaded" in events, events
 
@@ -127,7 +118,7 @@ def test_fp32_online_dense_mxfp4_matches_fake_quantized_hf(
         quantization="amd_mxfp4",
         **FP32,
     )
-    _check_fp32(engine, hf_moe_mxfp4_dense, prompts[:6])
+    check_fp32_against_hf(engine, hf_moe_mxfp4_dense, prompts[:6])
     events = [e["event"] for e in _events_from_scheduler(engines)]
     assert "mxfp4_linear_quantized" in events, events
 

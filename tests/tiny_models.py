@@ -11,40 +11,55 @@ from pathlib import Path
 
 import torch
 
+# Shared by every tiny config: SmolLM2's tokenizer (vocab, bos/eos), untied head.
+_COMMON = dict(
+    vocab_size=49152,
+    hidden_size=128,
+    intermediate_size=256,
+    moe_intermediate_size=64,
+    num_hidden_layers=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+    rms_norm_eps=1e-6,
+)
+
+
+@torch.no_grad()
+def _save_random(model: torch.nn.Module, out: Path, smollm2: str) -> Path:
+    """Larger-than-default init (so routing and logits are not flat), saved bf16 with
+    SmolLM2's tokenizer: the folder both HF (the oracle) and SGLang load."""
+    from transformers import AutoTokenizer
+
+    for p in model.parameters():
+        if p.dim() > 1:
+            p.normal_(0.0, 0.08)
+    for name, buf in model.named_buffers():
+        if name.endswith("e_score_correction_bias"):
+            buf.normal_(0.0, 0.05)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(smollm2).save_pretrained(out)
+    return out
+
 
 def tiny_qwen3_moe(out: Path, smollm2: str, seed: int = 0) -> Path:
     """Qwen3-MoE: hidden 128, 2 layers, 4 q / 2 kv heads of 32, 8 experts top-2, inter 64."""
     if (out / "config.json").is_file():
         return out
-    from transformers import AutoTokenizer, Qwen3MoeConfig, Qwen3MoeForCausalLM
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     torch.manual_seed(seed)
     config = Qwen3MoeConfig(
-        vocab_size=49152,
-        hidden_size=128,
-        intermediate_size=256,
-        moe_intermediate_size=64,
-        num_hidden_layers=2,
+        **_COMMON,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=32,
         num_experts=8,
         num_experts_per_tok=2,
         norm_topk_prob=True,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        rms_norm_eps=1e-6,
     )
-    model = Qwen3MoeForCausalLM(config)
-    with torch.no_grad():  # larger-than-default init so routing and logits are not flat
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.08)
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(smollm2).save_pretrained(out)
-    return out
+    return _save_random(Qwen3MoeForCausalLM(config), out, smollm2)
 
 
 DENSE_MXFP4 = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -143,15 +158,11 @@ def tiny_deepseek_v3(out: Path, smollm2: str, seed: int = 0, dense: bool = False
     scaling 2.5). `dense=True`: both layers dense (MLA alone)."""
     if (out / "config.json").is_file():
         return out
-    from transformers import AutoTokenizer, DeepseekV3Config, DeepseekV3ForCausalLM
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 
     torch.manual_seed(seed)
     config = DeepseekV3Config(
-        vocab_size=49152,
-        hidden_size=128,
-        intermediate_size=256,
-        moe_intermediate_size=64,
-        num_hidden_layers=2,
+        **_COMMON,
         first_k_dense_replace=2 if dense else 1,
         num_attention_heads=4,
         num_key_value_heads=4,
@@ -167,11 +178,6 @@ def tiny_deepseek_v3(out: Path, smollm2: str, seed: int = 0, dense: bool = False
         topk_group=1,
         norm_topk_prob=True,
         routed_scaling_factor=2.5,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        rms_norm_eps=1e-6,
         rope_scaling={
             "type": "yarn",
             "rope_type": "yarn",
@@ -190,14 +196,4 @@ def tiny_deepseek_v3(out: Path, smollm2: str, seed: int = 0, dense: bool = False
         ("num_nextn_predict_layers", 0),
     ):
         setattr(config, key, value)
-    model = DeepseekV3ForCausalLM(config)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.08)
-        for name, buf in model.named_buffers():
-            if name.endswith("e_score_correction_bias"):
-                buf.normal_(0.0, 0.05)
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(smollm2).save_pretrained(out)
-    return out
+    return _save_random(DeepseekV3ForCausalLM(config), out, smollm2)
