@@ -6,8 +6,8 @@ be idempotent and cheap; heavy modules (the backend classes) import only when
 SGLang builds them. Everything goes through SGLang's own extension points:
 the flag-choice adders in `sglang.srt.arg_groups.choices`, the attention backend
 registry, a named resolution hook for start-up validation, the MoE runner-core
-registry, the quantization registry, and HookRegistry for the one place with no
-extension point (patches/unquantized_moe.py).
+registry, the quantization registry, and HookRegistry where there is no extension point
+(patches/: unquantized MoE runner choice; torch_native's MLA prefill bug).
 
   --attention-backend amd        attention/backend.py
   --moe-runner-backend amd       moe/sglang_runner.py (+ patches/unquantized_moe.py)
@@ -81,6 +81,9 @@ def register() -> None:
         add_attention_backend_choices([BACKEND_NAME])
     register_attention_backend(BACKEND_NAME)(_create_attention_backend)
     register_resolution_hook("handle_attention_backend_compatibility")(_validate_flags)
+    from sglang_amd.patches import torch_native_mla
+
+    torch_native_mla.register()
     _register_moe()
     _registered = True
     logger.debug("sglang-amd registered: --attention-backend %s", BACKEND_NAME)

@@ -44,6 +44,14 @@ def test_fp32_dense_mla_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     assert {("forward_extend", "torch"), ("forward_decode", "torch")} <= _scheduler_events(engines)
 
 
+def test_torch_native_with_our_patch_matches_hf(engines, tiny_dir, smollm2_path, prompts):
+    """patches/torch_native_mla.py: SGLang's own torch_native now agrees with HF on MLA
+    (unpatched it raises a shape error on this config: kv_lora_rank != qk_nope_head_dim)."""
+    path = str(tiny_deepseek_v3(tiny_dir / "dense", smollm2_path, dense=True))
+    engine = engines.get(model_path=path, **{**FP32, "attention_backend": "torch_native"})
+    check_fp32_against_hf(engine, HFOracle(path), prompts[:6])
+
+
 def test_fp32_mla_moe_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     path = str(tiny_deepseek_v3(tiny_dir / "moe", smollm2_path))
     engine = engines.get(model_path=path, moe_runner_backend="amd", **FP32)

@@ -22,7 +22,7 @@ from sglang.srt.layers.radix_attention import AttentionType
 from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
 from sglang_amd import trace
-from sglang_amd.attention.reference import paged_attention_reference
+from sglang_amd.attention.reference import contiguous_token_map, paged_attention_reference
 from sglang_amd.attention.support import check_model_runner
 from sglang_amd.tiers import Selection, Tier, fallback_once, select
 
@@ -63,10 +63,7 @@ class ForwardMetadata:
         if self._new_tokens is None:
             device = self.qo_lens.device
             qo = self.qo_lens_cpu
-            width = max(qo, default=0)
-            starts = torch.tensor([0, *qo[:-1]], device=device).cumsum(0)
-            cols = torch.arange(width, device=device)
-            token_map = (starts[:, None] + cols[None, :]).to(torch.int32)
+            token_map = contiguous_token_map(qo, device)
             meta = ForwardMetadata(
                 mode="extend",
                 req_pool_indices=torch.arange(len(qo), device=device),

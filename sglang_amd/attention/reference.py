@@ -45,6 +45,17 @@ def attention_mask(
     return allowed
 
 
+def contiguous_token_map(lengths: list[int], device: torch.device | str) -> torch.Tensor:
+    """[B, max(lengths)] int32 map whose row b pages over rows starting[b] .. of a packed
+    tensor (sequence b's rows contiguous, in order): lets K/V handed in with the
+    queries (MLA's decompressed prefill) be read like a pool. Pad entries point
+    past a row's length and are never read."""
+    width = max(lengths, default=0)
+    starts = torch.tensor([0, *lengths[:-1]], device=device, dtype=torch.long).cumsum(0)
+    cols = torch.arange(width, device=device)
+    return (starts[:, None] + cols[None, :]).to(torch.int32)
+
+
 def paged_attention_reference(
     q: torch.Tensor,
     k_cache: torch.Tensor,
