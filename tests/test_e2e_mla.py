@@ -19,6 +19,8 @@ from sglang_amd import trace
 from tests.oracle import (
     HFOracle,
     check_fp32_against_hf,
+    logprob_errors,
+    summarize,
 )
 from tests.tiny_models import fake_quantized_copy, tiny_deepseek_v3
 
@@ -78,3 +80,29 @@ def test_triton_tiers_inside_sglang_match_hf(engines, tiny_dir, smollm2_path, pr
     events = _scheduler_events(engines)
     assert {("forward_extend", "triton"), ("forward_decode", "triton")} <= events, events
     assert ("forward_moe", "triton") in events, events
+
+
+def test_bf16_mla_moe_no_noisier_than_sglang(engines, tiny_dir, smollm2_path, prompts):
+    """bf16 against HF fp32: ours (amd attention + amd MoE runner) against SGLang's own
+    path (torch_native, patched for MLA, and its default MoE) on the same checkpoint."""
+    path = str(tiny_deepseek_v3(tiny_dir / "moe", smollm2_path))
+    oracle = HFOracle(path)
+    theirs, _ = logprob_errors(
+        engines.get(model_path=path, attention_backend="torch_native", dtype="bfloat16"),
+        oracle,
+        prompts,
+    )
+    ours, _ = logprob_errors(
+        engines.get(
+            model_path=path, attention_backend="amd", moe_runner_backend="amd", dtype="bfloat16"
+        ),
+        oracle,
+        prompts,
+    )
+    (o_max, o_mean), (t_max, t_mean) = summarize(ours), summarize(theirs)
+    print(
+        f"bf16 vs HF fp32 (tiny DeepSeek-V3): amd max {o_max:.3f} mean {o_mean:.4f}; "
+        f"SGLang torch_native max {t_max:.3f} mean {t_mean:.4f}"
+    )
+    assert o_mean <= t_mean * 1.25
+    assert o_max <= t_max * 1.5

@@ -24,9 +24,12 @@ def make(experts, k, tokens, hidden=64, inter=32, dtype=torch.float32, seed=0):
     return x, w13, w2, w, ids
 
 
-@pytest.mark.parametrize("experts,k,tokens", [(8, 1, 1), (8, 2, 33), (64, 8, 5), (64, 2, 130)])
+@pytest.mark.parametrize("tokens", [1, 33, 512])
+@pytest.mark.parametrize("k", [1, 2, 8])
+@pytest.mark.parametrize("experts", [8, 64])
 @pytest.mark.parametrize("mxfp4", [False, True])
 def test_fused_matches_reference_fp32(experts, k, tokens, mxfp4):
+    """The issue's grid; with 1 or 33 tokens over 64 experts most experts get no token."""
     x, w13, w2, w, ids = make(experts, k, tokens, seed=experts + k + tokens)
     if mxfp4:
         q = quantize_experts(w13, w2)
@@ -84,3 +87,20 @@ def test_a4w4_matches_definition(experts, k, tokens):
     # Really A4: rounding the activations moves the result off W4A16.
     w4a16 = fused_moe_reference(x, q, None, w, ids)
     assert (w4a16 - want).abs().max() > 1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tokens", [1, 7, 64, 512, 2048])
+@pytest.mark.parametrize("experts,k", [(8, 2), (64, 8), (256, 8)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_fused_gpu_grid(experts, k, tokens, dtype):
+    """Compiled kernels at real widths (hidden 1024, intermediate 512), both weight kinds."""
+    x, w13, w2, w, ids = make(experts, k, tokens, hidden=1024, inter=512, dtype=dtype, seed=tokens)
+    q = quantize_experts(w13, w2)
+    dev = type(q)(*(t.cuda() for t in (q.w13, q.w13_scale, q.w2, q.w2_scale)))
+    out = fused_moe(x.cuda(), dev, None, w.cuda(), ids.cuda())
+    want = fused_moe_reference(x, q, None, w, ids)
+    torch.testing.assert_close(out.cpu().float(), want.float(), atol=3e-2, rtol=3e-2)
+    out = fused_moe(x.cuda(), w13.to(dtype).cuda(), w2.to(dtype).cuda(), w.cuda(), ids.cuda())
+    want = fused_moe_reference(x, w13.to(dtype), w2.to(dtype), w, ids)
+    torch.testing.assert_close(out.cpu().float(), want.float(), atol=3e-2, rtol=3e-2)
