@@ -278,3 +278,14 @@ def test_dense_option_is_parsed(monkeypatch):
     monkeypatch.setenv(DENSE_ENV, "yes please")
     with pytest.raises(ValueError, match="SGLANG_AMD_MXFP4_DENSE='yes please'"):
         AmdMxfp4Config()
+
+
+def test_forced_moe_tier_that_cannot_run_is_refused_at_start(monkeypatch):
+    from sglang_amd.moe.support import check_moe_flags
+    from sglang_amd.tiers import TierUnavailableError
+
+    monkeypatch.setenv("SGLANG_AMD_MOE_TIER", "triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    args = _args(moe_runner_backend="amd", device="cpu")
+    with pytest.raises(TierUnavailableError, match="SGLANG_AMD_MOE_TIER=triton"):
+        check_moe_flags(args, SimpleNamespace(num_experts=8, hidden_size=64))

@@ -74,6 +74,18 @@ def moe_flag_problems(server_args: Any, hf_config: Any | None) -> list[str]:
 
 
 def check_moe_flags(server_args: Any, hf_config: Any | None) -> None:
+    """Raise one `UnsupportedConfigError` listing every problem, or return.
+
+    Also resolves the MoE / MXFP4 kernel tiers for the server's device, so a forced
+    tier that cannot run here (SGLANG_AMD_MOE_TIER=triton on a CPU) fails now with
+    `TierUnavailableError` rather than in the scheduler process.
+    """
     problems = moe_flag_problems(server_args, hf_config)
     if problems:
         raise UnsupportedConfigError("sglang-amd: " + "; ".join(problems))
+    if moe_flags_used(server_args):
+        from sglang_amd.tiers import select
+
+        device = "cpu" if getattr(server_args, "device", None) == "cpu" else "cuda"
+        for op in ("moe.fused", "quant.mxfp4"):
+            select(op, device)
