@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import os
 
+import torch
 from sglang.srt.platforms.cpu import CpuSRTPlatform
 from sglang.srt.platforms.device_mixin import PlatformEnum
 
 from sglang_amd import CPU_PLATFORM_NAME
-from sglang_amd.attention.support import BACKEND_NAME
+from sglang_amd.attention.support import BACKEND_NAME, SPECULATIVE_ALGORITHMS
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,15 @@ class AmdCpuReferencePlatform(CpuSRTPlatform):
     def get_default_speculative_draft_attention_backend(self, algorithm: str) -> str:
         return BACKEND_NAME
 
+    def supports_speculative_algorithm(self, algorithm: str) -> bool:
+        return str(algorithm).upper() in SPECULATIVE_ALGORITHMS
+
+    def supports_speculative_draft_attention_backend(self, algorithm: str, backend: str) -> bool:
+        return backend == BACKEND_NAME and self.supports_speculative_algorithm(algorithm)
+
+    def get_speculative_cache_locs_fn(self):
+        return speculative_cache_locs
+
     def apply_server_args_defaults(self, server_args) -> None:
         if server_args.attention_backend in _CPU_BACKENDS_NEEDING_SGL_KERNEL:
             if server_args.attention_backend is not None:
@@ -63,3 +73,26 @@ class AmdCpuReferencePlatform(CpuSRTPlatform):
             server_args.attention_backend = BACKEND_NAME
         if server_args.max_total_tokens is None:
             server_args.max_total_tokens = DEFAULT_MAX_TOTAL_TOKENS
+
+
+def speculative_cache_locs(
+    *,
+    req_pool_indices: torch.Tensor,
+    req_to_token: torch.Tensor,
+    start_offset: torch.Tensor,
+    end_offset: torch.Tensor,
+    batch_size: int,
+    draft_token_num: int,
+    device,
+) -> torch.Tensor:
+    """KV slots of the verify window: req_to_token[row_b, start_b : start_b + n], flat int64.
+
+    SGLang's seam for out-of-tree platforms (its own versions are Triton, NPU or
+    sgl-kernel CPU ops); every row spans `draft_token_num` = end - start tokens.
+    """
+    del end_offset, device
+    cols = start_offset.long().view(-1, 1) + torch.arange(
+        draft_token_num, device=start_offset.device
+    )
+    rows = req_pool_indices.long().view(-1, 1)[:batch_size]
+    return req_to_token[rows, cols[:batch_size]].reshape(-1).to(torch.int64)

@@ -7,9 +7,12 @@ SGLang builds them. Everything goes through SGLang's own extension points:
 the flag-choice adders in `sglang.srt.arg_groups.choices`, the attention backend
 registry, a named resolution hook for start-up validation, the MoE runner-core
 registry, the quantization registry, and HookRegistry where there is no extension point
-(patches/: unquantized MoE runner choice; torch_native's MLA prefill bug).
+(patches/: unquantized MoE runner choice; torch_native's MLA prefill bug; the
+draft-backend factory).
 
   --attention-backend amd        attention/backend.py
+  --speculative-draft-attention-backend amd
+                                 attention/draft_backend.py (+ patches/draft_backends.py)
   --moe-runner-backend amd       moe/sglang_runner.py (+ patches/unquantized_moe.py)
   --quantization amd_mxfp4       quant/sglang_mxfp4.py
 """
@@ -72,18 +75,24 @@ def register() -> None:
         return
     from sglang.srt.arg_groups.choices import (
         ATTENTION_BACKEND_CHOICES,
+        DRAFT_ATTENTION_BACKEND_CHOICES,
         add_attention_backend_choices,
+        add_draft_attention_backend_choices,
     )
     from sglang.srt.arg_groups.resolution_hooks import register_resolution_hook
     from sglang.srt.layers.attention.attention_registry import register_attention_backend
 
     if BACKEND_NAME not in ATTENTION_BACKEND_CHOICES:
         add_attention_backend_choices([BACKEND_NAME])
+    if BACKEND_NAME not in DRAFT_ATTENTION_BACKEND_CHOICES:
+        add_draft_attention_backend_choices([BACKEND_NAME])
     register_attention_backend(BACKEND_NAME)(_create_attention_backend)
     register_resolution_hook("handle_attention_backend_compatibility")(_validate_flags)
-    from sglang_amd.patches import torch_native_mla
+    from sglang_amd.patches import cpu_speculative, draft_backends, torch_native_mla
 
     torch_native_mla.register()
+    draft_backends.register()
+    cpu_speculative.register()
     _register_moe()
     _registered = True
     logger.debug("sglang-amd registered: --attention-backend %s", BACKEND_NAME)

@@ -12,7 +12,7 @@ import inspect
 
 import pytest
 
-from sglang_amd.patches import torch_native_mla, unquantized_moe
+from sglang_amd.patches import cpu_speculative, draft_backends, torch_native_mla, unquantized_moe
 
 pytestmark = [pytest.mark.sglang]
 
@@ -27,16 +27,33 @@ def applied():
     HookRegistry.apply_hooks()
 
 
+def _resolve(target: str):
+    """module.Class.attr or module.function, whichever the target names."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise ImportError(target)
+
+
 @pytest.mark.parametrize(
     "target,params",
-    [*unquantized_moe.TARGETS.items(), *torch_native_mla.TARGETS.items()],
+    [
+        *unquantized_moe.TARGETS.items(),
+        *torch_native_mla.TARGETS.items(),
+        *draft_backends.TARGETS.items(),
+        *cpu_speculative.TARGETS.items(),
+    ],
 )
 def test_patch_targets_exist_with_the_signature_we_wrap(target, params):
     from sglang.srt.plugins.hook_registry import HookRegistry
 
-    module_name, cls_name, attr = target.rsplit(".", 2)
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    fn = getattr(cls, attr)
+    fn = _resolve(target)
     assert target in HookRegistry._patched, f"{target} was not patched"
     original = inspect.unwrap(fn)
     assert original is not fn, f"{target} is not wrapped"
@@ -50,3 +67,23 @@ def test_torch_native_bug_is_still_there():
     source = inspect.getsource(torch_native_backend.TorchNativeAttnBackend.forward_extend)
     assert "self.token_to_kv_pool.get_key_buffer(layer.layer_id)" in source
     assert "kv_lora_rank" not in source
+
+
+def test_cpu_speculative_blockers_are_still_there():
+    """When SGLang fixes one of these, the matching hook in patches/cpu_speculative.py can go."""
+    from sglang.kernels.ops.speculative import spec_tree
+    from sglang.srt.models import deepseek_v2
+
+    src = inspect.getsource(inspect.unwrap(deepseek_v2.DeepseekV2ForCausalLM.set_embed_and_head))
+    assert "torch.cuda.synchronize()" in src
+    for fn in (spec_tree.build_tree_kernel_efficient_func, spec_tree.verify_tree_greedy_func):
+        assert "reject_out_of_tree_path" in inspect.getsource(inspect.unwrap(fn))
+
+
+def test_draft_backend_maps_are_still_closed():
+    """SGLang still picks draft backends from literal dicts (no registry to join)."""
+    from sglang.srt.speculative.draft_utils import DraftBackendFactory
+
+    for name in ("create_decode_backend", "create_draft_extend_backend"):
+        src = inspect.getsource(getattr(DraftBackendFactory, name))
+        assert "backend_map = {" in src and '"amd"' not in src

@@ -63,3 +63,32 @@ def test_platform_class_and_defaults():
     args = SimpleNamespace(attention_backend="amd", max_total_tokens=1234)
     plat.apply_server_args_defaults(args)
     assert args.max_total_tokens == 1234
+
+
+def test_platform_speculative_seams():
+    import torch
+
+    from sglang_amd.platform import AmdCpuReferencePlatform
+
+    plat = AmdCpuReferencePlatform()
+    assert plat.supports_speculative_algorithm("NEXTN") and plat.supports_speculative_algorithm(
+        "EAGLE"
+    )
+    assert not plat.supports_speculative_algorithm("NGRAM")
+    assert plat.supports_speculative_draft_attention_backend("EAGLE", "amd")
+    assert not plat.supports_speculative_draft_attention_backend("EAGLE", "triton")
+    table = torch.arange(4 * 32, dtype=torch.int32).view(4, 32) * 3
+    rows, start = torch.tensor([2, 0, 3]), torch.tensor([5, 0, 17])
+    got = plat.get_speculative_cache_locs_fn()(
+        req_pool_indices=rows,
+        req_to_token=table,
+        start_offset=start,
+        end_offset=start + 4,
+        batch_size=3,
+        draft_token_num=4,
+        device="cpu",
+    )
+    want = torch.cat(
+        [table[r, s : s + 4] for r, s in zip(rows.tolist(), start.tolist(), strict=True)]
+    )
+    assert got.dtype == torch.int64 and torch.equal(got, want.long())

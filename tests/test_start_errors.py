@@ -58,7 +58,7 @@ def test_other_backends_are_left_alone():
     args.decode_attention_backend = "amd"
     reasons = unsupported_reasons(args, None)
     assert any("--decode-attention-backend amd" in r and "--kv-cache-dtype" in r for r in reasons)
-    assert any("--speculative-algorithm EAGLE" in r for r in reasons)
+    assert not any("--speculative-algorithm" in r for r in reasons)  # EAGLE is served
 
 
 def test_model_features_we_do_not_serve_are_refused():
@@ -101,3 +101,31 @@ def test_cli_prints_one_line_and_exits_2(smollm2_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--kv-cache-dtype fp8_e4m3" in errors[0], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_cpu_speculative_decoding_needs_the_triton_interpreter(engine_kwargs, monkeypatch):
+    import sglang as sgl
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(UnsupportedConfigError, match="TRITON_INTERPRET=1"):
+        sgl.Engine(
+            attention_backend="amd",
+            speculative_algorithm="STANDALONE",
+            speculative_draft_model_path=engine_kwargs["model_path"],
+            speculative_num_steps=2,
+            speculative_eagle_topk=1,
+            speculative_num_draft_tokens=3,
+            **engine_kwargs,
+        )
+
+
+def test_speculative_algorithms_we_do_not_serve_are_refused():
+    from types import SimpleNamespace
+
+    from sglang_amd.attention.support import unsupported_reasons
+
+    args = SimpleNamespace(attention_backend="amd", speculative_algorithm="NGRAM", device="cuda")
+    (reason,) = unsupported_reasons(args, None)
+    assert "--speculative-algorithm" in reason and "NGRAM" in reason and "EAGLE" in reason
+    args.speculative_algorithm = "EAGLE3"
+    assert unsupported_reasons(args, None) == []

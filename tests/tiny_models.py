@@ -151,11 +151,15 @@ def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP
     return out
 
 
-def tiny_deepseek_v3(out: Path, smollm2: str, seed: int = 0, dense: bool = False) -> Path:
+def tiny_deepseek_v3(
+    out: Path, smollm2: str, seed: int = 0, dense: bool = False, nextn: bool = False
+) -> Path:
     """DeepSeek-V3 (MLA + MoE): hidden 128, 2 layers (layer 0 dense), 4 heads, q_lora 64,
     kv_lora 64 + rope 16 (kv_lora_rank != qk_nope_head_dim 32 on purpose), v 32, 8 routed
     experts + 1 shared, top-2 over 2 groups (sigmoid scores, correction bias, routed
-    scaling 2.5). `dense=True`: both layers dense (MLA alone)."""
+    scaling 2.5). `dense=True`: both layers dense (MLA alone). `nextn=True`: the config
+    declares one MTP layer (SGLang's NEXTN draft; HF ignores it, and the checkpoint has
+    no weights for it, so SGLang loads the draft with load format "dummy")."""
     if (out / "config.json").is_file():
         return out
     from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
@@ -193,7 +197,7 @@ def tiny_deepseek_v3(out: Path, smollm2: str, seed: int = 0, dense: bool = False
         ("moe_layer_freq", 1),
         ("topk_method", "noaux_tc"),
         ("scoring_func", "sigmoid"),
-        ("num_nextn_predict_layers", 0),
+        ("num_nextn_predict_layers", 1 if nextn else 0),
     ):
         setattr(config, key, value)
     return _save_random(DeepseekV3ForCausalLM(config), out, smollm2)

@@ -23,6 +23,7 @@ from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
 from sglang_amd import trace
 from sglang_amd.attention.reference import contiguous_token_map, paged_attention_reference
+from sglang_amd.attention.spec_layout import full_verify_mask, prefix_plus_new_token_map
 from sglang_amd.attention.support import check_model_runner
 from sglang_amd.tiers import Selection, Tier, fallback_once, select
 
@@ -44,6 +45,11 @@ class ForwardMetadata:
     qo_lens: torch.Tensor  # [B] device
     kv_lens_cpu: list[int]
     qo_lens_cpu: list[int]
+    # Speculative modes read K/V through a map of their own (spec_layout.py)
+    # instead of req_to_token; req_pool_indices then index its rows.
+    token_map: torch.Tensor | None = None
+    # Target verify: flat bool, per sequence [qo_len, kv_len] row-major (the tree).
+    custom_mask: torch.Tensor | None = None
     _rows_cpu: list[int] | None = None
 
     _new_tokens: tuple | None = None
@@ -110,25 +116,70 @@ class AmdAttnBackend(AttentionBackend):
             seq_lens_cpu = forward_batch.seq_lens.cpu()
         kv_lens_cpu = seq_lens_cpu.tolist()
         if mode.is_decode_or_idle():
-            kind = "decode"
-            qo_lens_cpu = [1] * len(kv_lens_cpu)
-            qo_lens = torch.ones_like(forward_batch.seq_lens)
-        elif mode.is_extend_or_draft_extend_or_mixed():
-            kind = "extend"
-            qo_lens_cpu = list(forward_batch.extend_seq_lens_cpu)
-            qo_lens = forward_batch.extend_seq_lens
+            self.forward_metadata = ForwardMetadata(
+                mode="decode",
+                req_pool_indices=forward_batch.req_pool_indices,
+                kv_lens=forward_batch.seq_lens,
+                qo_lens=torch.ones_like(forward_batch.seq_lens),
+                kv_lens_cpu=kv_lens_cpu,
+                qo_lens_cpu=[1] * len(kv_lens_cpu),
+            )
+        elif mode.is_target_verify():
+            self.forward_metadata = self._verify_metadata(forward_batch, kv_lens_cpu)
+            trace.record("spec_forward", mode="target_verify")
+        elif mode.is_extend_or_draft_extend_or_mixed(include_draft_extend_v2=True):
+            qo_cpu = forward_batch.extend_seq_lens_cpu
+            qo_cpu = list(qo_cpu) if qo_cpu is not None else forward_batch.extend_seq_lens.tolist()
+            if mode.is_draft_extend_v2():
+                prefix = [kv - qo for kv, qo in zip(kv_lens_cpu, qo_cpu, strict=True)]
+                self.forward_metadata = self._map_metadata(forward_batch, prefix, qo_cpu)
+                trace.record("spec_forward", mode="draft_extend")
+            else:
+                self.forward_metadata = ForwardMetadata(
+                    mode="extend",
+                    req_pool_indices=forward_batch.req_pool_indices,
+                    kv_lens=forward_batch.seq_lens,
+                    qo_lens=forward_batch.extend_seq_lens,
+                    kv_lens_cpu=kv_lens_cpu,
+                    qo_lens_cpu=qo_cpu,
+                )
         else:
             raise NotImplementedError(
-                f"--attention-backend amd does not serve forward mode {mode.name} yet "
-                "(speculative decoding); drop --speculative-algorithm"
+                f"--attention-backend amd does not serve forward mode {mode.name}"
             )
-        self.forward_metadata = ForwardMetadata(
-            mode=kind,
-            req_pool_indices=forward_batch.req_pool_indices,
-            kv_lens=forward_batch.seq_lens,
-            qo_lens=qo_lens,
-            kv_lens_cpu=kv_lens_cpu,
-            qo_lens_cpu=qo_lens_cpu,
+
+    def _verify_metadata(self, forward_batch: ForwardBatch, prefix: list[int]) -> ForwardMetadata:
+        """Target verify: each request's drafts attend to its prefix and, through the
+        tree mask, to their ancestors. seq_lens exclude the drafts here."""
+        spec = forward_batch.spec_info
+        per_req = getattr(spec, "num_tokens_per_req", -1)
+        if per_req is None or per_req <= 0:
+            per_req = spec.draft_token_num
+        meta = self._map_metadata(forward_batch, prefix, [per_req] * len(prefix))
+        meta.custom_mask = full_verify_mask(getattr(spec, "custom_mask", None), prefix, per_req)
+        return meta
+
+    def _map_metadata(
+        self, forward_batch: ForwardBatch, prefix: list[int], qo: list[int]
+    ) -> ForwardMetadata:
+        """Prefix from req_to_token, this forward's tokens from out_cache_loc."""
+        device = forward_batch.seq_lens.device
+        kv = [p + q for p, q in zip(prefix, qo, strict=True)]
+        token_map = prefix_plus_new_token_map(
+            self.req_to_token_pool.req_to_token,
+            forward_batch.req_pool_indices,
+            prefix,
+            qo,
+            forward_batch.out_cache_loc,
+        )
+        return ForwardMetadata(
+            mode="extend",
+            req_pool_indices=torch.arange(len(kv), device=device),
+            kv_lens=torch.tensor(kv, device=device, dtype=torch.int32),
+            qo_lens=torch.tensor(qo, device=device, dtype=torch.int32),
+            kv_lens_cpu=kv,
+            qo_lens_cpu=qo,
+            token_map=token_map,
         )
 
     # ------------------------------------------------------------------ forward
@@ -147,7 +198,10 @@ class AmdAttnBackend(AttentionBackend):
         if kv is None:
             k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
             v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
-            req_to_token, meta = self.req_to_token_pool.req_to_token, self.forward_metadata
+            meta = self.forward_metadata
+            req_to_token = meta.token_map
+            if req_to_token is None:
+                req_to_token = self.req_to_token_pool.req_to_token
         else:
             k_cache, v_cache, req_to_token, meta = kv
         mode = meta.mode
@@ -178,6 +232,7 @@ class AmdAttnBackend(AttentionBackend):
             causal=causal,
             sliding_window=window,
             logit_cap=cap,
+            custom_mask=meta.custom_mask,
             k_scale=layer.k_scale_float,
             v_scale=layer.v_scale_float,
             out=out,
@@ -228,6 +283,7 @@ class AmdAttnBackend(AttentionBackend):
                 qo_lens_cpu=meta.qo_lens_cpu,
                 sliding_window=window,
                 logit_cap=cap,
+                custom_mask=meta.custom_mask,
                 out=out,
             )
 

@@ -9,6 +9,7 @@ the flag or value to change. Imports nothing from sglang at import time.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 BACKEND_NAME = "amd"
@@ -16,6 +17,11 @@ BACKEND_NAME = "amd"
 # KV-cache dtypes the pool stores as plain floats; the quantized ones need
 # scale handling our kernels do not have yet.
 _FLOAT_KV_DTYPES = {"auto", "bf16", "bfloat16", "fp16", "float16", "half", "fp32", "float32"}
+
+
+# Draft-model speculative decoding through SGLang's EAGLE workers: target verify
+# with a tree mask, draft extend and multi-step draft decode (draft_backend.py).
+SPECULATIVE_ALGORITHMS = frozenset({"EAGLE", "EAGLE3", "NEXTN", "STANDALONE"})
 
 
 class UnsupportedConfigError(ValueError):
@@ -29,6 +35,7 @@ def backend_flags_using_amd(server_args: Any) -> list[str]:
         ("attention_backend", "--attention-backend"),
         ("prefill_attention_backend", "--prefill-attention-backend"),
         ("decode_attention_backend", "--decode-attention-backend"),
+        ("speculative_draft_attention_backend", "--speculative-draft-attention-backend"),
     ):
         if getattr(server_args, field, None) == BACKEND_NAME:
             flags.append(flag)
@@ -49,15 +56,26 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
             "use --kv-cache-dtype auto (or bf16)"
         )
     spec = getattr(server_args, "speculative_algorithm", None)
-    if spec:
+    if spec and str(spec).upper() not in SPECULATIVE_ALGORITHMS:
         reasons.append(
-            f"{flag} {BACKEND_NAME} does not serve speculative decoding yet "
-            f"(--speculative-algorithm {spec}); drop --speculative-algorithm or pick "
-            "another --attention-backend"
+            f"{flag} {BACKEND_NAME} serves --speculative-algorithm "
+            f"{'/'.join(sorted(SPECULATIVE_ALGORITHMS))}, not {spec}; pick one of those "
+            "or another --attention-backend"
+        )
+    elif spec and _device(server_args) == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        reasons.append(
+            f"--speculative-algorithm {spec} on the CPU runs SGLang's speculative helper "
+            "kernels (Triton) in Triton's interpreter: set TRITON_INTERPRET=1 in the "
+            "server's environment (add SGLANG_AMD_TIER=torch to keep sglang-amd's own "
+            "ops on the torch tier)"
         )
     if model_config is not None:
         reasons.extend(_model_reasons(model_config, flag))
     return reasons
+
+
+def _device(server_args: Any) -> str:
+    return str(getattr(server_args, "device", None) or "cuda").split(":")[0]
 
 
 def _model_reasons(model_config: Any, flag: str) -> list[str]:
@@ -88,7 +106,7 @@ def check_server_args(server_args: Any, model_config: Any | None) -> None:
     if backend_flags_using_amd(server_args):
         from sglang_amd.tiers import select
 
-        device = getattr(server_args, "device", None) or "cuda"
+        device = _device(server_args)
         for op in ("attention.extend", "attention.decode"):
             select(op, "cpu" if device == "cpu" else "cuda")
 

@@ -1,0 +1,77 @@
+"""Draft-model attention for EAGLE / MTP (`--speculative-draft-attention-backend amd`).
+
+Where it sits: SGLang's speculative worker asks `DraftBackendFactory` for two
+backends for the draft model; `patches/draft_backends.py` makes the factory
+answer "amd" with these. Draft extend uses `AmdAttnBackend` itself (its
+DRAFT_EXTEND_V2 path). Multi-step draft decode uses `AmdMultiStepDraftBackend`,
+a container of one `AmdDraftStepBackend` per step: the worker calls the
+container's `init_forward_metadata` once per iteration and runs step i through
+`attn_backends[i]`. Step i of branch t reads the committed prefix plus the i + 1
+tokens of its draft chain (layout in `spec_layout.py`). Imports sglang.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from sglang_amd import trace
+from sglang_amd.attention.backend import AmdAttnBackend, ForwardMetadata
+from sglang_amd.attention.spec_layout import draft_decode_token_map
+
+if TYPE_CHECKING:
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch
+    from sglang.srt.model_executor.model_runner import ModelRunner
+
+
+class AmdDraftStepBackend(AmdAttnBackend):
+    """One draft-decode step: decode over prefix + the branch's first `step + 1` drafts."""
+
+    def __init__(self, model_runner: ModelRunner, *, step: int, topk: int, num_steps: int):
+        super().__init__(model_runner)
+        self.step, self.topk, self.num_steps = step, topk, num_steps
+        self.page_size = model_runner.server_args.page_size or 1
+
+    def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
+        seq_lens_cpu = forward_batch.seq_lens_cpu
+        if seq_lens_cpu is None:
+            seq_lens_cpu = forward_batch.seq_lens.cpu()
+        seq_lens = seq_lens_cpu.tolist()
+        token_map, kv_lens = draft_decode_token_map(
+            self.req_to_token_pool.req_to_token,
+            forward_batch.req_pool_indices,
+            seq_lens,
+            topk=self.topk,
+            num_steps=self.num_steps,
+            step=self.step,
+            page_size=self.page_size,
+        )
+        device = forward_batch.seq_lens.device
+        self.forward_metadata = ForwardMetadata(
+            mode="decode",
+            req_pool_indices=torch.arange(len(kv_lens), device=device),
+            kv_lens=torch.tensor(kv_lens, device=device, dtype=torch.int32),
+            qo_lens=torch.ones(len(kv_lens), device=device, dtype=torch.int32),
+            kv_lens_cpu=kv_lens,
+            qo_lens_cpu=[1] * len(kv_lens),
+            token_map=token_map,
+        )
+        trace.record("spec_forward", mode="draft_decode", step=self.step)
+
+
+class AmdMultiStepDraftBackend:
+    """Per-step container SGLang's EAGLE workers expect (`.attn_backends`)."""
+
+    def __init__(self, model_runner: ModelRunner, topk: int, speculative_num_steps: int):
+        self.topk = topk
+        self.speculative_num_steps = speculative_num_steps
+        # The last step only samples; it runs no attention.
+        self.attn_backends = [
+            AmdDraftStepBackend(model_runner, step=i, topk=topk, num_steps=speculative_num_steps)
+            for i in range(speculative_num_steps - 1)
+        ]
+
+    def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
+        for backend in self.attn_backends:
+            backend.init_forward_metadata(forward_batch)

@@ -1,0 +1,52 @@
+"""Let SGLang's speculative workers build `amd` draft attention backends.
+
+SGLang 0.5.23 picks the draft model's backends (`speculative/draft_utils.py`,
+`DraftBackendFactory.create_decode_backend` / `create_draft_extend_backend`)
+from closed dicts keyed by backend name; there is no registry to join. One
+AROUND hook on `DraftBackendFactory._create_backend` adds "amd" to the dict it
+is handed: the multi-step container for draft decode (the call that stamps
+children), our backend itself for draft extend. Any other backend name runs
+SGLang's code untouched.
+"""
+
+from __future__ import annotations
+
+from sglang_amd.attention.support import BACKEND_NAME
+
+TARGET = "sglang.srt.speculative.draft_utils.DraftBackendFactory._create_backend"
+TARGETS = {TARGET: ("self", "backend_name", "backend_map", "error_template", "stamps_children")}
+
+_registered = False
+
+
+def _create_backend(
+    original, self, backend_name, backend_map, error_template, stamps_children=False
+):
+    backend_map = dict(backend_map)
+    runner, topk, steps = self.draft_model_runner, self.topk, self.speculative_num_steps
+    if stamps_children:
+
+        def factory():
+            from sglang_amd.attention.draft_backend import AmdMultiStepDraftBackend
+
+            return BACKEND_NAME, AmdMultiStepDraftBackend(runner, topk, steps)
+    else:
+
+        def factory():
+            from sglang_amd.attention.backend import AmdAttnBackend
+
+            return BACKEND_NAME, AmdAttnBackend(runner)
+
+    backend_map[BACKEND_NAME] = factory
+    return original(self, backend_name, backend_map, error_template, stamps_children)
+
+
+def register() -> None:
+    """Register the hook with SGLang's HookRegistry (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+
+    HookRegistry.register(TARGET, _create_backend, HookType.AROUND)
+    _registered = True
