@@ -48,6 +48,12 @@ def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[lis
             env["SGLANG_PLATFORM"] = CPU_PLATFORM_NAME
         if not _has_flag(argv, "--device"):
             argv += ["--device", "cpu"]
+        if _has_flag(argv, "--speculative-algorithm"):
+            # SGLang's speculative helpers are Triton kernels: on CPU tensors they need
+            # the interpreter, which would also make our own ops pick Triton; keep them on torch.
+            for var, value in (("TRITON_INTERPRET", "1"), ("SGLANG_AMD_TIER", "torch")):
+                if var not in os.environ:
+                    env[var] = value
     if not _has_flag(argv, "--attention-backend"):
         argv += ["--attention-backend", BACKEND_NAME]
     return argv, env

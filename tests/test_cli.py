@@ -21,6 +21,17 @@ def test_serve_defaults_on_cpu(monkeypatch, tmp_path):
     assert env == {"SGLANG_PLATFORM": "sglang_amd_cpu"}
 
 
+def test_serve_speculative_on_cpu_turns_on_the_interpreter(monkeypatch):
+    for var in ("SGLANG_PLATFORM", "TRITON_INTERPRET", "SGLANG_AMD_TIER"):
+        monkeypatch.delenv(var, raising=False)
+    args = ["--model-path", "m", "--speculative-algorithm", "NEXTN"]
+    _, env = cli.serve_args(args, has_gpu=False)
+    assert env["TRITON_INTERPRET"] == "1" and env["SGLANG_AMD_TIER"] == "torch"
+    monkeypatch.setenv("SGLANG_AMD_TIER", "triton")  # the user's choice stands
+    assert "SGLANG_AMD_TIER" not in cli.serve_args(args, has_gpu=False)[1]
+    assert "TRITON_INTERPRET" not in cli.serve_args(args, has_gpu=True)[1]
+
+
 def test_serve_keeps_user_choices(monkeypatch):
     monkeypatch.delenv("SGLANG_PLATFORM", raising=False)
     argv, env = cli.serve_args(
