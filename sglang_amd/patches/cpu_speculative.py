@@ -52,8 +52,6 @@ TARGETS = {
     ),
 }
 
-_registered = False
-
 
 def _set_embed_and_head(original, self, embed, head):
     if embed.device.type != "cpu":
@@ -92,12 +90,13 @@ def _verify_greedy(original, *args, **kwargs):
 
 def register() -> None:
     """Register the hooks with SGLang's HookRegistry (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+    from sglang_amd.patches import register_around_hooks
 
-    HookRegistry.register(SET_EMBED_AND_HEAD, _set_embed_and_head, HookType.AROUND)
-    HookRegistry.register(BUILD_TREE, _build_tree, HookType.AROUND)
-    HookRegistry.register(VERIFY_GREEDY, _verify_greedy, HookType.AROUND)
-    _registered = True
+    register_around_hooks(
+        __name__,
+        {
+            SET_EMBED_AND_HEAD: _set_embed_and_head,
+            BUILD_TREE: _build_tree,
+            VERIFY_GREEDY: _verify_greedy,
+        },
+    )

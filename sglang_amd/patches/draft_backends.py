@@ -16,8 +16,6 @@ from sglang_amd.attention.support import BACKEND_NAME
 TARGET = "sglang.srt.speculative.draft_utils.DraftBackendFactory._create_backend"
 TARGETS = {TARGET: ("self", "backend_name", "backend_map", "error_template", "stamps_children")}
 
-_registered = False
-
 
 def _create_backend(
     original, self, backend_name, backend_map, error_template, stamps_children=False
@@ -42,11 +40,7 @@ def _create_backend(
 
 
 def register() -> None:
-    """Register the hook with SGLang's HookRegistry (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+    """Register the hooks with SGLang's HookRegistry (idempotent)."""
+    from sglang_amd.patches import register_around_hooks
 
-    HookRegistry.register(TARGET, _create_backend, HookType.AROUND)
-    _registered = True
+    register_around_hooks(__name__, {TARGET: _create_backend})

@@ -21,8 +21,6 @@ from typing import Any
 TARGET = "sglang.srt.layers.attention.torch_native_backend.TorchNativeAttnBackend.forward_extend"
 TARGETS = {TARGET: ("self", "q", "k", "v", "layer", "forward_batch", "save_kv_cache")}
 
-_registered = False
-
 
 def _forward_extend(original, self, q, k, v, layer, forward_batch, save_kv_cache=True, *a, **kw):
     is_mla_pool = getattr(self.token_to_kv_pool, "kv_lora_rank", None) is not None
@@ -57,11 +55,7 @@ def attend_given_kv(q, k, v, layer: Any, forward_batch: Any):
 
 
 def register() -> None:
-    """Register the hook with SGLang's HookRegistry (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+    """Register the hooks with SGLang's HookRegistry (idempotent)."""
+    from sglang_amd.patches import register_around_hooks
 
-    HookRegistry.register(TARGET, _forward_extend, HookType.AROUND)
-    _registered = True
+    register_around_hooks(__name__, {TARGET: _forward_extend})

@@ -22,8 +22,6 @@ TARGETS = {
     f"{_CLASS}.apply": ("self", "layer", "dispatch_output"),
 }
 
-_registered = False
-
 
 def _create_moe_runner(original, self, layer, moe_runner_config, *args, **kwargs) -> Any:
     from sglang_amd.moe.sglang_runner import RUNNER_NAME, check_runner_config, runner_requested
@@ -55,12 +53,9 @@ def _apply(original, self, layer, dispatch_output, *args, **kwargs) -> Any:
 
 
 def register() -> None:
-    """Register both hooks with SGLang's HookRegistry (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    from sglang.srt.plugins.hook_registry import HookRegistry, HookType
+    """Register the hooks with SGLang's HookRegistry (idempotent)."""
+    from sglang_amd.patches import register_around_hooks
 
-    HookRegistry.register(f"{_CLASS}.create_moe_runner", _create_moe_runner, HookType.AROUND)
-    HookRegistry.register(f"{_CLASS}.apply", _apply, HookType.AROUND)
-    _registered = True
+    register_around_hooks(
+        __name__, {f"{_CLASS}.create_moe_runner": _create_moe_runner, f"{_CLASS}.apply": _apply}
+    )
