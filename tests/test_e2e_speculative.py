@@ -36,9 +36,15 @@ NEW_TOKENS = 24
 STEPS = 3
 
 
+def _current_engine_events(engines) -> list[dict]:
+    """Trace events of the scheduler that built a backend last (the engine in use)."""
+    events = [e for e in trace.read(engines.trace_file) if e["pid"] != os.getpid()]
+    pid = [e["pid"] for e in events if e["event"] == "backend_init"][-1]
+    return [e for e in events if e["pid"] == pid]
+
+
 def _spec_events(engines) -> set[str]:
-    events = trace.read(engines.trace_file)
-    return {e["mode"] for e in events if e["event"] == "spec_forward" and e["pid"] != os.getpid()}
+    return {e["mode"] for e in _current_engine_events(engines) if e["event"] == "spec_forward"}
 
 
 def _generate_all(engine, prompts):
@@ -86,24 +92,41 @@ def test_self_drafting_matches_hf_and_accepts(
     assert {"target_verify", "draft_extend", "draft_decode"} <= _spec_events(engines)
 
 
-def test_nextn_on_mla_matches_hf(engines, smollm2_path, prompts, tmp_path_factory):
-    path = str(
-        tiny_deepseek_v3(
-            tmp_path_factory.mktemp("dsv3-nextn") / "m", smollm2_path, dense=True, nextn=True
-        )
-    )
-    engine = engines.get(
-        env=SPEC_ENV,
+@pytest.fixture(scope="module")
+def nextn_model(smollm2_path, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("dsv3-nextn") / "m"
+    return str(tiny_deepseek_v3(out, smollm2_path, dense=True, nextn=True))
+
+
+def _nextn_engine(engines, path, env, topk, draft_tokens):
+    return engines.get(
+        env=env,
         model_path=path,
         attention_backend="amd",
         dtype="float32",
         disable_overlap_schedule=True,
         speculative_algorithm="NEXTN",
         speculative_num_steps=STEPS,
-        speculative_eagle_topk=1,
-        speculative_num_draft_tokens=STEPS + 1,
+        speculative_eagle_topk=topk,
+        speculative_num_draft_tokens=draft_tokens,
         speculative_draft_load_format="dummy",
     )
-    tokens, verifies = _check_against_hf(_generate_all(engine, prompts), HFOracle(path), prompts)
+
+
+def test_nextn_on_mla_matches_hf(engines, nextn_model, prompts):
+    engine = _nextn_engine(engines, nextn_model, SPEC_ENV, 1, STEPS + 1)
+    outs = _generate_all(engine, prompts)
+    tokens, verifies = _check_against_hf(outs, HFOracle(nextn_model), prompts)
     print(f"NEXTN (random MTP layer): {tokens} tokens in {verifies} verify passes")
     assert verifies > 0
+
+
+def test_triton_tiers_serve_tree_drafts_on_mla(engines, nextn_model, prompts):
+    """Our Triton tiers inside SGLang (interpreted): tree-masked verify through the
+    extend kernel, per-branch draft decode through the MLA decode kernel."""
+    engine = _nextn_engine(engines, nextn_model, {"TRITON_INTERPRET": "1"}, 2, 6)
+    few = prompts[:4]
+    _check_against_hf(_generate_all(engine, few), HFOracle(nextn_model), few)
+    tiers = {(e["event"], e.get("tier")) for e in _current_engine_events(engines)}
+    assert {("forward_extend", "triton"), ("forward_decode", "triton")} <= tiers
+    assert {"target_verify", "draft_extend", "draft_decode"} <= _spec_events(engines)
