@@ -38,16 +38,22 @@ def _create_attention_backend(model_runner: Any):
 def _validate_flags(server_args: Any, previous) -> None:
     """Resolution-hook wrapper: SGLang's own step first, then our rules (attention, MoE).
 
-    Also turns device graphs off for our backend: it does not implement the
-    CUDA-graph capture/replay hooks yet (its metadata is read on the host).
+    Also turns off, with one warning each, the CUDA-graph phases our backend
+    cannot capture (`attention.support.cuda_graph_refusals`): full decode graphs
+    run on the Triton tier; prefill and speculative graphs stay eager.
     """
     previous(server_args)
     from sglang.srt.arg_groups.model_override_base import model_config_of
     from sglang.srt.arg_groups.overrides import declare_resolution, resolved_view
     from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, with_phase
 
-    from sglang_amd.attention.support import backend_flags_using_amd, check_server_args
+    from sglang_amd.attention.support import (
+        backend_flags_using_amd,
+        check_server_args,
+        cuda_graph_refusals,
+    )
     from sglang_amd.moe.support import check_moe_flags, moe_flags_used
+    from sglang_amd.tiers import select
 
     view = resolved_view(server_args)
     if moe_flags_used(view):
@@ -56,15 +62,16 @@ def _validate_flags(server_args: Any, previous) -> None:
         return
     check_server_args(view, model_config_of(server_args))
     graphs = view.cuda_graph_config
-    for phase in (Phase.DECODE, Phase.PREFILL):
-        if getattr(graphs, phase).backend != Backend.DISABLED:
-            logger.warning(
-                "sglang-amd: --attention-backend %s has no CUDA-graph hooks yet; "
-                "%s graphs disabled",
-                BACKEND_NAME,
-                phase,
-            )
-            graphs = with_phase(graphs, phase, backend=Backend.DISABLED)
+    device = "cpu" if str(getattr(view, "device", "cuda")).startswith("cpu") else "cuda"
+    decode_tier = select("attention.decode", device).tier.value
+    for phase, why in cuda_graph_refusals(view, graphs, decode_tier).items():
+        logger.warning(
+            "sglang-amd: --attention-backend %s runs %s without CUDA graphs: %s",
+            BACKEND_NAME,
+            phase,
+            why,
+        )
+        graphs = with_phase(graphs, getattr(Phase, phase.upper()), backend=Backend.DISABLED)
     declare_resolution(server_args, "sglang_amd_attention", cuda_graph_config=graphs)
 
 

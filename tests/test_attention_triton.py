@@ -95,16 +95,17 @@ def test_decode_window_and_softcap(window, cap):
     check(got, reference(batch, 0.125, sliding_window=window, logit_cap=cap), torch.float32)
 
 
-@pytest.mark.parametrize("splits", [1, 3, 8])
-def test_decode_forced_split_counts_agree(splits):
+@pytest.mark.parametrize("splits,min_len", [(1, 1), (3, 1), (8, 1), (8, 64), (64, 256)])
+def test_decode_forced_split_counts_agree(splits, min_len):
+    """Grids wider than a sequence needs: with min_len 1 every token can sit in its own
+    split (empty splits merge with zero weight); with larger min_len short sequences
+    use fewer splits than the grid has, as under CUDA graphs (grid sized for capacity)."""
     from dataclasses import replace
 
-    batch = make_paged_batch([(1, 1), (50, 1), (400, 1)], 4, 2, 32, device=DEVICE)
-    flags = replace(decode_flags(batch.q.device, 3, 2, 2, 401, 32, 32), num_splits=splits)
-    got = run_decode(
-        batch, 0.2, flags=flags
-    )  # more splits than tokens: empty splits merge to 0 weight
-    check(got, reference(batch, 0.2), torch.float32)
+    batch = make_paged_batch([(0, 1), (1, 1), (50, 1), (400, 1)], 4, 2, 32, device=DEVICE)
+    flags = decode_flags(batch.q.device, 4, 2, 2, 401, 32, 32)
+    flags = replace(flags, num_splits=splits, min_split_len=min_len, block_n=16)
+    check(run_decode(batch, 0.2, flags=flags), reference(batch, 0.2), torch.float32)
 
 
 @settings(max_examples=12, deadline=None)
@@ -226,3 +227,60 @@ def test_gpu_full_grid(heads, head_dim, page_size, dtype):
         generator=gen,
     )
     check(run_extend(extend, head_dim**-0.5), reference(extend, head_dim**-0.5), dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("heads,head_dim", [((32, 8), 128), ((16, 1), 576)])
+def test_gpu_decode_replays_in_a_cuda_graph(heads, head_dim):
+    """What `--attention-backend amd` relies on under SGLang's decode CUDA graphs:
+    captured once with placeholder lengths and the grid sized for the capacity,
+    replayed after new lengths, slots and K/V land in the same buffers."""
+    capacity, batch_size, slots = 4096, 4, 4 * 4096 + 64
+    d_v = 512 if head_dim == 576 else head_dim
+    dtype = torch.bfloat16
+    q = torch.zeros(batch_size, heads[0], head_dim, dtype=dtype, device="cuda")
+    k = torch.zeros(slots, heads[1], head_dim, dtype=dtype, device="cuda")
+    v = k[..., :d_v] if d_v != head_dim else torch.zeros_like(k)
+    r2t = torch.zeros(batch_size + 3, capacity, dtype=torch.int32, device="cuda")
+    rows = torch.zeros(batch_size, dtype=torch.int64, device="cuda")
+    lens = torch.ones(batch_size, dtype=torch.int64, device="cuda")
+    out = torch.zeros(batch_size, heads[0], d_v, dtype=dtype, device="cuda")
+
+    def launch():
+        paged_decode(q, k, v, r2t, rows, lens, scale=0.1, max_kv_len=capacity, out=out)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        launch()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launch()
+
+    gen = torch.Generator().manual_seed(7)
+    for kv in ([1, 4096, 77, 1500], [2048, 3, 4000, 256], [9, 9, 9, 9]):
+        b = make_paged_batch(
+            [(n - 1, 1) for n in kv],
+            *heads,
+            head_dim,
+            d_v,
+            dtype=dtype,
+            device="cuda",
+            generator=gen,
+        )
+        q.copy_(b.q)
+        k[: b.k_cache.shape[0]].copy_(b.k_cache)
+        if d_v == head_dim:
+            v[: b.v_cache.shape[0]].copy_(b.v_cache)
+        r2t.zero_()
+        r2t[: b.req_to_token.shape[0], : b.req_to_token.shape[1]].copy_(b.req_to_token)
+        rows.copy_(b.req_pool_indices)
+        lens.copy_(b.kv_lens)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        want = reference(
+            b, 0.1, v_cache=k[: b.k_cache.shape[0], :, :d_v] if d_v != head_dim else None
+        )
+        check(out, want, dtype)

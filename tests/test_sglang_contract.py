@@ -52,6 +52,33 @@ def test_attention_backend_interface_we_override():
     assert list(params)[:7] == ["self", "q", "k", "v", "layer", "forward_batch", "save_kv_cache"]
 
 
+def test_decode_graph_protocol_we_implement():
+    """The decode graph runner's calls our CUDA-graph hooks answer (backend.py) and
+    the graph config names the resolution hook edits (plugin.py)."""
+    from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
+    from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, with_phase
+    from sglang.srt.model_executor.runner import decode_cuda_graph_runner
+
+    params = inspect.signature(AttentionBackend.init_forward_metadata_out_graph).parameters
+    assert list(params) == ["self", "forward_batch", "in_capture"]
+    assert list(inspect.signature(AttentionBackend.init_cuda_graph_state).parameters) == [
+        "self",
+        "max_bs",
+        "max_num_tokens",
+    ]
+    source = inspect.getsource(decode_cuda_graph_runner)
+    for call in (
+        "attn_backend.init_cuda_graph_state(self.max_bs, self.max_num_token)",
+        "attn_backend.init_forward_metadata_out_graph(forward_batch, in_capture=True)",
+        "attn_backend.init_forward_metadata_in_graph(forward_batch)",
+        "attn_backend.init_forward_metadata_out_graph(fb_view)",
+        "get_cuda_graph_seq_len_fill_value()",
+    ):
+        assert call in source, call
+    assert (Phase.DECODE, Phase.PREFILL) == ("decode", "prefill")
+    assert {Backend.FULL, Backend.DISABLED} <= set(Backend.ALL) and callable(with_phase)
+
+
 def test_platform_base_we_subclass():
     from sglang.srt.platforms.cpu import CpuSRTPlatform
     from sglang.srt.platforms.device_mixin import PlatformEnum

@@ -51,6 +51,9 @@ class ForwardMetadata:
     # Target verify: flat bool, per sequence [qo_len, kv_len] row-major (the tree).
     custom_mask: torch.Tensor | None = None
     _rows_cpu: list[int] | None = None
+    # Set while SGLang captures a decode CUDA graph: the split grid is sized for
+    # this many tokens (the capacity) instead of this batch's longest sequence.
+    graph_max_kv_len: int | None = None
 
     _new_tokens: tuple | None = None
 
@@ -98,6 +101,7 @@ class AmdAttnBackend(AttentionBackend):
             mode: select(f"attention.{mode}", self.device) for mode in ("extend", "decode")
         }
         self.forward_metadata: ForwardMetadata | None = None
+        self._graph_max_kv_len: int | None = None
         for mode, sel in self.selections.items():
             logger.info("sglang-amd attention %s: tier %s (%s)", mode, sel.tier.value, sel.reason)
         trace.record(
@@ -219,6 +223,12 @@ class AmdAttnBackend(AttentionBackend):
                 self._run_triton(meta, q3, k_cache, v_cache, req_to_token, out, layer, window, cap)
                 trace.record(f"forward_{mode}", tier=tier.value)
                 return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
+            if meta.graph_max_kv_len is not None:
+                raise RuntimeError(
+                    f"sglang-amd: layer {layer.layer_id} cannot run decode on the Triton tier "
+                    f"({reason}), and the torch tier reads lengths on the host, which a CUDA "
+                    "graph would freeze; start with --disable-cuda-graph"
+                )
             fallback_once(f"attention.{mode}", tier, reason)
         paged_attention_reference(
             q3,
@@ -262,7 +272,7 @@ class AmdAttnBackend(AttentionBackend):
                 meta.req_pool_indices,
                 meta.kv_lens,
                 scale=layer.scaling,
-                max_kv_len=max(meta.kv_lens_cpu, default=0),
+                max_kv_len=meta.graph_max_kv_len or max(meta.kv_lens_cpu, default=0),
                 sliding_window=window,
                 logit_cap=cap,
                 out=out,
@@ -320,6 +330,39 @@ class AmdAttnBackend(AttentionBackend):
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
         return self._attend(q, layer)
+
+    # -------------------------------------------------------------- CUDA graphs
+    # SGLang's decode graph runner: init_cuda_graph_state once, then per batch size
+    # init_forward_metadata_out_graph(in_capture=True) + capture of the forward, and
+    # per step out_graph(view of its static buffers) + replay. Our decode kernels
+    # read req_pool_indices / seq_lens from those static buffers and req_to_token /
+    # the pool in place, so replay needs no device-side metadata of its own; what
+    # must not be baked in at capture is any host-side length (the split grid).
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
+        sel = self.selections["decode"]
+        if sel.tier is not Tier.TRITON:
+            raise RuntimeError(
+                f"sglang-amd: decode CUDA graphs need the Triton tier, but attention.decode "
+                f"runs on {sel.tier.value} ({sel.reason}); start with --disable-cuda-graph "
+                "or let the tier be chosen (SGLANG_AMD_ATTENTION_DECODE_TIER=auto)"
+            )
+        self._graph_max_kv_len = int(self.req_to_token_pool.req_to_token.shape[1])
+
+    def init_forward_metadata_out_graph(
+        self, forward_batch: ForwardBatch, in_capture: bool = False
+    ) -> None:
+        mode = forward_batch.forward_mode
+        if not mode.is_decode_or_idle():
+            raise NotImplementedError(
+                f"--attention-backend amd captures decode graphs only, not {mode.name}; "
+                "start with --disable-cuda-graph"
+            )
+        self.init_forward_metadata(forward_batch)
+        if in_capture:
+            self.forward_metadata.graph_max_kv_len = self._graph_max_kv_len
+
+    def init_forward_metadata_in_graph(self, forward_batch: ForwardBatch) -> None:
+        """Nothing to record: the kernels read SGLang's static buffers directly."""
 
     def get_cuda_graph_seq_len_fill_value(self) -> int:
         return 1

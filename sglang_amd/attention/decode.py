@@ -58,7 +58,11 @@ def paged_decode(
         req_pool_indices: [B] int row of each sequence in req_to_token.
         kv_lens: [B] int tokens in cache per sequence (the new one included).
         scale: softmax scale.
-        max_kv_len: host-side max of kv_lens (avoids a device sync when given).
+        max_kv_len: host-side upper bound of kv_lens, sizes the split grid (avoids
+            a device sync when given). Under CUDA graphs pass the capacity
+            (req_to_token.shape[1]): nothing read from the host then changes
+            between replays, and each sequence still uses only the splits its
+            length needs.
         sliding_window: read only keys j with (kv_len - 1) - j <= window.
         logit_cap: > 0 applies cap * tanh(s / cap) to the scores.
         out: [B, Hq, Dv] written in place when given.
@@ -111,6 +115,7 @@ def paged_decode(
         float(logit_cap),
         window,
         splits,
+        max(1, flags.min_split_len),
         GROUP=group,
         BLOCK_H=flags.block_h,
         BLOCK_N=flags.block_n,

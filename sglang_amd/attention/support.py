@@ -114,3 +114,50 @@ def check_server_args(server_args: Any, model_config: Any | None) -> None:
 def check_model_runner(model_runner: Any) -> None:
     """The same rules against a live ModelRunner (scheduler process)."""
     check_server_args(model_runner.server_args, model_runner.model_config)
+
+
+def _decode_backend_is_amd(server_args: Any) -> bool:
+    decode = getattr(server_args, "decode_attention_backend", None)
+    return (decode or getattr(server_args, "attention_backend", None)) == BACKEND_NAME
+
+
+def cuda_graph_refusals(server_args: Any, graphs: Any, decode_tier: str) -> dict[str, str]:
+    """Graph phases our backend cannot capture, each with why; SGLang then runs eager.
+
+    `graphs` is SGLang's resolved cuda_graph_config (`.decode.backend`,
+    `.prefill.backend`: "full" | "breakable" | "disabled" | ...); `decode_tier` the
+    tier `tiers.select("attention.decode")` picked. Full decode graphs are served
+    by the Triton tier: its kernels read lengths and slots from device buffers and
+    size their grid from the capacity. Everything else reads lengths on the host.
+    """
+    if not backend_flags_using_amd(server_args):
+        return {}
+    refusals = {}
+    for phase in ("decode", "prefill"):
+        kind = str(getattr(getattr(graphs, phase), "backend", "disabled"))
+        if kind == "disabled":
+            continue
+        if phase == "prefill":
+            # Ours runs prefill as the target's backend, or as the draft's (draft extend).
+            if BACKEND_NAME in (
+                getattr(server_args, "prefill_attention_backend", None),
+                getattr(server_args, "attention_backend", None),
+                getattr(server_args, "speculative_draft_attention_backend", None),
+            ):
+                refusals[phase] = "extend metadata is built on the host per batch"
+        elif getattr(server_args, "speculative_algorithm", None):
+            refusals[phase] = (
+                "speculative decoding (target verify, draft decode) has no graph hooks yet"
+            )
+        elif not _decode_backend_is_amd(server_args):
+            continue
+        elif _device(server_args) == "cpu":
+            refusals[phase] = "CPU graphs (torch.compile) are not supported"
+        elif kind != "full":
+            refusals[phase] = f"{kind} decode graphs are not supported (full graphs are)"
+        elif decode_tier != "triton":
+            refusals[phase] = (
+                f"the decode tier is {decode_tier}, and only the Triton tier is "
+                "graph-safe (set SGLANG_AMD_ATTENTION_DECODE_TIER=auto or triton)"
+            )
+    return refusals

@@ -1,7 +1,10 @@
 """Triton kernels for split-KV (flash-decoding) paged attention decode.
 
 Stage 1 (`_decode_split_kernel`): one program per (sequence, KV head, head
-block, split). It loads the query heads that share the KV head (GQA packing, so
+block, split); a sequence uses only ceil(kv_len / min_split_len) of the grid's
+splits (the rest write an empty partial), so the grid can be sized on the host
+from an upper bound of the lengths (the capacity, under CUDA graphs) without
+cutting short sequences into slivers. It loads the query heads that share the KV head (GQA packing, so
 each K/V tile is read once for the whole group), walks its slice of the
 sequence's tokens through `req_to_token`, and keeps an online softmax. It writes
 a partial output and its log-sum-exp. Stage 2 (`_decode_reduce_kernel`) merges
@@ -46,6 +49,7 @@ def _decode_split_kernel(
     logit_cap,
     window,
     num_splits,
+    min_split_len,
     GROUP: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -66,7 +70,10 @@ def _decode_split_kernel(
 
     kv_len = tl.load(KV_LENS + b)
     row = tl.load(REQ_POOL_IDX + b).to(tl.int64)
-    split_len = tl.cdiv(kv_len, num_splits)
+    # Splits actually used by this sequence: short ones stay whole even when the
+    # grid was sized for a long one (or, under CUDA graphs, for the capacity).
+    used = tl.minimum(num_splits, tl.maximum(tl.cdiv(kv_len, min_split_len), 1))
+    split_len = tl.cdiv(tl.cdiv(kv_len, used), BLOCK_N) * BLOCK_N
     start = split * split_len
     end = tl.minimum(start + split_len, kv_len)
     if HAS_WINDOW:

@@ -27,6 +27,8 @@ class DecodeFlags:
     block_h: int
     num_warps: int
     num_stages: int
+    # A sequence uses ceil(kv_len / min_split_len) of the grid's splits at most.
+    min_split_len: int = MIN_TOKENS_PER_SPLIT
 
 
 def compute_units(device: torch.device) -> int:
