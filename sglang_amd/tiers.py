@@ -107,6 +107,11 @@ OPS: dict[str, OpSpec] = {
             (Tier.TRITON, Tier.TORCH),
         ),
         OpSpec(
+            "quant.mxfp4_linear",
+            "dense linear with MXFP4 weights (W4A16, or A4W4 for Quark A4W4 exports)",
+            (Tier.TRITON, Tier.TORCH),
+        ),
+        OpSpec(
             "quant.mxfp4",
             "MXFP4 quantize/dequantize (bit-exact across tiers)",
             (Tier.TRITON, Tier.TORCH),

@@ -107,6 +107,20 @@ def test_fp32_quark_mxfp4_export_matches_fake_quantized_hf(
     assert "mxfp4_loaded" in events and "mxfp4_linear_loaded" in events, events
 
 
+def test_triton_tiers_serve_the_quark_export(engines, tiny_dir, hf_moe_mxfp4_dense, prompts):
+    """The same export through our Triton tiers inside SGLang (interpreted on CPU):
+    attention projections on the dense MXFP4 GEMM (weight decoded in the loop), experts
+    on the fused MoE, attention on the Triton kernels; same oracle, same bound."""
+    export = quark_mxfp4_export(tiny_dir / "qwen3-moe", tiny_dir / "qwen3-moe-quark-mxfp4")
+    engine = engines.get(
+        env={"TRITON_INTERPRET": "1"}, model_path=str(export), quantization="amd_mxfp4", **FP32
+    )
+    check_fp32_against_hf(engine, hf_moe_mxfp4_dense, prompts[:4])
+    events = {(e["event"], e.get("tier")) for e in _events_from_scheduler(engines)}
+    want = {("forward_mxfp4_linear", "triton"), ("forward_moe", "triton")}
+    assert want | {("forward_decode", "triton")} <= events, events
+
+
 def test_fp32_online_dense_mxfp4_matches_fake_quantized_hf(
     engines, moe_path, hf_moe_mxfp4_dense, prompts
 ):

@@ -52,6 +52,12 @@ def test_fused_bf16_mxfp4_and_unrouted_slots():
     torch.testing.assert_close(got.cpu().float(), want.float(), atol=2e-2, rtol=2e-2)
 
 
+def test_a4w4_needs_mxfp4_experts():
+    x, w13, w2, w, ids = make(4, 1, 3)
+    with pytest.raises(ValueError, match="A4W4"):
+        fused_moe(x, w13, w2, w, ids, act_mxfp4=True)
+
+
 def test_hidden_mismatch_is_an_error():
     x, w13, w2, w, ids = make(4, 1, 3)
     with pytest.raises(ValueError, match="hidden size"):
@@ -68,15 +74,22 @@ def _a4w4_by_token(x, q, w, ids):
     for t in range(x.shape[0]):
         for j in range(ids.shape[1]):
             e = int(ids[t, j])
+            if e < 0:  # routed to another rank: contributes nothing here
+                continue
             gate, up = (w13[e] @ xq[t]).chunk(2)
             h = fake_quantize_mxfp4((torch.nn.functional.silu(gate) * up)[None])[0]
             out[t] += w[t, j] * (w2[e] @ h)
     return out
 
 
-@pytest.mark.parametrize("experts,k,tokens", [(8, 2, 9), (64, 8, 3)])
-def test_a4w4_matches_definition(experts, k, tokens):
-    x, w13, w2, w, ids = make(experts, k, tokens, seed=11 + tokens)
+@pytest.mark.parametrize(
+    "experts,k,tokens,hidden,inter",
+    # K of 96 / 160: the last 64-wide K tile of the dot_scaled kernel is partial.
+    [(8, 2, 9, 64, 32), (64, 8, 3, 96, 96), (8, 1, 40, 160, 64)],
+)
+def test_a4w4_matches_definition(experts, k, tokens, hidden, inter):
+    x, w13, w2, w, ids = make(experts, k, tokens, hidden, inter, seed=11 + tokens)
+    ids[0, 0] = -1  # a slot routed to another rank
     q = quantize_experts(w13, w2)
     want = _a4w4_by_token(x, q, w, ids)
     ref = fused_moe_reference(x, q, None, w, ids, act_mxfp4=True)
@@ -100,6 +113,9 @@ def test_fused_gpu_grid(experts, k, tokens, dtype):
     dev = type(q)(*(t.cuda() for t in (q.w13, q.w13_scale, q.w2, q.w2_scale)))
     out = fused_moe(x.cuda(), dev, None, w.cuda(), ids.cuda())
     want = fused_moe_reference(x, q, None, w, ids)
+    torch.testing.assert_close(out.cpu().float(), want.float(), atol=3e-2, rtol=3e-2)
+    out = fused_moe(x.cuda(), dev, None, w.cuda(), ids.cuda(), act_mxfp4=True)  # A4W4
+    want = fused_moe_reference(x, q, None, w, ids, act_mxfp4=True)
     torch.testing.assert_close(out.cpu().float(), want.float(), atol=3e-2, rtol=3e-2)
     out = fused_moe(x.cuda(), w13.to(dtype).cuda(), w2.to(dtype).cuda(), w.cuda(), ids.cuda())
     want = fused_moe_reference(x, w13.to(dtype), w2.to(dtype), w, ids)

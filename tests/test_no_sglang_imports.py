@@ -18,6 +18,8 @@ KERNEL_MODULES = [
     "sglang_amd.attention.extend",
     "sglang_amd.quant.mxfp4",
     "sglang_amd.quant.mxfp4_triton",
+    "sglang_amd.quant.mxfp4_linear",
+    "sglang_amd.moe.grouped_gemm",
     "sglang_amd.moe.routing",
     "sglang_amd.moe.align",
     "sglang_amd.moe.reference",

@@ -87,5 +87,5 @@ def check_moe_flags(server_args: Any, hf_config: Any | None) -> None:
         from sglang_amd.tiers import select
 
         device = "cpu" if getattr(server_args, "device", None) == "cpu" else "cuda"
-        for op in ("moe.fused", "quant.mxfp4"):
+        for op in ("moe.fused", "quant.mxfp4", "quant.mxfp4_linear"):
             select(op, device)

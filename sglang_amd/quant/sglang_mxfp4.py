@@ -8,8 +8,9 @@ Two sources, one flag:
 
   FusedMoE layers -> AmdMxfp4MoEMethod -> MoeRunner("amd") (moe/sglang_runner.py)
   LinearBase      -> pre-quantized, or online with SGLANG_AMD_MXFP4_DENSE=1 (routers and
-                     lm_head stay float): AmdMxfp4LinearMethod (W4A16: decode the weight on
-                     the quant.mxfp4 tier, then one GEMM); otherwise SGLang's unquantized method
+                     lm_head stay float): AmdMxfp4LinearMethod -> quant/mxfp4_linear.py
+                     (quant.mxfp4_linear tier: the weight decoded inside the GEMM; A4W4
+                     for A4W4 exports); otherwise SGLang's unquantized method
 
 Weights: w13 [E, 2I, H/2] + w13_weight_scale [E, 2I, H/32], w2 [E, H, I/2] +
 w2_weight_scale [E, H, I/32] (uint8, the reduction dim blocked by 32). Scales are
@@ -25,7 +26,6 @@ import os
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from sglang.srt.layers.quantization.base_config import (
     FusedMoEMethodBase,
     LinearMethodBase,
@@ -64,18 +64,6 @@ def quantize_weight(w: torch.Tensor, rounding: ScaleRounding) -> tuple[torch.Ten
     from sglang_amd.quant.mxfp4 import quantize_mxfp4
 
     return quantize_mxfp4(w, rounding)
-
-
-def dequantize_weight(
-    packed: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype
-) -> torch.Tensor:
-    if _quant_tier(packed.device) is Tier.TRITON:
-        from sglang_amd.quant.mxfp4_triton import dequantize_mxfp4_triton
-
-        return dequantize_mxfp4_triton(packed, scales, dtype)
-    from sglang_amd.quant.mxfp4 import dequantize_mxfp4
-
-    return dequantize_mxfp4(packed, scales, dtype)
 
 
 def _scale_rounding() -> ScaleRounding:
@@ -283,6 +271,7 @@ class AmdMxfp4LinearMethod(LinearMethodBase):
         self.prefix = prefix
         self.online = config.layout is None
         self.a4w4 = not self.online and config.layout.activations_mxfp4
+        self._op = None  # Mxfp4LinearOp, on the first call's device
 
     def create_weights(
         self,
@@ -319,11 +308,8 @@ class AmdMxfp4LinearMethod(LinearMethodBase):
     def apply(
         self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        if self.a4w4:
-            from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
+        if self._op is None:
+            from sglang_amd.quant.mxfp4_linear import Mxfp4LinearOp
 
-            x = fake_quantize_mxfp4(x)
-        # W4A16 by decoding the weight first: correct on every device, and the
-        # decode reads 4.25 bits per weight; a fused dequant-GEMM is future work.
-        weight = dequantize_weight(layer.weight, layer.weight_scale, x.dtype)
-        return F.linear(x, weight, bias)
+            self._op = Mxfp4LinearOp(x.device)
+        return self._op(x, layer.weight, layer.weight_scale, bias, act_mxfp4=self.a4w4)
