@@ -19,6 +19,7 @@ def test_bench_smoke_writes_table_json_and_png(what, tmp_path, capsys):
     assert f"sglang-amd bench {what}" in out and "SMOKE" in out
     record = json.loads((tmp_path / f"{what}.json").read_text())
     rows = record["rows"]
+    assert all(r["seconds"] for r in rows if r["impl"].startswith("amd")), rows
     ours = [r for r in rows if r["impl"].startswith("amd") and r["seconds"]]
     peers = [r for r in rows if not r["impl"].startswith("amd") and r["seconds"]]
     assert ours and peers, rows

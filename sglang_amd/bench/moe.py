@@ -1,4 +1,4 @@
-"""`sglang-amd bench moe`: MXFP4 W4A16 fused MoE against bf16 MoE, same routing.
+"""`sglang-amd bench moe`: MXFP4 (W4A16, and A4W4) fused MoE against bf16 MoE, same routing.
 
 At decode a MoE layer's time is the time to read the weights of the experts its
 tokens hit, so every implementation is judged in GB/s of expert weight bytes it
@@ -96,6 +96,12 @@ def _shape_rows(shape: Shape, token_counts: list[int], device, dtype, op) -> lis
         peer, peer_note = _sglang_peer(x, w13, w2, weights, ids)
         candidates = [
             (f"amd {op.tier.value} mxfp4", partial(op, x, q, None, weights, ids), True, ""),
+            (
+                f"amd {op.tier.value} mxfp4 a4w4",
+                partial(op, x, q, None, weights, ids, act_mxfp4=True),
+                True,
+                "",
+            ),
             (f"amd {op.tier.value} bf16", partial(op, x, w13, w2, weights, ids), False, ""),
             ("torch bf16 loop", partial(_torch_loop, x, w13, w2, weights, ids), False, ""),
             ("sglang triton bf16", peer, False, peer_note),
