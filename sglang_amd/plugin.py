@@ -40,7 +40,8 @@ def _validate_flags(server_args: Any, previous) -> None:
 
     Also turns off, with one warning each, the CUDA-graph phases our backend
     cannot capture (`attention.support.cuda_graph_refusals`): full decode graphs
-    run on the Triton tier; prefill and speculative graphs stay eager.
+    (with speculative decoding: target verify and draft decode) run on the Triton
+    tier; prefill graphs stay eager.
     """
     previous(server_args)
     from sglang.srt.arg_groups.model_override_base import model_config_of
@@ -64,7 +65,8 @@ def _validate_flags(server_args: Any, previous) -> None:
     graphs = view.cuda_graph_config
     device = "cpu" if str(getattr(view, "device", "cuda")).startswith("cpu") else "cuda"
     decode_tier = select("attention.decode", device).tier.value
-    for phase, why in cuda_graph_refusals(view, graphs, decode_tier).items():
+    extend_tier = select("attention.extend", device).tier.value
+    for phase, why in cuda_graph_refusals(view, graphs, decode_tier, extend_tier).items():
         logger.warning(
             "sglang-amd: --attention-backend %s runs %s without CUDA graphs: %s",
             BACKEND_NAME,

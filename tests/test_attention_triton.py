@@ -17,6 +17,7 @@ from sglang_amd.attention.decode import paged_decode
 from sglang_amd.attention.decode_details.heuristics import choose_num_splits, decode_flags
 from sglang_amd.attention.extend import paged_extend
 from sglang_amd.attention.head_dims import split_qk_dim, unsupported_dims
+from sglang_amd.attention.spec_layout import full_verify_mask
 from sglang_amd.testing import make_paged_batch, poisoned_like, tolerance
 from sglang_amd.testing import reference_attention as reference
 
@@ -161,6 +162,53 @@ def test_extend_tree_mask():
     assert torch.count_nonzero(got[0]) == 0
 
 
+def _tree(gen, bsz, n):
+    """Random verify trees: each draft sees itself and a random subset before it."""
+    t = torch.tril(torch.rand(bsz, n, n, generator=gen) > 0.5) | torch.eye(n, dtype=torch.bool)
+    return t
+
+
+@pytest.mark.parametrize("n", [1, 4, 19])
+@pytest.mark.parametrize("heads,head_dim", [((4, 2), 32), ((8, 1), 576)])
+def test_extend_uniform_verify_modes(n, heads, head_dim):
+    """Target verify as planned on the device (uniform_qo): FULL and draft-only
+    (QLEN_ONLY) tree masks give what the reference gives with the FULL mask."""
+    gen = torch.Generator().manual_seed(n * 7 + head_dim)
+    scale = head_dim**-0.5
+    prefix = [1, 40, 13]
+    d_v = 512 if head_dim == 576 else head_dim
+    batch = make_paged_batch(
+        [(p, n) for p in prefix], *heads, head_dim, d_v, generator=gen, device=DEVICE
+    )
+    tree = _tree(gen, len(prefix), n)
+    full = full_verify_mask(tree.reshape(-1), prefix, n, draft_only=True).to(DEVICE)
+    want = reference(batch, scale, custom_mask=full)
+    for mask, draft_only in ((full, False), (tree.reshape(-1).to(DEVICE), True)):
+        got = run_extend(batch, scale, custom_mask=mask, mask_draft_only=draft_only, uniform_qo=n)
+        check(got, want, torch.float32)
+    # uniform_qo without a mask equals the host-planned launch
+    check(run_extend(batch, scale, uniform_qo=n), reference(batch, scale), torch.float32)
+    with pytest.raises(ValueError, match="uniform_qo"):
+        run_extend(batch, scale, uniform_qo=n + 1)
+
+
+def test_extend_draft_only_mask_with_host_plan():
+    """QLEN_ONLY masks with ragged host-planned launches (eager draft extend)."""
+    gen = torch.Generator().manual_seed(5)
+    seqs = [(6, 3), (0, 5), (21, 2)]
+    batch = make_paged_batch(seqs, 4, 4, 32, generator=gen, device=DEVICE)
+    blocks = [torch.rand(q, q, generator=gen) > 0.4 for _, q in seqs]
+    draft_only = torch.cat([b.reshape(-1) for b in blocks]).to(DEVICE)
+    full = torch.cat(
+        [
+            torch.cat([torch.ones(q, p, dtype=torch.bool), b], 1).reshape(-1)
+            for (p, q), b in zip(seqs, blocks, strict=True)
+        ]
+    ).to(DEVICE)
+    got = run_extend(batch, 0.3, custom_mask=draft_only, mask_draft_only=True, causal=False)
+    check(got, reference(batch, 0.3, custom_mask=full, causal=False), torch.float32)
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     seqs=st.lists(st.tuples(st.integers(0, 80), st.integers(1, 40)), min_size=1, max_size=4),
@@ -229,6 +277,30 @@ def test_gpu_full_grid(heads, head_dim, page_size, dtype):
     check(run_extend(extend, head_dim**-0.5), reference(extend, head_dim**-0.5), dtype)
 
 
+def _capture(launch) -> torch.cuda.CUDAGraph:
+    """Warm `launch` up on a side stream (compiles the kernel), then capture it."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        launch()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launch()
+    return graph
+
+
+def _load_static(b, q, k, v, r2t, rows) -> None:
+    """Copy batch `b` into a captured graph's static tensors (v None: MLA, aliases k)."""
+    q.copy_(b.q)
+    k[: b.k_cache.shape[0]].copy_(b.k_cache)
+    if v is not None:
+        v[: b.v_cache.shape[0]].copy_(b.v_cache)
+    r2t.zero_()
+    r2t[: b.req_to_token.shape[0], : b.req_to_token.shape[1]].copy_(b.req_to_token)
+    rows.copy_(b.req_pool_indices)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("heads,head_dim", [((32, 8), 128), ((16, 1), 576)])
 def test_gpu_decode_replays_in_a_cuda_graph(heads, head_dim):
@@ -249,14 +321,7 @@ def test_gpu_decode_replays_in_a_cuda_graph(heads, head_dim):
     def launch():
         paged_decode(q, k, v, r2t, rows, lens, scale=0.1, max_kv_len=capacity, out=out)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        launch()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        launch()
+    graph = _capture(launch)
 
     gen = torch.Generator().manual_seed(7)
     for kv in ([1, 4096, 77, 1500], [2048, 3, 4000, 256], [9, 9, 9, 9]):
@@ -269,18 +334,77 @@ def test_gpu_decode_replays_in_a_cuda_graph(heads, head_dim):
             device="cuda",
             generator=gen,
         )
-        q.copy_(b.q)
-        k[: b.k_cache.shape[0]].copy_(b.k_cache)
-        if d_v == head_dim:
-            v[: b.v_cache.shape[0]].copy_(b.v_cache)
-        r2t.zero_()
-        r2t[: b.req_to_token.shape[0], : b.req_to_token.shape[1]].copy_(b.req_to_token)
-        rows.copy_(b.req_pool_indices)
+        _load_static(b, q, k, v if d_v == head_dim else None, r2t, rows)
         lens.copy_(b.kv_lens)
         out.fill_(float("nan"))
         graph.replay()
         torch.cuda.synchronize()
         want = reference(
             b, 0.1, v_cache=k[: b.k_cache.shape[0], :, :d_v] if d_v != head_dim else None
+        )
+        check(out, want, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("heads,head_dim", [((32, 8), 128), ((16, 1), 576)])
+def test_gpu_verify_replays_in_a_cuda_graph(heads, head_dim):
+    """Target verify under SGLang's graphs: the launch planned on the device
+    (uniform_qo) with a QLEN_ONLY tree mask, captured once, replayed after new
+    lengths, slot maps, K/V and trees land in the same buffers."""
+    n, batch_size, capacity, slots = 4, 3, 2048, 3 * 2048 + 64
+    d_v = 512 if head_dim == 576 else head_dim
+    dtype = torch.bfloat16
+    q = torch.zeros(batch_size * n, heads[0], head_dim, dtype=dtype, device="cuda")
+    k = torch.zeros(slots, heads[1], head_dim, dtype=dtype, device="cuda")
+    v = k[..., :d_v] if d_v != head_dim else torch.zeros_like(k)
+    r2t = torch.zeros(batch_size + 3, capacity, dtype=torch.int32, device="cuda")
+    rows = torch.zeros(batch_size, dtype=torch.int64, device="cuda")
+    kv_lens = torch.full((batch_size,), n + 1, dtype=torch.int64, device="cuda")
+    qo_lens = torch.full((batch_size,), n, dtype=torch.int64, device="cuda")
+    mask = torch.zeros(batch_size * n * n, dtype=torch.bool, device="cuda")
+    out = torch.zeros(batch_size * n, heads[0], d_v, dtype=dtype, device="cuda")
+
+    def launch():
+        paged_extend(
+            q,
+            k,
+            v,
+            r2t,
+            rows,
+            kv_lens,
+            qo_lens,
+            scale=0.1,
+            custom_mask=mask,
+            mask_draft_only=True,
+            uniform_qo=n,
+            out=out,
+        )
+
+    graph = _capture(launch)
+
+    gen = torch.Generator().manual_seed(11)
+    for prefix in ([1, 2000, 77], [1500, 3, 1024], [9, 9, 9]):
+        b = make_paged_batch(
+            [(p, n) for p in prefix],
+            *heads,
+            head_dim,
+            d_v,
+            dtype=dtype,
+            device="cuda",
+            generator=gen,
+        )
+        tree = _tree(gen, batch_size, n)
+        _load_static(b, q, k, v if d_v == head_dim else None, r2t, rows)
+        kv_lens.copy_(b.kv_lens)
+        mask.copy_(tree.reshape(-1))
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        full = full_verify_mask(tree.reshape(-1), prefix, n, draft_only=True).cuda()
+        want = reference(
+            b,
+            0.1,
+            custom_mask=full,
+            v_cache=k[: b.k_cache.shape[0], :, :d_v] if d_v != head_dim else None,
         )
         check(out, want, dtype)

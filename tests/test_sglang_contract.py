@@ -79,6 +79,44 @@ def test_decode_graph_protocol_we_implement():
     assert {Backend.FULL, Backend.DISABLED} <= set(Backend.ALL) and callable(with_phase)
 
 
+def test_speculative_graph_protocol_we_implement():
+    """What our verify / draft-decode graph hooks rely on (backend.py, draft_backend.py):
+    the EAGLE worker writes the tree into the target backend's `verify_mask` buffer
+    when it fits, in the mask's layout; the draft-decode runner drives the multi-step
+    container; draft-extend graphs are limited to a closed list of SGLang backends
+    (so ours stays eager there); SGLang's runners fill seq_lens with our fill value."""
+    from sglang.srt.layers.attention.verify_mask import VerifyMask
+    from sglang.srt.model_executor.runner import decode_cuda_graph_runner
+    from sglang.srt.speculative import (
+        eagle_draft_cuda_graph_runner,
+        eagle_worker_common,
+        eagle_worker_v2,
+    )
+    from sglang.srt.speculative.eagle_utils import TreeMaskMode
+
+    assert set(VerifyMask.__struct_fields__) == {"buffer", "mode", "max_bs", "is_read"}
+    assert TreeMaskMode.QLEN_ONLY != TreeMaskMode.FULL_MASK
+    common = inspect.getsource(eagle_worker_common)
+    for text in (
+        "verify_mask = target_attn_backend.verify_mask",
+        "mask_mode, fill_mask = verify_mask.mode, verify_mask.is_read",
+        "tree_mask_buf = verify_mask.buffer if verify_mask.fits(bs) else None",
+    ):
+        assert text in common, text
+    draft = inspect.getsource(eagle_draft_cuda_graph_runner)
+    for text in (
+        "self.draft_attn_backend.init_cuda_graph_state(self.max_bs, self.max_num_token)",
+        "self.draft_attn_backend.init_forward_metadata_in_graph(forward_batch)",
+        "forward_batch, in_capture=True",
+        'self.captured_req_width = resolve_num_tokens_per_req(phase="draft_decode")',
+    ):
+        assert text in draft, text
+    worker = inspect.getsource(eagle_worker_v2)
+    assert "graph_supported_backend_types = [" in worker
+    # The opt-in glue graph would capture our out-of-graph prep (support.py refuses it).
+    assert "SGLANG_ENABLE_METADATA_GLUE_GRAPH" in inspect.getsource(decode_cuda_graph_runner)
+
+
 def test_platform_base_we_subclass():
     from sglang.srt.platforms.cpu import CpuSRTPlatform
     from sglang.srt.platforms.device_mixin import PlatformEnum

@@ -48,11 +48,17 @@ class ForwardMetadata:
     # Speculative modes read K/V through a map of their own (spec_layout.py)
     # instead of req_to_token; req_pool_indices then index its rows.
     token_map: torch.Tensor | None = None
-    # Target verify: flat bool, per sequence [qo_len, kv_len] row-major (the tree).
+    # Target verify: flat bool, per sequence [qo_len, kv_len] row-major (the tree),
+    # or with mask_draft_only only the [qo_len, qo_len] block over the drafts.
     custom_mask: torch.Tensor | None = None
+    mask_draft_only: bool = False
+    # Every sequence has this many new tokens (verify): the Triton launch is then
+    # planned on the device, which is what lets a CUDA graph capture it.
+    uniform_qo: int | None = None
     _rows_cpu: list[int] | None = None
-    # Set while SGLang captures a decode CUDA graph: the split grid is sized for
-    # this many tokens (the capacity) instead of this batch's longest sequence.
+    # Set while SGLang captures a CUDA graph (decode, draft decode, verify): the
+    # decode split grid is sized for this many tokens (the capacity) instead of
+    # this batch's longest sequence; anything that would read the host raises.
     graph_max_kv_len: int | None = None
 
     _new_tokens: tuple | None = None
@@ -61,6 +67,14 @@ class ForwardMetadata:
         if self._rows_cpu is None:
             self._rows_cpu = self.req_pool_indices.tolist()
         return self._rows_cpu
+
+    def full_mask(self) -> torch.Tensor | None:
+        """The tree mask in the FULL layout the torch tier reads."""
+        if self.custom_mask is None or not self.mask_draft_only:
+            return self.custom_mask
+        n = self.qo_lens_cpu[0] if self.qo_lens_cpu else 0
+        prefix = [kv - qo for kv, qo in zip(self.kv_lens_cpu, self.qo_lens_cpu, strict=True)]
+        return full_verify_mask(self.custom_mask, prefix, n, draft_only=True)
 
     def new_tokens_only(self) -> tuple[ForwardMetadata, torch.Tensor]:
         """Metadata and a token map that page over the call's own k/v rows.
@@ -101,7 +115,18 @@ class AmdAttnBackend(AttentionBackend):
             mode: select(f"attention.{mode}", self.device) for mode in ("extend", "decode")
         }
         self.forward_metadata: ForwardMetadata | None = None
+        # SGLang's EAGLE worker sizes fallback tree masks from the target's backend.
+        self.max_context_len = getattr(
+            getattr(model_runner, "model_config", None), "context_len", 0
+        )
+        server_args = getattr(model_runner, "server_args", None)
+        self._num_draft_tokens: int | None = None
+        if getattr(server_args, "speculative_algorithm", None) and not getattr(
+            model_runner, "is_draft_worker", False
+        ):
+            self._num_draft_tokens = server_args.speculative_num_draft_tokens
         self._graph_max_kv_len: int | None = None
+        self._verify_graph: _VerifyGraphBuffers | None = None
         for mode, sel in self.selections.items():
             logger.info("sglang-amd attention %s: tier %s (%s)", mode, sel.tier.value, sel.reason)
         trace.record(
@@ -160,8 +185,18 @@ class AmdAttnBackend(AttentionBackend):
         if per_req is None or per_req <= 0:
             per_req = spec.draft_token_num
         meta = self._map_metadata(forward_batch, prefix, [per_req] * len(prefix))
-        meta.custom_mask = full_verify_mask(getattr(spec, "custom_mask", None), prefix, per_req)
+        meta.uniform_qo = per_req
+        mask = getattr(spec, "custom_mask", None)
+        if self._owns(mask):  # QLEN_ONLY, written in place by the draft stage
+            meta.custom_mask = mask[: len(prefix) * per_req * per_req]
+            meta.mask_draft_only = True
+        else:
+            meta.custom_mask = full_verify_mask(mask, prefix, per_req)
         return meta
+
+    def _owns(self, mask: torch.Tensor | None) -> bool:
+        vm = self._verify_graph.mask if self._verify_graph is not None else None
+        return mask is not None and vm is not None and mask.data_ptr() == vm.buffer.data_ptr()
 
     def _map_metadata(
         self, forward_batch: ForwardBatch, prefix: list[int], qo: list[int]
@@ -225,7 +260,7 @@ class AmdAttnBackend(AttentionBackend):
                 return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
             if meta.graph_max_kv_len is not None:
                 raise RuntimeError(
-                    f"sglang-amd: layer {layer.layer_id} cannot run decode on the Triton tier "
+                    f"sglang-amd: layer {layer.layer_id} cannot run {mode} on the Triton tier "
                     f"({reason}), and the torch tier reads lengths on the host, which a CUDA "
                     "graph would freeze; start with --disable-cuda-graph"
                 )
@@ -242,7 +277,7 @@ class AmdAttnBackend(AttentionBackend):
             causal=causal,
             sliding_window=window,
             logit_cap=cap,
-            custom_mask=meta.custom_mask,
+            custom_mask=meta.full_mask(),
             k_scale=layer.k_scale_float,
             v_scale=layer.v_scale_float,
             out=out,
@@ -294,6 +329,8 @@ class AmdAttnBackend(AttentionBackend):
                 sliding_window=window,
                 logit_cap=cap,
                 custom_mask=meta.custom_mask,
+                mask_draft_only=meta.mask_draft_only,
+                uniform_qo=meta.uniform_qo,
                 out=out,
             )
 
@@ -332,34 +369,97 @@ class AmdAttnBackend(AttentionBackend):
         return self._attend(q, layer)
 
     # -------------------------------------------------------------- CUDA graphs
-    # SGLang's decode graph runner: init_cuda_graph_state once, then per batch size
+    # SGLang's graph runners: init_cuda_graph_state once, then per batch size
     # init_forward_metadata_out_graph(in_capture=True) + capture of the forward, and
-    # per step out_graph(view of its static buffers) + replay. Our decode kernels
-    # read req_pool_indices / seq_lens from those static buffers and req_to_token /
-    # the pool in place, so replay needs no device-side metadata of its own; what
-    # must not be baked in at capture is any host-side length (the split grid).
+    # per step out_graph(view of the runner's static buffers) + replay. Decode
+    # kernels read req_pool_indices / seq_lens from those static buffers and
+    # req_to_token / the pool in place. Target verify reads a token map and lengths
+    # this backend refills in place before each replay, and the tree mask from the
+    # QLEN_ONLY buffer it hands SGLang (`verify_mask`), which the draft stage fills
+    # in place. What must never be baked in at capture is a host-side length.
     def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
-        sel = self.selections["decode"]
-        if sel.tier is not Tier.TRITON:
-            raise RuntimeError(
-                f"sglang-amd: decode CUDA graphs need the Triton tier, but attention.decode "
-                f"runs on {sel.tier.value} ({sel.reason}); start with --disable-cuda-graph "
-                "or let the tier be chosen (SGLANG_AMD_ATTENTION_DECODE_TIER=auto)"
-            )
+        modes = ("decode", "extend") if self._num_draft_tokens else ("decode",)
+        for mode in modes:
+            sel = self.selections[mode]
+            if sel.tier is not Tier.TRITON:
+                raise RuntimeError(
+                    f"sglang-amd: CUDA graphs need the Triton tier, but attention.{mode} "
+                    f"runs on {sel.tier.value} ({sel.reason}); start with "
+                    "--disable-cuda-graph or let the tier be chosen "
+                    f"(SGLANG_AMD_ATTENTION_{mode.upper()}_TIER=auto)"
+                )
         self._graph_max_kv_len = int(self.req_to_token_pool.req_to_token.shape[1])
+        if self._num_draft_tokens:
+            self._verify_graph = _VerifyGraphBuffers.allocate(
+                max_bs, self._graph_max_kv_len, self._num_draft_tokens, self.device
+            )
+
+    @property
+    def verify_mask(self):
+        """The QLEN_ONLY tree-mask buffer SGLang's draft stage fills in place."""
+        return self._verify_graph.mask if self._verify_graph is not None else None
+
+    def update_verify_buffers_to_fill_after_draft(self, spec_info, cuda_graph_bs) -> None:
+        """Nothing to redo: verify reads the tree mask from `verify_mask` in place."""
 
     def init_forward_metadata_out_graph(
         self, forward_batch: ForwardBatch, in_capture: bool = False
     ) -> None:
         mode = forward_batch.forward_mode
+        if mode.is_target_verify() and self._verify_graph is not None:
+            self._verify_graph_metadata(forward_batch, in_capture)
+            return
         if not mode.is_decode_or_idle():
             raise NotImplementedError(
-                f"--attention-backend amd captures decode graphs only, not {mode.name}; "
-                "start with --disable-cuda-graph"
+                f"--attention-backend amd captures decode and target-verify graphs, not "
+                f"{mode.name}; start with --disable-cuda-graph"
             )
         self.init_forward_metadata(forward_batch)
         if in_capture:
             self.forward_metadata.graph_max_kv_len = self._graph_max_kv_len
+
+    def _verify_graph_metadata(self, forward_batch: ForwardBatch, in_capture: bool) -> None:
+        """Refill the verify buffers from this step's batch (device ops only)."""
+        g, n = self._verify_graph, self._num_draft_tokens
+        bs = forward_batch.req_pool_indices.shape[0]
+        seq = forward_batch.seq_lens[:bs]
+        seq_cpu = forward_batch.seq_lens_cpu
+        width = g.token_map.shape[1]
+        if seq_cpu is not None and bs:
+            # Columns past every row's length are never read; skip refilling them.
+            width = min(width, int(seq_cpu[:bs].max()) + n)
+        prefix_plus_new_token_map(
+            self.req_to_token_pool.req_to_token,
+            forward_batch.req_pool_indices,
+            seq,
+            g.qo_lens[:bs],
+            forward_batch.out_cache_loc,
+            width=width,
+            out=g.token_map,
+        )
+        g.kv_lens[:bs].copy_(seq + n)
+        if not in_capture:
+            if not self._owns(getattr(forward_batch.spec_info, "custom_mask", None)):
+                raise RuntimeError(
+                    "sglang-amd: a graph-replayed target verify carries a tree mask outside "
+                    "the buffer this backend gave SGLang (verify_mask); start with "
+                    "--disable-cuda-graph"
+                )
+            return
+        kv_cpu = (seq_cpu[:bs] + n).tolist() if seq_cpu is not None else [n + 1] * bs
+        self.forward_metadata = ForwardMetadata(
+            mode="extend",
+            req_pool_indices=g.rows[:bs],
+            kv_lens=g.kv_lens[:bs],
+            qo_lens=g.qo_lens[:bs],
+            kv_lens_cpu=kv_cpu,
+            qo_lens_cpu=[n] * bs,
+            token_map=g.token_map[:bs],
+            custom_mask=g.mask.buffer[: bs * n * n],
+            mask_draft_only=True,
+            uniform_qo=n,
+            graph_max_kv_len=g.token_map.shape[1],
+        )
 
     def init_forward_metadata_in_graph(self, forward_batch: ForwardBatch) -> None:
         """Nothing to record: the kernels read SGLang's static buffers directly."""
@@ -369,3 +469,33 @@ class AmdAttnBackend(AttentionBackend):
 
     def support_triton(self) -> bool:
         return self.selections["decode"].tier is Tier.TRITON
+
+
+@dataclass
+class _VerifyGraphBuffers:
+    """Static tensors a captured target-verify forward reads, sized for max_bs."""
+
+    token_map: torch.Tensor  # [max_bs, req_to_token width + n] int32
+    kv_lens: torch.Tensor  # [max_bs] int32
+    qo_lens: torch.Tensor  # [max_bs] int32, all n
+    rows: torch.Tensor  # [max_bs] int64 arange: row b of the map is sequence b
+    mask: object  # SGLang VerifyMask: QLEN_ONLY [max_bs * n * n] bool
+
+    @classmethod
+    def allocate(cls, max_bs: int, width: int, n: int, device) -> _VerifyGraphBuffers:
+        from sglang.srt.layers.attention.verify_mask import VerifyMask
+        from sglang.srt.speculative.eagle_utils import TreeMaskMode
+
+        mask = VerifyMask(
+            buffer=torch.zeros(max_bs * n * n, dtype=torch.bool, device=device),
+            mode=TreeMaskMode.QLEN_ONLY,
+            max_bs=max_bs,
+            is_read=True,
+        )
+        return cls(
+            token_map=torch.zeros(max_bs, width + n, dtype=torch.int32, device=device),
+            kv_lens=torch.ones(max_bs, dtype=torch.int32, device=device),
+            qo_lens=torch.full((max_bs,), n, dtype=torch.int32, device=device),
+            rows=torch.arange(max_bs, device=device),
+            mask=mask,
+        )

@@ -7,7 +7,12 @@ DRAFT_EXTEND_V2 path). Multi-step draft decode uses `AmdMultiStepDraftBackend`,
 a container of one `AmdDraftStepBackend` per step: the worker calls the
 container's `init_forward_metadata` once per iteration and runs step i through
 `attn_backends[i]`. Step i of branch t reads the committed prefix plus the i + 1
-tokens of its draft chain (layout in `spec_layout.py`). Imports sglang.
+tokens of its draft chain (layout in `spec_layout.py`).
+
+Under SGLang's draft-decode CUDA graph (EAGLEDraftCudaGraphRunner) each step
+keeps its token map and lengths in static buffers sized for the captured batch,
+refilled in place by device ops before every replay; the decode kernels size
+their split grid from the map's width. Imports sglang.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class AmdDraftStepBackend(AmdAttnBackend):
         super().__init__(model_runner)
         self.step, self.topk, self.num_steps = step, topk, num_steps
         self.page_size = model_runner.server_args.page_size or 1
+        self._graph_map: torch.Tensor | None = None  # [max_bs * topk, width] int32
+        self._graph_kv: torch.Tensor | None = None  # [max_bs * topk] int32
+        self._graph_rows: torch.Tensor | None = None  # arange
 
     def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
         seq_lens_cpu = forward_batch.seq_lens_cpu
@@ -59,6 +67,53 @@ class AmdDraftStepBackend(AmdAttnBackend):
         )
         trace.record("spec_forward", mode="draft_decode", step=self.step)
 
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
+        super().init_cuda_graph_state(max_bs, max_num_tokens)
+        rows = max_bs * self.topk
+        width = self._graph_max_kv_len + self.num_steps
+        device = self.req_to_token_pool.req_to_token.device
+        self._graph_map = torch.zeros(rows, width, dtype=torch.int32, device=device)
+        self._graph_kv = torch.ones(rows, dtype=torch.int32, device=device)
+        self._graph_rows = torch.arange(rows, device=device)
+
+    def init_forward_metadata_out_graph(
+        self, forward_batch: ForwardBatch, in_capture: bool = False
+    ) -> None:
+        if not forward_batch.forward_mode.is_decode_or_idle():
+            raise NotImplementedError(
+                f"--speculative-draft-attention-backend amd: no draft graph for "
+                f"{forward_batch.forward_mode.name}; start with --disable-cuda-graph"
+            )
+        bs = forward_batch.req_pool_indices.shape[0]
+        rows = bs * self.topk
+        width = self._graph_map.shape[1]
+        seq_cpu = forward_batch.seq_lens_cpu
+        if seq_cpu is not None and bs:
+            width = min(width, int(seq_cpu[:bs].max()) + self.step + 1)
+        draft_decode_token_map(
+            self.req_to_token_pool.req_to_token,
+            forward_batch.req_pool_indices,
+            forward_batch.seq_lens[:bs],
+            topk=self.topk,
+            num_steps=self.num_steps,
+            step=self.step,
+            page_size=self.page_size,
+            out=self._graph_map[:, :width],
+            kv_lens_out=self._graph_kv,
+        )
+        if not in_capture:
+            return
+        self.forward_metadata = ForwardMetadata(
+            mode="decode",
+            req_pool_indices=self._graph_rows[:rows],
+            kv_lens=self._graph_kv[:rows],
+            qo_lens=torch.ones(rows, device=self._graph_kv.device, dtype=torch.int32),
+            kv_lens_cpu=[self.step + 2] * rows,
+            qo_lens_cpu=[1] * rows,
+            token_map=self._graph_map[:rows],
+            graph_max_kv_len=self._graph_map.shape[1],
+        )
+
 
 class AmdMultiStepDraftBackend:
     """Per-step container SGLang's EAGLE workers expect (`.attn_backends`)."""
@@ -75,3 +130,17 @@ class AmdMultiStepDraftBackend:
     def init_forward_metadata(self, forward_batch: ForwardBatch) -> None:
         for backend in self.attn_backends:
             backend.init_forward_metadata(forward_batch)
+
+    # SGLang's EAGLEDraftCudaGraphRunner drives these on the container.
+    def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
+        for backend in self.attn_backends:
+            backend.init_cuda_graph_state(max_bs, max_num_tokens)
+
+    def init_forward_metadata_out_graph(
+        self, forward_batch: ForwardBatch, in_capture: bool = False
+    ) -> None:
+        for backend in self.attn_backends:
+            backend.init_forward_metadata_out_graph(forward_batch, in_capture)
+
+    def init_forward_metadata_in_graph(self, forward_batch: ForwardBatch) -> None:
+        """Nothing to record: each step's buffers are refilled out of the graph."""

@@ -6,7 +6,13 @@ kernel (`extend_details/_tiled.py`) tiles each sequence's queries in BLOCK_M
 rows and walks its keys in BLOCK_N tiles up to the causal limit, so chunked
 prefill and prefix reuse cost only the tiles they touch. Serves MHA/GQA/MQA,
 QK widths of power of two (+ power of two, e.g. 192 = 128 + 64), sliding window,
-logit soft-cap and per-sequence tree masks (speculative verify). Never imports sglang.
+logit soft-cap and per-sequence tree masks (speculative verify).
+
+With `uniform_qo` (every sequence brings the same number of new tokens: target
+verify, EAGLE draft extend) the launch reads no host lengths: the block table
+and offsets come from device ops on the tensors' shapes and `kv_lens`, so the
+launch can be captured in a CUDA graph and replayed with new lengths.
+Never imports sglang.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import triton
 
 from sglang_amd.attention.decode import unsupported_reason
 from sglang_amd.attention.extend_details._tiled import _extend_kernel
@@ -41,13 +48,47 @@ def extend_flags(device: torch.device, d_qk: int, d_v: int) -> ExtendFlags:
     return ExtendFlags(64 if wide else 128, 32 if wide else 64, 4 if wide else 8, 2 if wide else 3)
 
 
-def _block_table(qo_lens: list[int], block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _host_plan(
+    qo_lens: list[int], kv_lens: list[int] | None, block_m: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sequence, first query row) of each program, query offsets and mask offsets,
+    from host lengths. Mask blocks are [qo, kv] (FULL) given `kv_lens`, else [qo, qo]."""
     seq_ids, starts = [], []
     for b, qo in enumerate(qo_lens):
         for m0 in range(0, qo, block_m):
             seq_ids.append(b)
             starts.append(m0)
-    return torch.tensor(seq_ids, dtype=torch.int32), torch.tensor(starts, dtype=torch.int32)
+    cols = kv_lens if kv_lens is not None else qo_lens
+    mask_sizes = [qo * c for qo, c in zip(qo_lens, cols, strict=True)]
+    table = torch.tensor([seq_ids, starts], dtype=torch.int32).to(device)
+    offsets = torch.stack([_exclusive_cumsum(qo_lens), _exclusive_cumsum(mask_sizes)]).to(device)
+    return table[0], table[1], offsets[0], offsets[1]
+
+
+def _uniform_plan(
+    total: int,
+    qo: int,
+    block_m: int,
+    kv_lens: torch.Tensor,
+    mask_draft_only: bool,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same plan when every sequence has `qo` new tokens, by device ops only."""
+    if qo <= 0 or total % qo:
+        raise ValueError(f"paged_extend: uniform_qo={qo} does not divide {total} query rows")
+    bsz = total // qo
+    blocks = triton.cdiv(qo, block_m)
+    idx = torch.arange(bsz * blocks, device=device, dtype=torch.int32)
+    block_seq = idx // blocks
+    block_start = (idx % blocks) * block_m
+    seq = torch.arange(bsz, device=device, dtype=torch.int64)
+    q_starts = seq * qo
+    if mask_draft_only:
+        mask_starts = seq * (qo * qo)
+    else:
+        sizes = kv_lens[:bsz].to(torch.int64) * qo
+        mask_starts = torch.cumsum(sizes, 0) - sizes
+    return block_seq, block_start, q_starts, mask_starts
 
 
 def _exclusive_cumsum(values: list[int]) -> torch.Tensor:
@@ -74,6 +115,8 @@ def paged_extend(
     sliding_window: int | None = None,
     logit_cap: float = 0.0,
     custom_mask: torch.Tensor | None = None,
+    mask_draft_only: bool = False,
+    uniform_qo: int | None = None,
     out: torch.Tensor | None = None,
     flags: ExtendFlags | None = None,
 ) -> torch.Tensor:
@@ -90,7 +133,11 @@ def paged_extend(
         sliding_window: also require pos - j <= window.
         logit_cap: > 0 applies cap * tanh(s / cap).
         custom_mask: flat bool/uint8, per sequence a row-major [qo_len, kv_len]
-            block, sequences concatenated (SGLang's tree-verify mask layout).
+            block, sequences concatenated (SGLang's FULL_MASK tree-verify layout).
+        mask_draft_only: `custom_mask` holds only each sequence's [qo_len, qo_len]
+            block over its new tokens, which all see the whole prefix (QLEN_ONLY).
+        uniform_qo: every qo_lens[b] equals this; T must be B * uniform_qo. Plans
+            the launch on the device (no host lengths read; CUDA-graph safe).
         out: [T, Hq, Dv] written in place when given.
 
     Returns:
@@ -106,20 +153,27 @@ def paged_extend(
         out = q.new_empty(total, hq, d_v)
     if total == 0:
         return out
-    qo_list = qo_lens_cpu if qo_lens_cpu is not None else qo_lens.tolist()
     flags = flags or extend_flags(q.device, d_qk, d_v)
-    block_seq, block_start = _block_table(qo_list, flags.block_m)
-    device = q.device
-    q_starts = _exclusive_cumsum(qo_list).to(device)
+    mask_arg = None
     if custom_mask is not None:
-        kv_list = kv_lens_cpu if kv_lens_cpu is not None else kv_lens.tolist()
-        mask_starts = _exclusive_cumsum([a * b for a, b in zip(qo_list, kv_list, strict=True)])
-        mask_starts = mask_starts.to(device)
         mask_arg = custom_mask.view(torch.uint8) if custom_mask.dtype == torch.bool else custom_mask
+    if uniform_qo is not None:
+        block_seq, block_start, q_starts, mask_starts = _uniform_plan(
+            total, uniform_qo, flags.block_m, kv_lens, mask_draft_only, q.device
+        )
     else:
-        mask_starts, mask_arg = q_starts, q_starts  # unused when HAS_MASK is False
+        qo_list = qo_lens_cpu if qo_lens_cpu is not None else qo_lens.tolist()
+        kv_list = None
+        if custom_mask is not None and not mask_draft_only:
+            kv_list = kv_lens_cpu if kv_lens_cpu is not None else kv_lens.tolist()
+        block_seq, block_start, q_starts, mask_starts = _host_plan(
+            qo_list, kv_list, flags.block_m, q.device
+        )
+    if mask_arg is None:
+        mask_arg = q_starts  # unused when MASK_MODE is 0
     window = -1 if sliding_window is None or sliding_window < 0 else int(sliding_window)
     grid = (block_seq.numel(), hq)
+    mask_mode = 0 if custom_mask is None else (2 if mask_draft_only else 1)
     _extend_kernel[grid](
         q,
         k_cache,
@@ -130,8 +184,8 @@ def paged_extend(
         kv_lens,
         qo_lens,
         q_starts,
-        block_seq.to(device),
-        block_start.to(device),
+        block_seq,
+        block_start,
         mask_arg,
         mask_starts,
         q.stride(0),
@@ -155,7 +209,7 @@ def paged_extend(
         CAUSAL=causal,
         HAS_WINDOW=window >= 0,
         HAS_CAP=logit_cap > 0,
-        HAS_MASK=custom_mask is not None,
+        MASK_MODE=mask_mode,
         **dot_flags(q.dtype, v_cache.dtype),
         num_warps=flags.num_warps,
         num_stages=flags.num_stages,

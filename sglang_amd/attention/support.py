@@ -62,6 +62,11 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
             f"{'/'.join(sorted(SPECULATIVE_ALGORITHMS))}, not {spec}; pick one of those "
             "or another --attention-backend"
         )
+    elif spec and os.environ.get("SGLANG_ENABLE_OVERLAP_PLAN_STREAM", "").lower() in ("1", "true"):
+        reasons.append(
+            f"{flag} {BACKEND_NAME} builds verify metadata after the draft stage; unset "
+            "SGLANG_ENABLE_OVERLAP_PLAN_STREAM (it plans verify before the draft finishes)"
+        )
     elif spec and _device(server_args) == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         reasons.append(
             f"--speculative-algorithm {spec} on the CPU runs SGLang's speculative helper "
@@ -121,18 +126,31 @@ def _decode_backend_is_amd(server_args: Any) -> bool:
     return (decode or getattr(server_args, "attention_backend", None)) == BACKEND_NAME
 
 
-def cuda_graph_refusals(server_args: Any, graphs: Any, decode_tier: str) -> dict[str, str]:
+def cuda_graph_refusals(
+    server_args: Any, graphs: Any, decode_tier: str, extend_tier: str = "triton"
+) -> dict[str, str]:
     """Graph phases our backend cannot capture, each with why; SGLang then runs eager.
 
     `graphs` is SGLang's resolved cuda_graph_config (`.decode.backend`,
-    `.prefill.backend`: "full" | "breakable" | "disabled" | ...); `decode_tier` the
-    tier `tiers.select("attention.decode")` picked. Full decode graphs are served
-    by the Triton tier: its kernels read lengths and slots from device buffers and
-    size their grid from the capacity. Everything else reads lengths on the host.
+    `.prefill.backend`: "full" | "breakable" | "disabled" | ...); `decode_tier` and
+    `extend_tier` the tiers `tiers.select` picked. Full decode graphs are served by
+    the Triton tier: its kernels read lengths and slots from device buffers and
+    size their grid from the capacity. With speculative decoding the decode phase
+    covers target verify (Triton extend kernels, planned on the device) and the
+    draft's multi-step decode. Prefill metadata is built on the host.
     """
     if not backend_flags_using_amd(server_args):
         return {}
     refusals = {}
+    spec = getattr(server_args, "speculative_algorithm", None)
+    draft_is_amd = (
+        spec
+        and (
+            getattr(server_args, "speculative_draft_attention_backend", None)
+            or getattr(server_args, "attention_backend", None)
+        )
+        == BACKEND_NAME
+    )
     for phase in ("decode", "prefill"):
         kind = str(getattr(getattr(graphs, phase), "backend", "disabled"))
         if kind == "disabled":
@@ -145,13 +163,10 @@ def cuda_graph_refusals(server_args: Any, graphs: Any, decode_tier: str) -> dict
                 getattr(server_args, "speculative_draft_attention_backend", None),
             ):
                 refusals[phase] = "extend metadata is built on the host per batch"
-        elif getattr(server_args, "speculative_algorithm", None):
-            refusals[phase] = (
-                "speculative decoding (target verify, draft decode) has no graph hooks yet"
-            )
-        elif not _decode_backend_is_amd(server_args):
             continue
-        elif _device(server_args) == "cpu":
+        if not (_decode_backend_is_amd(server_args) or draft_is_amd):
+            continue
+        if _device(server_args) == "cpu":
             refusals[phase] = "CPU graphs (torch.compile) are not supported"
         elif kind != "full":
             refusals[phase] = f"{kind} decode graphs are not supported (full graphs are)"
@@ -159,5 +174,18 @@ def cuda_graph_refusals(server_args: Any, graphs: Any, decode_tier: str) -> dict
             refusals[phase] = (
                 f"the decode tier is {decode_tier}, and only the Triton tier is "
                 "graph-safe (set SGLANG_AMD_ATTENTION_DECODE_TIER=auto or triton)"
+            )
+        elif spec and _decode_backend_is_amd(server_args) and extend_tier != "triton":
+            refusals[phase] = (
+                f"target verify runs on the extend tier, {extend_tier}, and only the "
+                "Triton tier is graph-safe (set SGLANG_AMD_ATTENTION_EXTEND_TIER=auto or triton)"
+            )
+        elif spec and os.environ.get("SGLANG_ENABLE_METADATA_GLUE_GRAPH", "").lower() in (
+            "1",
+            "true",
+        ):
+            refusals[phase] = (
+                "SGLANG_ENABLE_METADATA_GLUE_GRAPH would capture our verify / draft "
+                "metadata prep, which reads host lengths"
             )
     return refusals

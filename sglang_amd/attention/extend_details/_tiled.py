@@ -4,8 +4,12 @@ One program per (query block of one sequence, query head). The new tokens' K/V
 are already in the pool (the backend writes them first), so prefix and new
 tokens are read the same way, through `req_to_token`; a query at absolute
 position p reads keys j <= p (causal), p - j <= window (sliding window) and,
-for speculative verify, where the per-sequence tree mask allows. Online softmax
-in base 2; rows that see no key are written as zeros.
+for speculative verify, where the per-sequence tree mask allows. The mask comes
+in SGLang's two layouts: MASK_MODE 1 is a row-major [qo_len, kv_len] block per
+sequence (FULL_MASK), MASK_MODE 2 only the [qo_len, qo_len] block over the new
+tokens, the prefix being visible to all of them (QLEN_ONLY: a few KB at any
+context, and the layout our backend owns for graph-captured verify). Online
+softmax in base 2; rows that see no key are written as zeros.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def _extend_kernel(
     CAUSAL: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     HAS_CAP: tl.constexpr,
-    HAS_MASK: tl.constexpr,
+    MASK_MODE: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -84,8 +88,8 @@ def _extend_kernel(
     lo = 0
     if HAS_WINDOW:
         lo = tl.maximum(0, prefix + m0 - window)
-    if HAS_MASK:
-        mask_start = tl.load(MASK_STARTS + b)
+    if MASK_MODE != 0:
+        mask_start = tl.load(MASK_STARTS + b).to(tl.int64)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -106,9 +110,15 @@ def _extend_kernel(
             allowed &= offs_n[None, :] <= pos[:, None]
         if HAS_WINDOW:
             allowed &= offs_n[None, :] >= pos[:, None] - window
-        if HAS_MASK:
+        if MASK_MODE == 1:
             cm_ptrs = MASK + mask_start + offs_m[:, None].to(tl.int64) * kv_len + offs_n[None, :]
             allowed &= tl.load(cm_ptrs, mask=allowed, other=0) != 0
+        if MASK_MODE == 2:
+            in_tree = offs_n[None, :] >= prefix
+            cols = offs_n[None, :] - prefix
+            cm_ptrs = MASK + mask_start + offs_m[:, None].to(tl.int64) * qo_len + cols
+            tree_ok = tl.load(cm_ptrs, mask=allowed & in_tree, other=0) != 0
+            allowed &= (offs_n[None, :] < prefix) | tree_ok
         s = tl.where(allowed, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
