@@ -38,10 +38,11 @@ def _create_attention_backend(model_runner: Any):
 def _validate_flags(server_args: Any, previous) -> None:
     """Resolution-hook wrapper: SGLang's own step first, then our rules (attention, MoE).
 
-    Also turns off, with one warning each, the CUDA-graph phases our backend
-    cannot capture (`attention.support.cuda_graph_refusals`): full decode graphs
-    (with speculative decoding: target verify and draft decode) run on the Triton
-    tier; prefill graphs stay eager.
+    Also turns off, with one warning each, the CUDA-graph phases our kernels
+    cannot be captured in (`attention.support.cuda_graph_refusals`,
+    `moe.support.moe_graph_refusals`): full decode graphs (with speculative
+    decoding: target verify and draft decode) run on the Triton attention tier;
+    prefill graphs stay eager for our attention; a torch-tier MoE refuses both.
     """
     previous(server_args)
     from sglang.srt.arg_groups.model_override_base import model_config_of
@@ -53,28 +54,32 @@ def _validate_flags(server_args: Any, previous) -> None:
         check_server_args,
         cuda_graph_refusals,
     )
-    from sglang_amd.moe.support import check_moe_flags, moe_flags_used
+    from sglang_amd.moe.support import check_moe_flags, moe_flags_used, moe_graph_refusals
     from sglang_amd.tiers import select
 
     view = resolved_view(server_args)
-    if moe_flags_used(view):
+    moe, attention = moe_flags_used(view), bool(backend_flags_using_amd(view))
+    if moe:
         check_moe_flags(view, getattr(model_config_of(server_args), "hf_config", None))
-    if not backend_flags_using_amd(view):
+    if attention:
+        check_server_args(view, model_config_of(server_args))
+    if not (moe or attention):
         return
-    check_server_args(view, model_config_of(server_args))
     graphs = view.cuda_graph_config
     device = "cpu" if str(getattr(view, "device", "cuda")).startswith("cpu") else "cuda"
-    decode_tier = select("attention.decode", device).tier.value
-    extend_tier = select("attention.extend", device).tier.value
-    for phase, why in cuda_graph_refusals(view, graphs, decode_tier, extend_tier).items():
-        logger.warning(
-            "sglang-amd: --attention-backend %s runs %s without CUDA graphs: %s",
-            BACKEND_NAME,
-            phase,
-            why,
-        )
+    refusals: dict[str, str] = {}
+    if attention:
+        tiers = [select(f"attention.{m}", device).tier.value for m in ("decode", "extend")]
+        refusals.update(cuda_graph_refusals(view, graphs, *tiers))
+    if moe:
+        moe_tier = select("moe.fused", device).tier.value
+        for phase, why in moe_graph_refusals(view, graphs, moe_tier).items():
+            refusals.setdefault(phase, why)
+    for phase, why in refusals.items():
+        logger.warning("sglang-amd: %s runs without CUDA graphs: %s", phase, why)
         graphs = with_phase(graphs, getattr(Phase, phase.upper()), backend=Backend.DISABLED)
-    declare_resolution(server_args, "sglang_amd_attention", cuda_graph_config=graphs)
+    if refusals:
+        declare_resolution(server_args, "sglang_amd_attention", cuda_graph_config=graphs)
 
 
 def register() -> None:

@@ -192,3 +192,43 @@ def test_which_graph_phases_we_capture():
         attention_backend=None, decode_attention_backend="triton", prefill_attention_backend="amd"
     )
     assert set(cuda_graph_refusals(mixed, _graphs("full", "full"), "torch")) == {"prefill"}
+
+
+@pytest.mark.sglang
+@pytest.mark.parametrize(
+    "flags,env,decode",
+    [
+        (dict(attention_backend="amd"), {}, "full"),
+        (
+            dict(
+                attention_backend="amd",
+                speculative_algorithm="NEXTN",
+                speculative_num_steps=2,
+                speculative_eagle_topk=1,
+                speculative_num_draft_tokens=3,
+            ),
+            {},
+            "full",
+        ),
+        (dict(attention_backend="amd"), {"SGLANG_AMD_ATTENTION_DECODE_TIER": "torch"}, "disabled"),
+        (dict(attention_backend="triton", moe_runner_backend="amd"), {}, "full"),
+        (
+            dict(attention_backend="triton", moe_runner_backend="amd"),
+            {"SGLANG_AMD_MOE_FUSED_TIER": "torch"},
+            "disabled",
+        ),
+    ],
+)
+def test_graph_phases_after_resolution(smollm2_path, monkeypatch, flags, env, decode):
+    """SGLang's own ServerArgs resolution for a GPU server, with our hook in it."""
+    from sglang.srt.arg_groups.overrides import resolved_view
+    from sglang.srt.server_args import ServerArgs
+
+    from sglang_amd import plugin
+
+    plugin.register()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = ServerArgs(model_path=smollm2_path, device="cuda", **flags)
+    args.resolve_once()
+    assert resolved_view(args).cuda_graph_config.decode.backend == decode

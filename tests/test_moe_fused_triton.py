@@ -120,3 +120,59 @@ def test_fused_gpu_grid(experts, k, tokens, dtype):
     out = fused_moe(x.cuda(), w13.to(dtype).cuda(), w2.to(dtype).cuda(), w.cuda(), ids.cuda())
     want = fused_moe_reference(x, w13.to(dtype), w2.to(dtype), w, ids)
     torch.testing.assert_close(out.cpu().float(), want.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_torch_tier_under_graph_capture_is_a_clear_error(monkeypatch):
+    """The torch tier reads expert ids on the host; inside a CUDA-graph capture it
+    must say so (the plugin turns graphs off at start when that tier serves)."""
+    from dataclasses import replace
+
+    from sglang_amd.moe.experts import ExpertsOp
+    from sglang_amd.tiers import Tier
+
+    op = ExpertsOp("cpu")
+    op.selection = replace(op.selection, tier=Tier.TORCH)
+    x, w13, w2, w, ids = make(4, 2, 3)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="--disable-cuda-graph"):
+        op(x, w13, w2, w, ids)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("act_mxfp4", [False, True])
+def test_gpu_fused_moe_replays_in_a_cuda_graph(act_mxfp4):
+    """What serving a MoE layer under SGLang's CUDA graphs needs: captured once,
+    replayed with other tokens and other routings (experts that go from many
+    tokens to none) into the same buffers."""
+    experts, k, tokens = 64, 8, 16
+    x, w13, w2, w, ids = make(experts, k, tokens, hidden=1024, inter=512, dtype=torch.bfloat16)
+    q = quantize_experts(w13, w2)
+    dev = type(q)(*(t.cuda() for t in (q.w13, q.w13_scale, q.w2, q.w2_scale)))
+    x_s, w_s, ids_s = x.cuda(), w.cuda(), ids.cuda()
+    out = torch.empty_like(x_s)
+
+    def launch():
+        out.copy_(fused_moe(x_s, dev, None, w_s, ids_s, act_mxfp4=act_mxfp4))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        launch()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launch()
+
+    for seed in (1, 2, 3):
+        x2, _, _, w2_, ids2 = make(experts, k, tokens, hidden=1024, inter=512, seed=seed)
+        if seed == 3:  # every token on the same 8 experts: the rest get none
+            ids2 = torch.arange(k).expand(tokens, k).contiguous()
+        x_s.copy_(x2.to(torch.bfloat16))
+        w_s.copy_(w2_)
+        ids_s.copy_(ids2)
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        want = fused_moe_reference(x2.to(torch.bfloat16), q, None, w2_, ids2, act_mxfp4=act_mxfp4)
+        torch.testing.assert_close(out.cpu().float(), want.float(), atol=3e-2, rtol=3e-2)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sglang_amd.moe.align import align_by_expert
+from sglang_amd.moe.align import align_by_expert, max_blocks
 from sglang_amd.moe.reference import fused_moe_reference, quantize_experts
 from sglang_amd.moe.routing import grouped_topk, softmax_topk
 from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
@@ -157,11 +157,39 @@ def test_align_by_expert(tokens, k, experts, block, seed):
         return
     ids[0, 0] = -1  # a slot routed nowhere (expert parallel)
     slots, block_expert, total = align_by_expert(ids, experts, block)
-    assert total % block == 0 and slots.numel() == total
-    assert block_expert.numel() * block == total
+    nb = max_blocks(tokens * k, experts, block)
+    assert total == nb * block and slots.numel() == total and block_expert.numel() == nb
     flat = ids.reshape(-1)
     real = slots[slots < flat.numel()].long()
     assert sorted(real.tolist()) == [s for s in range(flat.numel()) if flat[s] >= 0]
     owner = block_expert.repeat_interleave(block)
     assert torch.equal(flat[real], owner[slots < flat.numel()].long())
-    assert total - real.numel() <= (block - 1) * experts
+    # Used blocks come first, one run per expert in order, each padded to a block;
+    # the tail (expert -1) holds only sentinels.
+    used = block_expert[block_expert >= 0]
+    assert torch.equal(used, used.sort().values)
+    assert (block_expert[used.numel() :] == -1).all()
+    assert (slots[used.numel() * block :] == flat.numel()).all()
+    counts = torch.bincount(flat[flat >= 0], minlength=experts)
+    assert used.numel() == int(((counts + block - 1) // block).sum())
+
+
+def test_align_reads_nothing_back_to_the_host(monkeypatch):
+    """What CUDA-graph capture needs: no host read of device values (a capture
+    would fail), so every output's size follows from the shapes alone."""
+    for name in ("item", "tolist", "__int__", "__bool__", "__index__", "nonzero"):
+        monkeypatch.setattr(torch.Tensor, name, _no_host_read(name))
+    shapes = set()
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.randint(-1, 8, (5, 2), generator=g)
+        slots, block_expert, total = align_by_expert(ids, 8, 4)
+        shapes.add((slots.shape, block_expert.shape, total))
+    assert len(shapes) == 1
+
+
+def _no_host_read(name):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"align_by_expert called Tensor.{name}: a host sync")
+
+    return refuse

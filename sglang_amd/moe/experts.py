@@ -70,5 +70,11 @@ class ExpertsOp:
                 trace.record("forward_moe", tier=Tier.TRITON.value, weights=kind)
                 return fused_moe(x, w13, w2, topk_weights, topk_ids, act_mxfp4=act_mxfp4)
             fallback_once(OP, self.tier, reason)
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise RuntimeError(
+                f"sglang-amd: {OP} runs on the torch tier here, which reads expert ids on "
+                "the host and cannot be captured in a CUDA graph; start with "
+                "--disable-cuda-graph, or let the tier be chosen (SGLANG_AMD_MOE_FUSED_TIER=auto)"
+            )
         trace.record("forward_moe", tier=Tier.TORCH.value, weights=kind)
         return fused_moe_reference(x, w13, w2, topk_weights, topk_ids, act_mxfp4=act_mxfp4)

@@ -8,7 +8,9 @@
 
 With `act_mxfp4` (A4W4) both GEMMs read MXFP4 activations and weights
 (`fused_details/_grouped_gemm_a4w4.py`, tl.dot_scaled). Matches `moe/reference.py`
-(the torch tier). The aiter tier is not written yet. Never imports sglang.
+(the torch tier). Reads nothing back to the host: every launch is sized from
+the shapes (align.py), so SGLang can capture a MoE layer in a CUDA graph. The
+aiter tier is not written yet. Never imports sglang.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def grouped_gemm(
         w_scale: [G, n, k // 32] uint8 E8M0 for MXFP4 weights; None for float.
         slots: [num_blocks * block_m] int32 slot ids, each block one group's;
             entries >= num_slots are padding.
-        block_group: [num_blocks] int32 group (expert) of each block.
+        block_group: [num_blocks] int32 group (expert) of each block; -1 skips the
+            block (a worst-case-sized layout's unused tail, moe/align.py).
         num_slots, n, k, row_div, block_m: as above.
         out: [num_slots, n] written at the listed slots only.
         weights: [num_slots] float32 per-slot factor (router weights), or None.

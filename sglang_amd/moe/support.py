@@ -89,3 +89,23 @@ def check_moe_flags(server_args: Any, hf_config: Any | None) -> None:
         device = "cpu" if getattr(server_args, "device", None) == "cpu" else "cuda"
         for op in ("moe.fused", "quant.mxfp4", "quant.mxfp4_linear"):
             select(op, device)
+
+
+def moe_graph_refusals(server_args: Any, graphs: Any, moe_tier: str) -> dict[str, str]:
+    """Graph phases our MoE cannot be captured in, each with why (SGLang then runs eager).
+
+    The Triton tier reads nothing back to the host (moe/align.py sizes every launch
+    from the shapes), so it is captured like any kernel; the torch tier reads expert
+    ids on the host. `graphs` is SGLang's resolved cuda_graph_config.
+    """
+    device = str(getattr(server_args, "device", None) or "cuda")
+    if not moe_flags_used(server_args) or device.startswith("cpu") or moe_tier == "triton":
+        return {}
+    refusals = {}
+    for phase in ("decode", "prefill"):
+        if str(getattr(getattr(graphs, phase), "backend", "disabled")) != "disabled":
+            refusals[phase] = (
+                f"the MoE tier is {moe_tier}, which reads expert ids on the host "
+                "(set SGLANG_AMD_MOE_FUSED_TIER=auto or triton)"
+            )
+    return refusals
