@@ -118,3 +118,17 @@ def tolerance(dtype: torch.dtype) -> dict[str, float]:
     if dtype in (torch.bfloat16, torch.float16):
         return {"atol": 1e-2, "rtol": 1e-2}
     raise ValueError(f"no tolerance for {dtype}")
+
+
+def capture_cuda_graph(launch) -> torch.cuda.CUDAGraph:
+    """Warm `launch` up on a side stream (compiles its kernels), then capture it
+    the way SGLang's graph runners do; `.replay()` reruns it on the same buffers."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        launch()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launch()
+    return graph

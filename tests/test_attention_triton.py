@@ -18,7 +18,7 @@ from sglang_amd.attention.decode_details.heuristics import choose_num_splits, de
 from sglang_amd.attention.extend import paged_extend
 from sglang_amd.attention.head_dims import split_qk_dim, unsupported_dims
 from sglang_amd.attention.spec_layout import full_verify_mask
-from sglang_amd.testing import make_paged_batch, poisoned_like, tolerance
+from sglang_amd.testing import capture_cuda_graph, make_paged_batch, poisoned_like, tolerance
 from sglang_amd.testing import reference_attention as reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -277,19 +277,6 @@ def test_gpu_full_grid(heads, head_dim, page_size, dtype):
     check(run_extend(extend, head_dim**-0.5), reference(extend, head_dim**-0.5), dtype)
 
 
-def _capture(launch) -> torch.cuda.CUDAGraph:
-    """Warm `launch` up on a side stream (compiles the kernel), then capture it."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        launch()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        launch()
-    return graph
-
-
 def _load_static(b, q, k, v, r2t, rows) -> None:
     """Copy batch `b` into a captured graph's static tensors (v None: MLA, aliases k)."""
     q.copy_(b.q)
@@ -321,7 +308,7 @@ def test_gpu_decode_replays_in_a_cuda_graph(heads, head_dim):
     def launch():
         paged_decode(q, k, v, r2t, rows, lens, scale=0.1, max_kv_len=capacity, out=out)
 
-    graph = _capture(launch)
+    graph = capture_cuda_graph(launch)
 
     gen = torch.Generator().manual_seed(7)
     for kv in ([1, 4096, 77, 1500], [2048, 3, 4000, 256], [9, 9, 9, 9]):
@@ -380,7 +367,7 @@ def test_gpu_verify_replays_in_a_cuda_graph(heads, head_dim):
             out=out,
         )
 
-    graph = _capture(launch)
+    graph = capture_cuda_graph(launch)
 
     gen = torch.Generator().manual_seed(11)
     for prefix in ([1, 2000, 77], [1500, 3, 1024], [9, 9, 9]):

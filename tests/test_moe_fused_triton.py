@@ -11,6 +11,7 @@ import torch
 from sglang_amd.moe.fused import fused_moe
 from sglang_amd.moe.reference import fused_moe_reference, quantize_experts
 from sglang_amd.moe.routing import softmax_topk
+from sglang_amd.testing import capture_cuda_graph
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -155,14 +156,7 @@ def test_gpu_fused_moe_replays_in_a_cuda_graph(act_mxfp4):
     def launch():
         out.copy_(fused_moe(x_s, dev, None, w_s, ids_s, act_mxfp4=act_mxfp4))
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        launch()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        launch()
+    graph = capture_cuda_graph(launch)
 
     for seed in (1, 2, 3):
         x2, _, _, w2_, ids2 = make(experts, k, tokens, hidden=1024, inter=512, seed=seed)
