@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from sglang_amd import cli
 
@@ -26,6 +27,9 @@ def test_bench_smoke_writes_table_json_and_png(what, tmp_path, capsys):
     assert all(r["rate"] > 0 for r in ours + peers)
     assert "x  " in out  # the ours/best ratio column is filled
     assert (tmp_path / f"{what}.png").stat().st_size > 0
+    if what == "moe":  # ours is timed as served: replayed from a CUDA graph on a GPU
+        mode = "graph" if torch.cuda.is_available() else "eager"
+        assert all(r["note"].endswith(mode) for r in ours), ours
 
 
 def test_moe_weight_bytes_count_mxfp4_scales():

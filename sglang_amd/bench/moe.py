@@ -5,7 +5,10 @@ tokens hit, so every implementation is judged in GB/s of expert weight bytes it
 must read (MXFP4: 0.5 B per weight + 1/32 B of scale; bf16: 2 B) against the
 measured copy bandwidth, and ours against the best bf16 peer measured in the
 same run: our Triton kernel with bf16 weights, SGLang's fused_moe_triton when
-sglang is importable, and a torch per-expert loop of bf16 matmuls.
+sglang is importable, and a torch per-expert loop of bf16 matmuls. On a GPU each
+implementation that can be captured is timed from a CUDA graph, as SGLang serves
+decode (`roofline.time_replayed`; the note says "graph" or why not); the torch
+loop reads routing on the host and always runs eagerly.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from sglang_amd.bench.report import Row
-from sglang_amd.bench.roofline import copy_bandwidth, matmul_peak, time_fn
+from sglang_amd.bench.roofline import copy_bandwidth, matmul_peak, time_fn, time_replayed
 from sglang_amd.moe.experts import ExpertsOp
 from sglang_amd.moe.reference import quantize_experts
 from sglang_amd.moe.routing import softmax_topk
@@ -106,14 +109,18 @@ def _shape_rows(shape: Shape, token_counts: list[int], device, dtype, op) -> lis
             ("torch bf16 loop", partial(_torch_loop, x, w13, w2, weights, ids), False, ""),
             ("sglang triton bf16", peer, False, peer_note),
         ]
+        warmup = 2 if device.type == "cpu" else 5
         for impl, fn, mxfp4, note in candidates:
             if fn is None:
                 rows.append(Row(label, impl, None, None, note))
                 continue
             try:
-                seconds = time_fn(fn, device, warmup=2 if device.type == "cpu" else 5)
+                if impl.startswith("torch"):  # host-side routing: cannot be captured
+                    seconds, mode = time_fn(fn, device, warmup=warmup), "eager"
+                else:
+                    seconds, mode = time_replayed(fn, device, warmup=warmup)
                 rate = weight_bytes(shape, hit, mxfp4) / seconds
-                rows.append(Row(label, impl, seconds, rate, f"{hit} experts hit"))
+                rows.append(Row(label, impl, seconds, rate, f"{hit} experts hit, {mode}"))
             except Exception as exc:
                 rows.append(Row(label, impl, None, None, f"failed: {type(exc).__name__}"))
     return rows

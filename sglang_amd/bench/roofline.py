@@ -37,6 +37,25 @@ def time_fn(
     return statistics.median(samples)
 
 
+def time_replayed(
+    fn: Callable[[], object], device: torch.device, warmup: int = 3, iters: int = 10
+) -> tuple[float, str]:
+    """Median seconds per call of `fn` as SGLang's CUDA-graph runners run it:
+    captured once, timed over replays (no host launch overhead, which at a few
+    tokens can cost as much as the kernels). Falls back to `time_fn` where `fn`
+    cannot be captured, or off the GPU; the second value says which ran."""
+    if device.type != "cuda":
+        return time_fn(fn, device, warmup, iters), "eager"
+    from sglang_amd.testing import capture_cuda_graph
+
+    try:
+        graph = capture_cuda_graph(fn)
+    except Exception as exc:  # e.g. a peer that syncs: time it as it can run
+        torch.cuda.synchronize(device)
+        return time_fn(fn, device, warmup, iters), f"eager ({type(exc).__name__} under capture)"
+    return time_fn(graph.replay, device, warmup, iters), "graph"
+
+
 def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
     """Bytes/s of a device-to-device copy (read + write counted)."""
     n = nbytes if device.type == "cuda" else 1 << 24
