@@ -129,7 +129,56 @@ def env_report() -> str:
             if tier != sel.tier and TIER_ORDER.index(tier) < TIER_ORDER.index(sel.tier):
                 lines.append(f"{'':<18} {'- ' + tier.value:<7} skipped: {answer.reason}")
         lines.append(f"{'':<18} (force with {' or '.join(spec.env_vars)}=aiter|triton|torch)")
+    lines += ["", *graph_report(device, _selected_tiers())]
     return "\n".join(lines)
+
+
+def _selected_tiers() -> dict[str, str]:
+    from sglang_amd.tiers import TierError, select
+
+    tiers = {}
+    for op in ("attention.decode", "attention.extend", "moe.fused"):
+        try:
+            tiers[op] = select(op).tier.value
+        except TierError:
+            tiers[op] = "error"
+    return tiers
+
+
+def graph_report(device: str, tiers: dict[str, str]) -> list[str]:
+    """Which CUDA-graph phases our flags keep on this machine (default graph config:
+    full decode graphs, breakable prefill graphs), from the same rules the plugin
+    applies at server start. `tiers`: op name -> tier value."""
+    from types import SimpleNamespace
+
+    from sglang_amd.attention.support import cuda_graph_refusals
+    from sglang_amd.moe.support import moe_graph_refusals
+
+    if device == "cpu":
+        return ["CUDA graphs: not on this machine (no GPU)"]
+    graphs = SimpleNamespace(
+        decode=SimpleNamespace(backend="full"), prefill=SimpleNamespace(backend="breakable")
+    )
+    setups = {
+        "--attention-backend amd": dict(attention_backend="amd"),
+        "  + --speculative-algorithm EAGLE": dict(
+            attention_backend="amd", speculative_algorithm="EAGLE"
+        ),
+        "--moe-runner-backend amd": dict(moe_runner_backend="amd"),
+    }
+    lines = ["CUDA graphs with these tiers (decode: full, prefill: breakable)"]
+    for flags, values in setups.items():
+        args = SimpleNamespace(device="cuda", **values)
+        if "moe_runner_backend" in values:
+            refused = moe_graph_refusals(args, graphs, tiers["moe.fused"])
+        else:
+            refused = cuda_graph_refusals(
+                args, graphs, tiers["attention.decode"], tiers["attention.extend"]
+            )
+        for phase in ("decode", "prefill"):
+            state = f"off: {refused[phase]}" if phase in refused else "captured"
+            lines.append(f"  {flags:<34} {phase:<8} {state}")
+    return lines
 
 
 def _bench(ns: argparse.Namespace) -> int:

@@ -55,6 +55,20 @@ def test_env_report_lists_every_op():
     assert "torch" in report and "sglang" in report
 
 
+def test_env_reports_graph_phases_by_tier():
+    triton = {"attention.decode": "triton", "attention.extend": "triton", "moe.fused": "triton"}
+    lines = cli.graph_report("cuda", triton)
+    decode = [line for line in lines if " decode " in line]
+    assert len(decode) == 3 and all(line.endswith("captured") for line in decode), lines
+    assert all("off:" in line for line in lines if " prefill " in line and "attention" in line)
+    torch_moe = cli.graph_report("cuda", {**triton, "moe.fused": "torch"})
+    assert any("moe" in line and " decode " in line and "off:" in line for line in torch_moe)
+    torch_extend = cli.graph_report("cuda", {**triton, "attention.extend": "torch"})
+    verify = [line for line in torch_extend if "speculative" in line and " decode " in line]
+    assert "SGLANG_AMD_ATTENTION_EXTEND_TIER" in verify[0]
+    assert cli.graph_report("cpu", triton) == ["CUDA graphs: not on this machine (no GPU)"]
+
+
 def test_env_command_runs():
     out = subprocess.run(
         [sys.executable, "-m", "sglang_amd.cli", "env"], capture_output=True, text=True, timeout=120
