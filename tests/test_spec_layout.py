@@ -146,3 +146,18 @@ def test_verify_through_map_and_tree_mask_matches_dense(heads):
         probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
         want = torch.einsum("hqk,khd->qhd", probs, v)
         torch.testing.assert_close(out[b * n : (b + 1) * n], want, atol=1e-5, rtol=1e-5)
+
+
+def test_tensor_lengths_need_a_width():
+    """Device lengths never size the map from the device (that would be a sync)."""
+    table = torch.zeros(2, 8, dtype=torch.int32)
+    rows, lens = torch.tensor([0, 1]), torch.tensor([3, 4])
+    with pytest.raises(ValueError, match="width or out"):
+        prefix_plus_new_token_map(table, rows, lens, lens, torch.arange(7))
+    with pytest.raises(ValueError, match="pass out"):
+        draft_decode_token_map(table, rows, lens, topk=1, num_steps=2, step=0, page_size=1)
+    out = torch.full((2, 9), POISON, dtype=torch.int32)
+    got = prefix_plus_new_token_map(
+        table, rows, lens, torch.tensor([1, 1]), torch.arange(2), out=out
+    )
+    assert got.shape == (2, 9) and got.data_ptr() == out.data_ptr()

@@ -424,10 +424,7 @@ class AmdAttnBackend(AttentionBackend):
         bs = forward_batch.req_pool_indices.shape[0]
         seq = forward_batch.seq_lens[:bs]
         seq_cpu = forward_batch.seq_lens_cpu
-        width = g.token_map.shape[1]
-        if seq_cpu is not None and bs:
-            # Columns past every row's length are never read; skip refilling them.
-            width = min(width, int(seq_cpu[:bs].max()) + n)
+        width = refill_width(seq_cpu, bs, g.token_map.shape[1], n)
         prefix_plus_new_token_map(
             self.req_to_token_pool.req_to_token,
             forward_batch.req_pool_indices,
@@ -469,6 +466,15 @@ class AmdAttnBackend(AttentionBackend):
 
     def support_triton(self) -> bool:
         return self.selections["decode"].tier is Tier.TRITON
+
+
+def refill_width(seq_lens_cpu: torch.Tensor | None, bs: int, capacity: int, extra: int) -> int:
+    """Columns of a static token map to refill before a replay: no row is read past
+    seq_len + `extra`, known from SGLang's host mirror of seq_lens when it has one
+    (it sets the mirror to None rather than let it go stale); else the capacity."""
+    if seq_lens_cpu is None or not bs:
+        return capacity
+    return min(capacity, int(seq_lens_cpu[:bs].max()) + extra)
 
 
 @dataclass

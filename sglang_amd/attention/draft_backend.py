@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sglang_amd import trace
-from sglang_amd.attention.backend import AmdAttnBackend, ForwardMetadata
+from sglang_amd.attention.backend import AmdAttnBackend, ForwardMetadata, refill_width
 from sglang_amd.attention.spec_layout import draft_decode_token_map
 
 if TYPE_CHECKING:
@@ -86,10 +86,9 @@ class AmdDraftStepBackend(AmdAttnBackend):
             )
         bs = forward_batch.req_pool_indices.shape[0]
         rows = bs * self.topk
-        width = self._graph_map.shape[1]
-        seq_cpu = forward_batch.seq_lens_cpu
-        if seq_cpu is not None and bs:
-            width = min(width, int(seq_cpu[:bs].max()) + self.step + 1)
+        width = refill_width(
+            forward_batch.seq_lens_cpu, bs, self._graph_map.shape[1], self.step + 1
+        )
         draft_decode_token_map(
             self.req_to_token_pool.req_to_token,
             forward_batch.req_pool_indices,

@@ -58,8 +58,8 @@ def prefix_plus_new_token_map(
             device tensor).
         qo_lens: [B] tokens of this forward; sequence b's are contiguous in `new_locs`.
         new_locs: [sum(qo_lens)] int slots of this forward's tokens (out_cache_loc).
-        width: columns of the map; default max(prefix_b + qo_b), which lists give
-            for free (tensors would need a sync: pass `width` or `out` with them).
+        width: columns of the map; default out's width, else max(prefix_b + qo_b),
+            which lists give for free (tensor lengths need `width` or `out`).
         out: [>= B, >= width] int32 buffer written in place (a CUDA graph's static
             map); with tensors as lengths nothing here reads the device.
 
@@ -72,11 +72,12 @@ def prefix_plus_new_token_map(
     bsz = req_pool_indices.shape[0]
     prefix = _lengths(prefix_lens, device)
     qo = _lengths(qo_lens, device)
-    if width is None:
+    if width is None and out is not None:
+        width = out.shape[1]
+    elif width is None:
         if isinstance(prefix_lens, torch.Tensor) or isinstance(qo_lens, torch.Tensor):
-            width = out.shape[1] if out is not None else int((prefix + qo).max(initial=0))
-        else:
-            width = max((p + q for p, q in zip(prefix_lens, qo_lens, strict=True)), default=0)
+            raise ValueError("prefix_plus_new_token_map: pass width or out with tensor lengths")
+        width = max((p + q for p, q in zip(prefix_lens, qo_lens, strict=True)), default=0)
     if bsz == 0 or width == 0:
         return _write(torch.zeros(bsz, width, dtype=torch.int32, device=device), out)
     starts = (torch.cumsum(qo, 0) - qo).unsqueeze(1)
@@ -176,8 +177,10 @@ def draft_decode_token_map(
     if as_list:
         kv_list = [s + n_ext for s in seq_lens for _ in range(topk)]
         width = max(kv_list, default=0) if out is None else out.shape[1]
+    elif out is not None:
+        width = out.shape[1]
     else:
-        width = out.shape[1] if out is not None else int(seq_lens.max(initial=0)) + n_ext
+        raise ValueError("draft_decode_token_map: pass out with tensor seq_lens")
     seq = _lengths(seq_lens, device).repeat_interleave(topk).unsqueeze(1)
     kv = (seq + n_ext).squeeze(1)
     if kv_lens_out is not None:

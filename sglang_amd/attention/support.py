@@ -62,7 +62,7 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
             f"{'/'.join(sorted(SPECULATIVE_ALGORITHMS))}, not {spec}; pick one of those "
             "or another --attention-backend"
         )
-    elif spec and os.environ.get("SGLANG_ENABLE_OVERLAP_PLAN_STREAM", "").lower() in ("1", "true"):
+    elif spec and _env_on("SGLANG_ENABLE_OVERLAP_PLAN_STREAM"):
         reasons.append(
             f"{flag} {BACKEND_NAME} builds verify metadata after the draft stage; unset "
             "SGLANG_ENABLE_OVERLAP_PLAN_STREAM (it plans verify before the draft finishes)"
@@ -77,6 +77,11 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
     if model_config is not None:
         reasons.extend(_model_reasons(model_config, flag))
     return reasons
+
+
+def _env_on(name: str) -> bool:
+    """An SGLang boolean switch set in the environment (SGLang's EnvBool spellings)."""
+    return os.environ.get(name, "").strip().lower() in ("true", "1", "yes", "y")
 
 
 def _device(server_args: Any) -> str:
@@ -180,10 +185,7 @@ def cuda_graph_refusals(
                 f"target verify runs on the extend tier, {extend_tier}, and only the "
                 "Triton tier is graph-safe (set SGLANG_AMD_ATTENTION_EXTEND_TIER=auto or triton)"
             )
-        elif spec and os.environ.get("SGLANG_ENABLE_METADATA_GLUE_GRAPH", "").lower() in (
-            "1",
-            "true",
-        ):
+        elif spec and _env_on("SGLANG_ENABLE_METADATA_GLUE_GRAPH"):
             refusals[phase] = (
                 "SGLANG_ENABLE_METADATA_GLUE_GRAPH would capture our verify / draft "
                 "metadata prep, which reads host lengths"
