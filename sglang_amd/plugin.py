@@ -8,7 +8,7 @@ the flag-choice adders in `sglang.srt.arg_groups.choices`, the attention backend
 registry, a named resolution hook for start-up validation, the MoE runner-core
 registry, the quantization registry, and HookRegistry where there is no extension point
 (patches/: unquantized MoE runner choice; torch_native's MLA prefill bug; the
-draft-backend factory).
+draft-backend factory; SGLang's ROCm allow-list of quantization methods).
 
   --attention-backend amd        attention/backend.py
   --speculative-draft-attention-backend amd
@@ -70,7 +70,9 @@ def _validate_flags(server_args: Any, previous) -> None:
     refusals: dict[str, str] = {}
     if attention:
         tiers = [select(f"attention.{m}", device).tier.value for m in ("decode", "extend")]
-        refusals.update(cuda_graph_refusals(view, graphs, *tiers))
+        refusals.update(
+            cuda_graph_refusals(view, graphs, *tiers, model_config=model_config_of(server_args))
+        )
     if moe:
         moe_tier = select("moe.fused", device).tier.value
         for phase, why in moe_graph_refusals(view, graphs, moe_tier).items():
@@ -117,11 +119,12 @@ def _register_moe() -> None:
     from sglang.srt.layers.quantization import QUANTIZATION_METHODS
 
     from sglang_amd.moe import sglang_runner
-    from sglang_amd.patches import unquantized_moe
+    from sglang_amd.patches import rocm_quantization, unquantized_moe
     from sglang_amd.quant.sglang_mxfp4 import QUANT_NAME, AmdMxfp4Config
 
     sglang_runner.register()
     unquantized_moe.register()
+    rocm_quantization.register()
     if QUANT_NAME not in QUANTIZATION_CHOICES:
         add_quantization_method_choices([QUANT_NAME])
     QUANTIZATION_METHODS.setdefault(QUANT_NAME, AmdMxfp4Config)

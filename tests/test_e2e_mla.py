@@ -22,7 +22,7 @@ from tests.oracle import (
     logprob_errors,
     summarize,
 )
-from tests.tiny_models import fake_quantized_copy, tiny_deepseek_v3
+from tests.tiny_models import fake_quantized_copy, quark_mxfp4_export, tiny_deepseek_v3
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sglang]
 
@@ -66,6 +66,27 @@ def test_fp32_mla_moe_mxfp4_matches_fake_quantized_hf(engines, tiny_dir, smollm2
     oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "moe-mxfp4-fq")))
     engine = engines.get(model_path=str(src), quantization="amd_mxfp4", **FP32)
     check_fp32_against_hf(engine, oracle, prompts)
+
+
+# MLA's own projections; SGLang fuses q_a_proj and kv_a_proj_with_mqa into one
+# linear while loading, and DeepSeek splits kv_b_proj into the absorbed w_kc / w_vc.
+MLA_MXFP4 = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj")
+
+
+def test_fp32_quark_export_with_mxfp4_mla_matches_fake_quantized_hf(
+    engines, tiny_dir, smollm2_path, prompts
+):
+    """A Quark export that also packs the attention projections, kv_b_proj included:
+    the model reads kv_b_proj.weight while loading, so ours decodes it to float the
+    moment it is loaded (a packed one would be split as bytes)."""
+    src = tiny_deepseek_v3(tiny_dir / "moe", smollm2_path)
+    oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "moe-fq-mla", MLA_MXFP4)))
+    export = quark_mxfp4_export(src, tiny_dir / "moe-quark-mla", MLA_MXFP4)
+    engine = engines.get(model_path=str(export), quantization="amd_mxfp4", **FP32)
+    check_fp32_against_hf(engine, oracle, prompts[:6])
+    events = {e for e, _ in _scheduler_events(engines)}
+    want = {"mxfp4_loaded", "mxfp4_linear_loaded", "mxfp4_linear_decoded_at_load"}
+    assert want <= events, events
 
 
 def test_triton_tiers_inside_sglang_match_hf(engines, tiny_dir, smollm2_path, prompts):

@@ -289,3 +289,179 @@ def test_forced_moe_tier_that_cannot_run_is_refused_at_start(monkeypatch):
     args = _args(moe_runner_backend="amd", device="cpu")
     with pytest.raises(TierUnavailableError, match="SGLANG_AMD_MOE_TIER=triton"):
         check_moe_flags(args, SimpleNamespace(num_experts=8, hidden_size=64))
+
+
+def test_per_rank_size_follows_moe_dp():
+    """SGLang splits the experts' intermediate over tp / ep / moe_dp ranks: 1408 over
+    tp 8 with moe_dp 2 is 352 per rank (a multiple of 32), not 176."""
+    moe = SimpleNamespace(num_experts=8, hidden_size=128, moe_intermediate_size=1408)
+    assert moe_flag_problems(_args(quantization="amd_mxfp4", tp_size=8, moe_dp_size=2), moe) == []
+    (p,) = moe_flag_problems(_args(quantization="amd_mxfp4", tp_size=8), moe)
+    assert "per rank is 176" in p
+
+
+@pytest.mark.parametrize("runner_scales", [True, False])
+@pytest.mark.parametrize("arch", ["DeepseekV3ForCausalLM", "BailingMoeForCausalLM"])
+def test_routed_scaling_is_applied_exactly_once(runner_scales, arch):
+    """Off CUDA our runner leaves routed_scaling_factor to the model, so a model that
+    does not scale itself there would be served 2.5x too small: refused at start."""
+    moe = SimpleNamespace(
+        num_experts=8,
+        hidden_size=128,
+        moe_intermediate_size=64,
+        routed_scaling_factor=2.5,
+        architectures=[arch],
+    )
+    for flags in (dict(moe_runner_backend="amd"), dict(quantization="amd_mxfp4")):
+        problems = moe_flag_problems(_args(**flags), moe, runner_scales=runner_scales)
+        if runner_scales or arch.startswith("Deepseek"):
+            assert problems == []
+        else:
+            (p,) = problems
+            assert "routed_scaling_factor=2.5" in p and arch in p
+            assert "--moe-runner-backend auto" in p
+    moe.routed_scaling_factor = 1.0
+    assert moe_flag_problems(_args(moe_runner_backend="amd"), moe, runner_scales=False) == []
+
+
+def test_self_scaling_models_still_scale_themselves_off_cuda():
+    """SELF_SCALING_OFF_CUDA is a claim about SGLang's model code: each MoE block
+    multiplies its output by routed_scaling_factor when not on CUDA/MUSA."""
+    import importlib
+    import inspect
+
+    from sglang_amd.moe.support import SELF_SCALING_OFF_CUDA
+
+    for path in set(SELF_SCALING_OFF_CUDA.values()):
+        module, name = path.rsplit(".", 1)
+        source = inspect.getsource(getattr(importlib.import_module(module), name))
+        assert "not _is_cuda" in source and "*= self.routed_scaling_factor" in source, path
+
+
+def test_runner_scales_only_where_sglang_expects_it(monkeypatch):
+    from sglang_amd.moe import sglang_runner
+
+    for scales in (True, False):
+        monkeypatch.setattr(sglang_runner, "runner_applies_routed_scaling", lambda s=scales: s)
+        core = sglang_runner.AmdMoeRunnerCore(_runner_config(routed_scaling_factor=2.5))
+        assert core.scale == (2.5 if scales else None)
+
+
+def test_quant_method_errors_name_the_quantization_flag():
+    from sglang_amd.moe.sglang_runner import MoeConfigError
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4MoEMethod
+
+    layer = torch.nn.Module()
+    layer.moe_runner_config = _runner_config(activation="gelu")
+    with pytest.raises(MoeConfigError, match="--quantization amd_mxfp4 cannot serve.*without"):
+        AmdMxfp4MoEMethod(AmdMxfp4Config()).create_weights(layer, 8, 64, 64, torch.float32)
+
+
+def test_shared_expert_fusion_only_when_the_checkpoint_quantizes_it():
+    from sglang.srt.models.deepseek_common.utils import quant_blocks_shared_experts_fusion
+
+    from sglang_amd.quant.mxfp4_checkpoint import parse_quark_mxfp4, quark_config
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config
+
+    def export(exclude):
+        return AmdMxfp4Config(parse_quark_mxfp4(quark_config(exclude)))
+
+    assert quant_blocks_shared_experts_fusion(AmdMxfp4Config())  # online: routed only
+    float_shared = export(["lm_head", "re:.*mlp.shared_experts.*"])
+    assert quant_blocks_shared_experts_fusion(float_shared)
+    assert not quant_blocks_shared_experts_fusion(export(["lm_head", "re:.*shared_expert_gate"]))
+
+
+def _loader(param, loaded_weight, *args, **kwargs):
+    """SGLang's v1 column-parallel loader at tp 1: a copy into the parameter."""
+    assert param.shape == loaded_weight.shape, (param.shape, loaded_weight.shape)
+    param.data.copy_(loaded_weight)
+
+
+@pytest.mark.parametrize("scale_first", [False, True])
+def test_kv_b_proj_is_float_by_the_time_the_model_reads_it(scale_first):
+    """DeepSeek splits kv_b_proj.weight into w_kc / w_vc inside load_weights: a packed
+    MXFP4 kv_b_proj is decoded the moment its weight and scales are both loaded."""
+    from sglang_amd.quant.mxfp4 import dequantize_mxfp4, quantize_mxfp4
+    from sglang_amd.quant.mxfp4_checkpoint import parse_quark_mxfp4, quark_config
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, Mxfp4DecodedAtLoadLinearMethod
+
+    config = AmdMxfp4Config(parse_quark_mxfp4(quark_config(["lm_head"])))
+    prefix = "model.layers.0.self_attn.kv_b_proj"
+    layer = torch.nn.Module()
+    method = config.get_quant_method(_column_linear(), prefix)
+    assert isinstance(method, Mxfp4DecodedAtLoadLinearMethod)
+    method.create_weights(layer, 64, [96], 64, 96, torch.float32, weight_loader=_loader)
+    w = torch.randn(96, 64) * 0.1
+    packed, scales = quantize_mxfp4(w)
+    loads = [("weight", packed), ("weight_scale", scales)]
+    for name, tensor in loads[::-1] if scale_first else loads:
+        assert layer.weight.dtype == torch.uint8  # not decoded before both are in
+        param = getattr(layer, name)
+        param.weight_loader(param, tensor)
+    assert layer.weight.dtype == torch.float32 and not hasattr(layer, "weight_scale")
+    torch.testing.assert_close(layer.weight.data, dequantize_mxfp4(packed, scales), atol=0, rtol=0)
+    method.process_weights_after_loading(layer)
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(method.apply(layer, x), x @ layer.weight.data.T)
+
+    incomplete = torch.nn.Module()
+    method.create_weights(incomplete, 64, [96], 64, 96, torch.float32, weight_loader=_loader)
+    incomplete.weight.weight_loader(incomplete.weight, packed)
+    with pytest.raises(ValueError, match="kv_b_proj.weight_scale was not in the checkpoint"):
+        method.process_weights_after_loading(incomplete)
+
+
+def _column_linear():
+    from sglang.srt.layers.linear import LinearBase
+
+    layer = LinearBase.__new__(LinearBase)
+    torch.nn.Module.__init__(layer)
+    return layer
+
+
+def test_runner_picks_the_tier_for_the_activations_device(monkeypatch):
+    """A --device cpu server on a GPU machine: the experts op is chosen for the CPU
+    tensors it is handed, not for the GPU the machine has."""
+    from sglang_amd.moe import sglang_runner
+
+    made = []
+
+    class Recorder(sglang_runner.ExpertsOp):
+        def __init__(self, device):
+            made.append(torch.device(device))
+            super().__init__(device)
+
+    monkeypatch.setattr(sglang_runner, "ExpertsOp", Recorder)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    core = sglang_runner.AmdMoeRunnerCore(_runner_config())
+    x = torch.randn(3, 64)
+    dispatch, weights, ids = _dispatch(x, torch.randn(3, 8), 2)
+    w13, w2 = torch.randn(8, 128, 64) * 0.1, torch.randn(8, 64, 64) * 0.1
+    info = sglang_runner.AmdMoeQuantInfo(w13=w13, w2=w2)
+    for _ in range(2):
+        out = core.run_from_dispatch(dispatch, info, core.config).hidden_states
+    assert made == [torch.device("cpu")]
+    torch.testing.assert_close(out, fused_moe_reference(x, w13, w2, weights, ids))
+
+
+def test_excluded_fused_linears_stay_float_when_the_model_maps_none():
+    """DeepSeek declares only fused_qkv_a in packed_modules_mapping, so its dense MLPs'
+    gate_up_proj must still match an export that excludes gate_proj and up_proj."""
+    from sglang.srt.layers.quantization.unquant import UnquantizedLinearMethod
+
+    from sglang_amd.quant.mxfp4_checkpoint import parse_quark_mxfp4, quark_config
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4LinearMethod
+
+    mlp = "model.layers.0.mlp"
+    config = AmdMxfp4Config(parse_quark_mxfp4(quark_config([f"{mlp}.gate_proj", f"{mlp}.up_proj"])))
+    config.update_packed_modules_mapping(
+        {"fused_qkv_a_proj_with_mqa": ["q_a_proj", "kv_a_proj_with_mqa"]}
+    )
+    linear = _column_linear()
+    assert isinstance(
+        config.get_quant_method(linear, f"{mlp}.gate_up_proj"), UnquantizedLinearMethod
+    )
+    assert isinstance(config.get_quant_method(linear, f"{mlp}.down_proj"), AmdMxfp4LinearMethod)
+    attn = "model.layers.0.self_attn.fused_qkv_a_proj_with_mqa"
+    assert isinstance(config.get_quant_method(linear, attn), AmdMxfp4LinearMethod)

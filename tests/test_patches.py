@@ -12,7 +12,13 @@ import inspect
 
 import pytest
 
-from sglang_amd.patches import cpu_speculative, draft_backends, torch_native_mla, unquantized_moe
+from sglang_amd.patches import (
+    cpu_speculative,
+    draft_backends,
+    rocm_quantization,
+    torch_native_mla,
+    unquantized_moe,
+)
 
 pytestmark = [pytest.mark.sglang]
 
@@ -48,6 +54,7 @@ def _resolve(target: str):
         *torch_native_mla.TARGETS.items(),
         *draft_backends.TARGETS.items(),
         *cpu_speculative.TARGETS.items(),
+        *rocm_quantization.TARGETS.items(),
     ],
 )
 def test_patch_targets_exist_with_the_signature_we_wrap(target, params):
@@ -87,3 +94,46 @@ def test_draft_backend_maps_are_still_closed():
     for name in ("create_decode_backend", "create_draft_extend_backend"):
         src = inspect.getsource(getattr(DraftBackendFactory, name))
         assert "backend_map = {" in src and '"amd"' not in src
+
+
+def _verify(quantization: str) -> None:
+    import types
+
+    from sglang.srt.configs.model_config import ModelConfig
+
+    config = types.SimpleNamespace(
+        quantization=quantization,
+        is_draft_model=False,
+        _parse_quant_hf_config=lambda: None,
+        _find_quant_modelslim_config=lambda: None,
+    )
+    ModelConfig._verify_quantization(config)
+
+
+@pytest.mark.parametrize("hip", [False, True])
+def test_rocm_gate_lets_our_method_through_and_no_other(monkeypatch, hip):
+    """SGLang's local ROCm allow-list refuses out-of-tree methods; ours must pass it on a
+    ROCm machine (simulated: the module's is_hip answering True), others keep the gate."""
+    from sglang.srt.configs import model_config
+
+    from sglang_amd.moe.support import QUANT_NAME
+
+    fake_is_hip = lambda: hip  # noqa: E731
+    monkeypatch.setattr(model_config, "is_hip", fake_is_hip)
+    _verify(QUANT_NAME)
+    assert model_config.is_hip is fake_is_hip, "the hook must restore is_hip"
+    if hip:
+        with pytest.raises(ValueError, match="not supported in ROCm"):
+            _verify("modelopt_fp4")
+    else:
+        _verify("modelopt_fp4")
+
+
+def test_rocm_gate_is_still_a_local_list():
+    """If SGLang lets registered methods through on ROCm, patches/rocm_quantization.py can go."""
+    from sglang.srt.configs.model_config import ModelConfig
+
+    from sglang_amd.moe.support import QUANT_NAME
+
+    src = inspect.getsource(inspect.unwrap(ModelConfig._verify_quantization))
+    assert "rocm_supported_quantization = [" in src and QUANT_NAME not in src

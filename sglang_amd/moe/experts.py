@@ -74,7 +74,8 @@ class ExpertsOp:
             raise RuntimeError(
                 f"sglang-amd: {OP} runs on the torch tier here, which reads expert ids on "
                 "the host and cannot be captured in a CUDA graph; start with "
-                "--disable-cuda-graph, or let the tier be chosen (SGLANG_AMD_MOE_FUSED_TIER=auto)"
+                "--disable-cuda-graph, or select the Triton tier "
+                "(SGLANG_AMD_MOE_FUSED_TIER=triton)"
             )
         trace.record("forward_moe", tier=Tier.TORCH.value, weights=kind)
         return fused_moe_reference(x, w13, w2, topk_weights, topk_ids, act_mxfp4=act_mxfp4)

@@ -16,7 +16,6 @@ Imports sglang: only plugin.py and the quant method import this module.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +35,7 @@ from sglang.srt.layers.moe.utils import (
 from sglang_amd import trace
 from sglang_amd.moe.experts import ExpertsOp
 from sglang_amd.moe.reference import Mxfp4Experts
-from sglang_amd.moe.support import RUNNER_NAME
-
-logger = logging.getLogger(__name__)
+from sglang_amd.moe.support import RUNNER_NAME, runner_applies_routed_scaling
 
 
 class MoeConfigError(ValueError):
@@ -63,9 +60,17 @@ def runner_requested() -> bool:
     return get_moe_runner_backend().value == RUNNER_NAME
 
 
-def check_runner_config(config: MoeRunnerConfig, *, with_bias: bool = False) -> None:
-    """Refuse, at model build, the MoE features our kernels do not compute."""
-    flag = f"--moe-runner-backend {RUNNER_NAME}"
+def check_runner_config(
+    config: MoeRunnerConfig, *, with_bias: bool = False, flag: str | None = None
+) -> None:
+    """Refuse, at model build, the MoE features our kernels do not compute.
+
+    `flag`: the flag that sent this layer to our runner (default the runner flag;
+    the MXFP4 method passes `--quantization amd_mxfp4`), named in the error.
+    """
+    advice = f"Serve this model without {flag}." if flag else ""
+    flag = flag or f"--moe-runner-backend {RUNNER_NAME}"
+    advice = advice or "Use another --moe-runner-backend (e.g. auto) for this model."
     problems = []
     if config.activation != "silu" or not config.is_gated:
         problems.append(
@@ -87,18 +92,9 @@ def check_runner_config(config: MoeRunnerConfig, *, with_bias: bool = False) -> 
         raise MoeConfigError(
             f"{flag} cannot serve MoE layer {config.layer_id}: "
             + "; ".join(problems)
-            + ". Use another --moe-runner-backend (e.g. auto) for this model."
+            + ". "
+            + advice
         )
-
-
-def _runner_applies_routed_scaling() -> bool:
-    # SGLang splits this multiply by device: on CUDA/MUSA its Triton runner scales
-    # the expert sum and the DeepSeek model does not; elsewhere (CPU, ROCm) the
-    # model scales the output itself (deepseek_v2.py, `not _is_cuda and not
-    # _is_musa`). Doing what the model expects avoids scaling twice or never.
-    from sglang.srt.utils import is_cuda, is_musa
-
-    return is_cuda() or is_musa()
 
 
 class AmdMoeRunnerCore(DispatchMoeRunnerCore):
@@ -107,14 +103,21 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
     def __init__(self, config: MoeRunnerConfig):
         super().__init__(config)
         check_runner_config(config)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.op = ExpertsOp(device)
+        # One op per device the activations arrive on: a --device cpu server on a
+        # GPU machine must not pick the GPU's Triton tier for CPU tensors.
+        self._ops: dict[torch.device, ExpertsOp] = {}
         self.scale = (
             config.routed_scaling_factor
-            if config.routed_scaling_factor not in (None, 1.0) and _runner_applies_routed_scaling()
+            if config.routed_scaling_factor not in (None, 1.0) and runner_applies_routed_scaling()
             else None
         )
-        trace.record("moe_runner_init", runner=type(self).__name__, tier=self.op.tier.value)
+        trace.record("moe_runner_init", runner=type(self).__name__)
+
+    def op(self, device: torch.device) -> ExpertsOp:
+        """The experts op (tier chosen once) for activations on `device`."""
+        if device not in self._ops:
+            self._ops[device] = ExpertsOp(device)
+        return self._ops[device]
 
     @property
     def runner_backend(self) -> MoeRunnerBackendLike:
@@ -136,8 +139,9 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
                 f"--moe-runner-backend {RUNNER_NAME} needs the standard top-k output, got "
                 f"{type(topk).__name__}"
             )
-        out = self.op(
-            dispatch_output.hidden_states,
+        x = dispatch_output.hidden_states
+        out = self.op(x.device)(
+            x,
             quant_info.w13,
             quant_info.w2,
             topk.topk_weights,

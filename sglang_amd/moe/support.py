@@ -4,7 +4,8 @@ Called from the resolution hook in plugin.py (the launcher, while ServerArgs
 resolve, before any process starts or weight loads), so a bad combination fails
 with one message naming the flag. The model-build checks in
 moe/sglang_runner.py and quant/sglang_mxfp4.py repeat the per-layer rules for
-engines built without the launcher. Imports nothing from sglang.
+engines built without the launcher. Imports sglang only inside
+`runner_applies_routed_scaling` (the device rule SGLang's models follow).
 """
 
 from __future__ import annotations
@@ -16,6 +17,38 @@ from sglang_amd.quant.mxfp4 import BLOCK
 
 RUNNER_NAME = "amd"
 QUANT_NAME = "amd_mxfp4"
+
+# Where a MoE model's routed_scaling_factor is applied is decided per model in
+# SGLang 0.5.23: on CUDA/MUSA the runner scales the expert sum; elsewhere (ROCm,
+# CPU) these models' MoE blocks scale their own output (`not _is_cuda and not
+# _is_musa`), and the rest leave it to the runner on every device, which on ROCm
+# only some of SGLang's runners do. Architecture -> the MoE block that scales
+# itself off CUDA (pinned by tests/test_moe_sglang.py).
+SELF_SCALING_OFF_CUDA = {
+    **dict.fromkeys(
+        (
+            "DeepseekV2ForCausalLM",
+            "DeepseekV3ForCausalLM",
+            "DeepseekV32ForCausalLM",
+            "DeepseekV3ForCausalLMNextN",
+        ),
+        "sglang.srt.models.deepseek_v2.DeepseekV2MoE",
+    ),
+    **dict.fromkeys(
+        ("Glm4MoeForCausalLM", "Glm4MoeForCausalLMNextN"),
+        "sglang.srt.models.glm4_moe.Glm4MoeSparseMoeBlock",
+    ),
+    "Glm4MoeLiteForCausalLM": "sglang.srt.models.glm4_moe_lite.Glm4MoeLiteSparseMoeBlock",
+}
+
+
+def runner_applies_routed_scaling() -> bool:
+    """Does our runner multiply by routed_scaling_factor on this machine? As SGLang's
+    CUDA runners do on CUDA/MUSA; elsewhere the models that use a factor with our
+    runner (SELF_SCALING_OFF_CUDA) scale their own output."""
+    from sglang.srt.utils import is_cuda, is_musa
+
+    return is_cuda() or is_musa()
 
 
 def _moe_sizes(hf_config: Any) -> tuple[int | None, int | None]:
@@ -42,8 +75,14 @@ def moe_flags_used(server_args: Any) -> bool:
     )
 
 
-def moe_flag_problems(server_args: Any, hf_config: Any | None) -> list[str]:
-    """Why these flags cannot serve this model; empty when they can."""
+def moe_flag_problems(
+    server_args: Any, hf_config: Any | None, *, runner_scales: bool | None = None
+) -> list[str]:
+    """Why these flags cannot serve this model; empty when they can.
+
+    `runner_scales`: whether our runner applies routed_scaling_factor on this
+    machine (default: `runner_applies_routed_scaling()`).
+    """
     problems = []
     runner = getattr(server_args, "moe_runner_backend", None)
     quant = getattr(server_args, "quantization", None)
@@ -52,6 +91,8 @@ def moe_flag_problems(server_args: Any, hf_config: Any | None) -> list[str]:
     ours += [f"--quantization {QUANT_NAME}"] * (quant == QUANT_NAME)
     if ours and a2a != "none":
         problems.append(f"{ours[0]} takes the standard dispatch; drop --moe-a2a-backend {a2a}")
+    if ours and hf_config is not None:
+        problems.extend(_routed_scaling_problems(ours[0], hf_config, runner_scales))
     if quant == QUANT_NAME:
         if runner not in (None, "auto", RUNNER_NAME):
             problems.append(
@@ -61,7 +102,9 @@ def moe_flag_problems(server_args: Any, hf_config: Any | None) -> list[str]:
         hidden, inter = _moe_sizes(hf_config) if hf_config is not None else (None, None)
         tp = int(getattr(server_args, "tp_size", 1) or 1)
         ep = int(getattr(server_args, "ep_size", 1) or 1)
-        moe_tp = max(tp // max(ep, 1), 1)  # SGLang splits experts' intermediate over tp/ep
+        moe_dp = int(getattr(server_args, "moe_dp_size", 1) or 1)
+        # SGLang splits the experts' intermediate over tp / ep / moe_dp ranks.
+        moe_tp = max(tp // ep // moe_dp, 1)
         per_rank = inter // moe_tp if inter else None
         for name, size in (("hidden_size", hidden), ("moe_intermediate_size per rank", per_rank)):
             if size is not None and size % BLOCK:
@@ -71,6 +114,23 @@ def moe_flag_problems(server_args: Any, hf_config: Any | None) -> list[str]:
                     "--quantization (or with a smaller --tp-size)"
                 )
     return problems
+
+
+def _routed_scaling_problems(flag: str, hf_config: Any, runner_scales: bool | None) -> list[str]:
+    text = getattr(hf_config, "text_config", None) or hf_config
+    factor = getattr(text, "routed_scaling_factor", None)
+    if factor in (None, 1, 1.0) or _moe_sizes(hf_config)[0] is None:
+        return []
+    if runner_scales is None:
+        runner_scales = runner_applies_routed_scaling()
+    arch = next(iter(getattr(hf_config, "architectures", None) or []), "?")
+    if runner_scales or arch in SELF_SCALING_OFF_CUDA:
+        return []
+    return [
+        f"{flag} on this device leaves routed_scaling_factor={factor} to the model, and "
+        f"{arch} is not known to apply it itself off CUDA; serve it with "
+        "--moe-runner-backend auto"
+    ]
 
 
 def check_moe_flags(server_args: Any, hf_config: Any | None) -> None:
@@ -106,6 +166,6 @@ def moe_graph_refusals(server_args: Any, graphs: Any, moe_tier: str) -> dict[str
         if str(getattr(getattr(graphs, phase), "backend", "disabled")) != "disabled":
             refusals[phase] = (
                 f"the MoE tier is {moe_tier}, which reads expert ids on the host "
-                "(set SGLANG_AMD_MOE_FUSED_TIER=auto or triton)"
+                "(set SGLANG_AMD_MOE_FUSED_TIER=triton)"
             )
     return refusals

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import torch
@@ -49,6 +50,20 @@ DENSE_ENV = "SGLANG_AMD_MXFP4_DENSE"
 # Online dense quantization keeps these in float: routers (quantizing them moves
 # expert choices) and the output head. Matched on the layer name's last part.
 _DENSE_KEEP_FLOAT = ("gate", "lm_head")
+# Linears SGLang fuses that checkpoints store (and Quark excludes) per shard. Models
+# declare only some of theirs (DeepSeek: fused_qkv_a only, not its MLPs' gate_up);
+# SGLang adds these for its own "quark" method, which is what lets an export keep
+# its dense MLPs in float (loader.py, _get_quantization_config).
+_CHECKPOINT_FUSIONS = {
+    "qkv_proj": ["q_proj", "k_proj", "v_proj"],
+    "gate_up_proj": ["gate_proj", "up_proj"],
+    "fused_qkv_a_proj_with_mqa": ["q_a_proj", "kv_a_proj_with_mqa"],
+}
+# Linears whose float weight the model itself reads inside load_weights, before
+# process_weights_after_loading: DeepSeek-family MLA splits kv_b_proj.weight into
+# the absorbed w_kc / w_vc there (deepseek_weight_loader.post_load_weights), which
+# would split packed bytes. Served from a float weight decoded as soon as it loads.
+_DECODE_AT_LOAD = ("kv_b_proj",)
 
 
 def _quant_tier(device: torch.device) -> Tier:
@@ -153,12 +168,24 @@ class AmdMxfp4Config(QuantizationConfig):
             return QUANT_NAME
         return None
 
+    def can_fuse_shared_expert(self) -> bool:
+        """May SGLang fold the shared expert into the routed FusedMoE (DeepSeek)?
+
+        Only when the checkpoint stores it quantized like the routed experts.
+        A float shared expert (Quark exclude list) would be copied into an MXFP4
+        slot; online quantization quantizes only the routed experts.
+        """
+        if self.layout is None:
+            return False
+        return not any(
+            "shared_expert" in e and "shared_expert_gate" not in e for e in self.layout.exclude
+        )
+
     def _excluded(self, prefix: str) -> bool:
         from sglang.srt.layers.quantization.quark.utils import should_ignore_layer
 
-        return should_ignore_layer(
-            prefix, ignore=self.layout.exclude, fused_mapping=self.packed_modules_mapping
-        )
+        fused = {**_CHECKPOINT_FUSIONS, **(self.packed_modules_mapping or {})}
+        return should_ignore_layer(prefix, ignore=self.layout.exclude, fused_mapping=fused)
 
     def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
         from sglang.srt.layers.linear import LinearBase
@@ -173,6 +200,8 @@ class AmdMxfp4Config(QuantizationConfig):
             return UnquantizedFusedMoEMethod() if excluded else AmdMxfp4MoEMethod(self)
         if isinstance(layer, LinearBase):
             if self.layout is not None and not excluded:
+                if prefix.rsplit(".", 1)[-1] in _DECODE_AT_LOAD:
+                    return Mxfp4DecodedAtLoadLinearMethod(prefix)
                 return AmdMxfp4LinearMethod(self, prefix)
             if self.dense and prefix.rsplit(".", 1)[-1] not in _DENSE_KEEP_FLOAT:
                 return AmdMxfp4LinearMethod(self, prefix)
@@ -205,7 +234,9 @@ class AmdMxfp4MoEMethod(FusedMoEMethodBase):
         inter = intermediate_size_per_partition
         _check_blocked("hidden_size", hidden_size, "this model's")
         _check_blocked("moe_intermediate_size", inter, "the per-rank")
-        check_runner_config(layer.moe_runner_config, with_bias=with_bias)
+        check_runner_config(
+            layer.moe_runner_config, with_bias=with_bias, flag=f"--quantization {QUANT_NAME}"
+        )
         shapes = {"w13_weight": (num_experts, 2 * inter, hidden_size)}
         shapes["w2_weight"] = (num_experts, hidden_size, inter)
         if not self.serialized:
@@ -313,3 +344,77 @@ class AmdMxfp4LinearMethod(LinearMethodBase):
 
             self._op = Mxfp4LinearOp(x.device)
         return self._op(x, layer.weight, layer.weight_scale, bias, act_mxfp4=self.a4w4)
+
+
+class Mxfp4DecodedAtLoadLinearMethod(LinearMethodBase):
+    """A pre-quantized linear served in float: `weight` [N, K/2] and `weight_scale`
+    [N, K/32] load packed through SGLang's own loaders (sharding unchanged), and
+    the moment both are in, `weight` becomes the decoded [N, K] float tensor (the
+    scales are dropped), so the model's load-time reads see float weights.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def create_weights(
+        self,
+        layer: torch.nn.Module,
+        input_size_per_partition: int,
+        output_partition_sizes: list[int],
+        input_size: int,
+        output_size: int,
+        params_dtype: torch.dtype,
+        **extra_weight_attrs: Any,
+    ) -> None:
+        k, n = input_size_per_partition, sum(output_partition_sizes)
+        _check_blocked("input size", k, f"layer {self.prefix}'s per-rank")
+        layer.logical_widths = output_partition_sizes
+        loader = extra_weight_attrs.pop("weight_loader")
+        pending, lock = {"weight", "weight_scale"}, threading.Lock()
+        layer.mxfp4_pending = pending  # names still to load; empty once decoded
+
+        def load_then_decode(name: str):
+            def load(param, loaded_weight, *args, **kwargs):
+                loader(param, loaded_weight, *args, **kwargs)
+                with lock:  # SGLang may load tensors from several threads
+                    if name in pending:
+                        pending.discard(name)
+                        if not pending:
+                            self._decode(layer, params_dtype)
+
+            return load
+
+        attrs = {"input_dim": 1, "output_dim": 0, **extra_weight_attrs}
+        _uint8_param(
+            layer, "weight", (n, k // 2), {**attrs, "weight_loader": load_then_decode("weight")}
+        )
+        _uint8_param(
+            layer,
+            "weight_scale",
+            (n, k // BLOCK),
+            {**attrs, "weight_loader": load_then_decode("weight_scale")},
+            fill=E8M0_NAN,
+        )
+
+    def _decode(self, layer: torch.nn.Module, dtype: torch.dtype) -> None:
+        from sglang_amd.quant.mxfp4 import dequantize_mxfp4
+
+        _check_scales_loaded(layer, ("weight_scale",), self.prefix)
+        weight = dequantize_mxfp4(layer.weight.data, layer.weight_scale.data, dtype)
+        del layer.weight_scale
+        layer.weight = torch.nn.Parameter(weight, requires_grad=False)
+        logger.debug("sglang-amd: %s decoded to %s at load", self.prefix, dtype)
+
+    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
+        if layer.mxfp4_pending:
+            missing = ", ".join(f"{self.prefix}.{n}" for n in sorted(layer.mxfp4_pending))
+            raise ValueError(
+                f"--quantization {QUANT_NAME}: {missing} was not in the checkpoint; "
+                "the checkpoint is not a complete Quark MXFP4 export"
+            )
+        trace.record("mxfp4_linear_decoded_at_load", layer=self.prefix)
+
+    def apply(
+        self, layer: torch.nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.nn.functional.linear(x, layer.weight, bias)
