@@ -10,6 +10,11 @@ freeze into a wrong answer. The result must equal the torch reference of the
 real batch. The compiled replay itself is `test_gpu_decode_replays_in_a_cuda_graph`
 in test_attention_triton.py (GPU only); which phases may use graphs is decided
 at start by `cuda_graph_refusals`.
+
+The plays build the backend on a CPU "device" and need its Triton tier there,
+i.e. Triton's interpreter: they are marked `cpu_interpreter` and skip on a GPU
+machine (conftest leaves TRITON_INTERPRET unset there), where the compiled
+replays above run instead.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ def _static_batch():
 
 
 @pytest.mark.sglang
+@pytest.mark.cpu_interpreter
 @pytest.mark.parametrize("heads,dim", [((8, 2), 64), ((4, 4), 32)])
 def test_capture_time_metadata_serves_every_replay(heads, dim):
     backend = _backend(heads, dim)
@@ -143,12 +149,16 @@ def test_capture_time_metadata_serves_every_replay(heads, dim):
 
 
 @pytest.mark.sglang
-def test_graphs_refuse_what_would_freeze(monkeypatch):
+def test_graphs_refuse_the_torch_tier(monkeypatch):
+    # No interpreter needed: the torch tier serves a CPU device on any machine.
     monkeypatch.setenv("SGLANG_AMD_ATTENTION_DECODE_TIER", "torch")
     with pytest.raises(RuntimeError, match="--disable-cuda-graph"):
         _backend((4, 4), 32).init_cuda_graph_state(MAX_BS, MAX_BS)
-    monkeypatch.delenv("SGLANG_AMD_ATTENTION_DECODE_TIER")
 
+
+@pytest.mark.sglang
+@pytest.mark.cpu_interpreter
+def test_graphs_refuse_what_would_freeze():
     backend = _backend((4, 4), 32)
     backend.init_cuda_graph_state(MAX_BS, MAX_BS)
     static = _static_batch()
@@ -156,8 +166,8 @@ def test_graphs_refuse_what_would_freeze(monkeypatch):
     scaled = _layer((4, 4), 32, k_scale_float=2.0)  # Triton refuses: would fall back
     with pytest.raises(RuntimeError, match="--disable-cuda-graph"):
         backend.forward_decode(torch.zeros(MAX_BS, 128), None, None, scaled, static)
-    static.forward_mode = static.forward_mode.TARGET_VERIFY
-    with pytest.raises(NotImplementedError, match="--disable-cuda-graph"):
+    static.forward_mode = static.forward_mode.TARGET_VERIFY  # no verify buffers: no draft width
+    with pytest.raises(RuntimeError, match="did not allocate verify buffers.*--disable-cuda-graph"):
         backend.init_forward_metadata_out_graph(static, in_capture=True)
 
 

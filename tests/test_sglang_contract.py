@@ -45,9 +45,12 @@ def test_attention_backend_interface_we_override():
         "forward_extend",
         "forward_decode",
         "get_cuda_graph_seq_len_fill_value",
-        "support_triton",
+        "shared_read_ends",
     ):
         assert hasattr(AttentionBackend, name), name
+    from sglang.srt.layers.attention.base_attn_backend import SharedReadEnds
+
+    assert SharedReadEnds.POST_REPLAY.value > SharedReadEnds.IN_REPLAY.value
     params = inspect.signature(AttentionBackend.forward_extend).parameters
     assert list(params)[:7] == ["self", "q", "k", "v", "layer", "forward_batch", "save_kv_cache"]
 

@@ -13,7 +13,9 @@ may change between steps. Two runners are played against our backends:
 
 Each replay must equal the torch reference of the real batch. Compiled replays
 of the kernels themselves are the `test_gpu_*_replays_in_a_cuda_graph` tests in
-test_attention_triton.py (GPU only).
+test_attention_triton.py (GPU only). The plays run our Triton tier on CPU tensors
+(`cpu_interpreter`: skipped on a GPU machine, where TRITON_INTERPRET is unset);
+the start-time rules at the end run everywhere.
 """
 
 from __future__ import annotations
@@ -40,8 +42,15 @@ HEADS, DIM = (8, 2), 32
 
 
 def _runner(*, draft_tokens=None, draft_worker=False, page_size=1):
+    """A ModelRunner as our backends read it: the resolved draft width and page size
+    on the runner; ServerArgs keeps only the flags as typed (unset here)."""
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+
     return SimpleNamespace(
         device=torch.device("cpu"),
+        spec_algorithm=SpeculativeAlgorithm.EAGLE,
+        decode_num_tokens_per_req=lambda: draft_tokens,
+        page_size=page_size,
         req_to_token_pool=SimpleNamespace(
             req_to_token=torch.zeros(MAX_BS + 3, CAPACITY, dtype=torch.int32)
         ),
@@ -51,8 +60,8 @@ def _runner(*, draft_tokens=None, draft_worker=False, page_size=1):
             kv_cache_dtype="auto",
             device="cpu",
             speculative_algorithm="EAGLE",
-            speculative_num_draft_tokens=draft_tokens,
-            page_size=page_size,
+            speculative_num_draft_tokens=None,
+            page_size=None,
         ),
         model_config=SimpleNamespace(context_len=CAPACITY),
         use_mla_backend=False,
@@ -94,6 +103,7 @@ def _verify_reference(b, prefix: list[int], n: int, tree: torch.Tensor) -> torch
     ).reshape(len(prefix) * n, -1)
 
 
+@pytest.mark.cpu_interpreter
 @pytest.mark.parametrize("n", [1, 4])
 def test_verify_capture_time_metadata_serves_every_replay(n):
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
@@ -175,6 +185,7 @@ def test_verify_capture_time_metadata_serves_every_replay(n):
         backend.init_forward_metadata_out_graph(view)
 
 
+@pytest.mark.cpu_interpreter
 def test_eager_verify_reads_the_owned_qlen_only_buffer():
     """A batch that misses the graphs but fits the buffer still gets the
     QLEN_ONLY mask from SGLang; the eager path must read it as such."""
@@ -209,6 +220,7 @@ def test_eager_verify_reads_the_owned_qlen_only_buffer():
         torch.testing.assert_close(out, want, **tolerance(torch.float32))
 
 
+@pytest.mark.cpu_interpreter
 @pytest.mark.parametrize("topk,page_size", [(1, 1), (2, 1), (2, 4)])
 def test_draft_decode_capture_time_metadata_serves_every_replay(topk, page_size):
     from sglang.srt.model_executor.forward_batch_info import ForwardMode

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
+from sglang.srt.layers.attention.base_attn_backend import AttentionBackend, SharedReadEnds
 from sglang.srt.layers.radix_attention import AttentionType
 from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
 from sglang_amd import trace
 from sglang_amd.attention.reference import contiguous_token_map, paged_attention_reference
 from sglang_amd.attention.spec_layout import full_verify_mask, prefix_plus_new_token_map
-from sglang_amd.attention.support import check_model_runner
+from sglang_amd.attention.support import check_model_layers, check_model_runner
 from sglang_amd.tiers import Selection, Tier, fallback_once, select
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ class AmdAttnBackend(AttentionBackend):
     def __init__(self, model_runner: ModelRunner):
         super().__init__()
         check_model_runner(model_runner)
+        check_model_layers(getattr(model_runner, "model", None))
         self.device = model_runner.device
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.token_to_kv_pool = model_runner.token_to_kv_pool
@@ -119,12 +120,17 @@ class AmdAttnBackend(AttentionBackend):
         self.max_context_len = getattr(
             getattr(model_runner, "model_config", None), "context_len", 0
         )
-        server_args = getattr(model_runner, "server_args", None)
+        # Tokens per request in target verify. Asked of the runner, not read from
+        # ServerArgs: SGLang resolves the width when the flag is left unset, and
+        # adaptive speculation rebuilds backends under a context override of it.
         self._num_draft_tokens: int | None = None
-        if getattr(server_args, "speculative_algorithm", None) and not getattr(
-            model_runner, "is_draft_worker", False
+        spec = getattr(model_runner, "spec_algorithm", None)
+        if (
+            spec is not None
+            and spec.is_speculative()
+            and not getattr(model_runner, "is_draft_worker", False)
         ):
-            self._num_draft_tokens = server_args.speculative_num_draft_tokens
+            self._num_draft_tokens = int(model_runner.decode_num_tokens_per_req())
         self._graph_max_kv_len: int | None = None
         self._verify_graph: _VerifyGraphBuffers | None = None
         for mode, sel in self.selections.items():
@@ -244,7 +250,12 @@ class AmdAttnBackend(AttentionBackend):
         else:
             k_cache, v_cache, req_to_token, meta = kv
         mode = meta.mode
-        causal = not (layer.is_cross_attention or layer.attn_type == AttentionType.ENCODER_ONLY)
+        bidirectional = layer.is_cross_attention or layer.attn_type in (
+            AttentionType.ENCODER_ONLY,
+            AttentionType.DECODER_BIDIRECTIONAL,
+        )
+        # A decode query is its sequence's last token: it reads every key either way.
+        causal = mode == "decode" or not bidirectional
         window = layer.sliding_window_size
         window = window if window is not None and window >= 0 else None
         cap = layer.logit_cap or 0.0
@@ -292,7 +303,7 @@ class AmdAttnBackend(AttentionBackend):
         if layer.k_scale_float not in (None, 1.0) or layer.v_scale_float not in (None, 1.0):
             return "scaled (quantized) KV cache"
         if not causal:
-            return "non-causal attention (encoder / cross attention)"
+            return "non-causal attention (encoder / bidirectional layers)"
         return unsupported_reason(q3, k_cache, v_cache)
 
     def _run_triton(self, meta, q3, k_cache, v_cache, req_to_token, out, layer, window, cap):
@@ -337,6 +348,7 @@ class AmdAttnBackend(AttentionBackend):
     def forward_extend(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw
     ):
+        _refuse_extra_inputs(layer, kw)
         if self.use_mla and k is not None and not save_kv_cache:
             return self._attend_new_tokens(q, k, v, layer)
         if save_kv_cache:
@@ -364,6 +376,7 @@ class AmdAttnBackend(AttentionBackend):
     def forward_decode(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw
     ):
+        _refuse_extra_inputs(layer, kw)
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
         return self._attend(q, layer)
@@ -385,8 +398,8 @@ class AmdAttnBackend(AttentionBackend):
                 raise RuntimeError(
                     f"sglang-amd: CUDA graphs need the Triton tier, but attention.{mode} "
                     f"runs on {sel.tier.value} ({sel.reason}); start with "
-                    "--disable-cuda-graph or let the tier be chosen "
-                    f"(SGLANG_AMD_ATTENTION_{mode.upper()}_TIER=auto)"
+                    "--disable-cuda-graph or select the Triton tier "
+                    f"(SGLANG_AMD_ATTENTION_{mode.upper()}_TIER=triton)"
                 )
         self._graph_max_kv_len = int(self.req_to_token_pool.req_to_token.shape[1])
         if self._num_draft_tokens:
@@ -409,6 +422,12 @@ class AmdAttnBackend(AttentionBackend):
         if mode.is_target_verify() and self._verify_graph is not None:
             self._verify_graph_metadata(forward_batch, in_capture)
             return
+        if mode.is_target_verify():
+            raise RuntimeError(
+                "sglang-amd: a target-verify CUDA graph reached a backend that did not "
+                "allocate verify buffers (init_cuda_graph_state was not told the draft "
+                "width); start with --disable-cuda-graph"
+            )
         if not mode.is_decode_or_idle():
             raise NotImplementedError(
                 f"--attention-backend amd captures decode and target-verify graphs, not "
@@ -464,8 +483,32 @@ class AmdAttnBackend(AttentionBackend):
     def get_cuda_graph_seq_len_fill_value(self) -> int:
         return 1
 
-    def support_triton(self) -> bool:
-        return self.selections["decode"].tier is Tier.TRITON
+    def shared_read_ends(self, fm):
+        # Our decode and verify kernels read req_to_token (shared with the
+        # scheduler) inside the replay, in every layer; nothing is snapshotted
+        # before it, so the scheduler may only reuse rows after the replay.
+        if fm.is_decode() or fm.is_target_verify():
+            return SharedReadEnds.POST_REPLAY
+        return super().shared_read_ends(fm)
+
+
+def _refuse_extra_inputs(layer: RadixAttention, kw: dict) -> None:
+    """Model inputs our kernels do not compute: an error, never a silently different result.
+
+    The start-time scan (`support.check_model_layers`) catches what the layers
+    declare; these arrive only with the call.
+    """
+    for name in ("sinks", "score_mod"):
+        if kw.get(name) is not None:
+            raise NotImplementedError(
+                f"--attention-backend amd does not compute attention {name} (layer "
+                f"{layer.layer_id}); serve this model with another --attention-backend"
+            )
+    if kw.get("return_lse"):
+        raise NotImplementedError(
+            f"--attention-backend amd does not return the log-sum-exp (layer {layer.layer_id}); "
+            "serve this model with another --attention-backend"
+        )
 
 
 def refill_width(seq_lens_cpu: torch.Tensor | None, bs: int, capacity: int, extra: int) -> int:

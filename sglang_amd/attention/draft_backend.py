@@ -36,7 +36,8 @@ class AmdDraftStepBackend(AmdAttnBackend):
     def __init__(self, model_runner: ModelRunner, *, step: int, topk: int, num_steps: int):
         super().__init__(model_runner)
         self.step, self.topk, self.num_steps = step, topk, num_steps
-        self.page_size = model_runner.server_args.page_size or 1
+        # The runner's resolved page size (ServerArgs keeps only what was typed).
+        self.page_size = getattr(model_runner, "page_size", None) or 1
         self._graph_map: torch.Tensor | None = None  # [max_bs * topk, width] int32
         self._graph_kv: torch.Tensor | None = None  # [max_bs * topk] int32
         self._graph_rows: torch.Tensor | None = None  # arange

@@ -8,8 +8,8 @@ prefill and prefix reuse cost only the tiles they touch. Serves MHA/GQA/MQA,
 QK widths of power of two (+ power of two, e.g. 192 = 128 + 64), sliding window,
 logit soft-cap and per-sequence tree masks (speculative verify).
 
-With `uniform_qo` (every sequence brings the same number of new tokens: target
-verify, EAGLE draft extend) the launch reads no host lengths: the block table
+With `uniform_qo` (every sequence brings the same number of new tokens; the
+backend passes it for target verify) the launch reads no host lengths: the block table
 and offsets come from device ops on the tensors' shapes and `kv_lens`, so the
 launch can be captured in a CUDA graph and replayed with new lengths.
 Never imports sglang.

@@ -126,13 +126,55 @@ def check_model_runner(model_runner: Any) -> None:
     check_server_args(model_runner.server_args, model_runner.model_config)
 
 
+def check_model_layers(model: Any) -> None:
+    """Refuse, when the backend is built (the model is loaded by then), attention
+    layers that ask for math our kernels do not do, rather than serve them wrong."""
+    if model is None or not hasattr(model, "modules"):
+        return
+    reasons = set()
+    for module in model.modules():
+        if not hasattr(module, "logit_capping_method") or not hasattr(module, "tp_q_head_num"):
+            continue  # not a RadixAttention layer
+        if (getattr(module, "xai_temperature_len", -1) or -1) > 0:
+            reasons.add("Grok's length-scaled query temperature (xai_temperature_len)")
+        method = module.logit_capping_method
+        if (module.logit_cap or 0) > 0 and method not in (None, "tanh"):
+            reasons.add(f"logit capping method {method!r} (only tanh)")
+    if reasons:
+        raise UnsupportedConfigError(
+            f"sglang-amd: --attention-backend {BACKEND_NAME} does not compute "
+            + "; ".join(sorted(reasons))
+            + "; pick another --attention-backend for this model"
+        )
+
+
+def decode_head_dims(model_config: Any) -> tuple[int, int] | None:
+    """(qk, v) head dims our decode kernels see for this model, or None if unknown.
+    MLA decodes in absorbed form over the latent: [kv_lora_rank + rope] / kv_lora_rank."""
+    if model_config is None:
+        return None
+    if getattr(model_config, "kv_lora_rank", None) and getattr(
+        model_config, "qk_rope_head_dim", None
+    ):
+        rank = int(model_config.kv_lora_rank)
+        return rank + int(model_config.qk_rope_head_dim), rank
+    head = getattr(model_config, "head_dim", None)
+    if not head:
+        return None
+    return int(head), int(getattr(model_config, "v_head_dim", None) or head)
+
+
 def _decode_backend_is_amd(server_args: Any) -> bool:
     decode = getattr(server_args, "decode_attention_backend", None)
     return (decode or getattr(server_args, "attention_backend", None)) == BACKEND_NAME
 
 
 def cuda_graph_refusals(
-    server_args: Any, graphs: Any, decode_tier: str, extend_tier: str = "triton"
+    server_args: Any,
+    graphs: Any,
+    decode_tier: str,
+    extend_tier: str = "triton",
+    model_config: Any | None = None,
 ) -> dict[str, str]:
     """Graph phases our backend cannot capture, each with why; SGLang then runs eager.
 
@@ -142,8 +184,12 @@ def cuda_graph_refusals(
     the Triton tier: its kernels read lengths and slots from device buffers and
     size their grid from the capacity. With speculative decoding the decode phase
     covers target verify (Triton extend kernels, planned on the device) and the
-    draft's multi-step decode. Prefill metadata is built on the host.
+    draft's multi-step decode. Prefill metadata is built on the host. Head dims
+    the Triton kernels cannot take (`model_config`) send decode to the torch tier,
+    which is not graph-safe either.
     """
+    from sglang_amd.attention.head_dims import unsupported_dims
+
     if not backend_flags_using_amd(server_args):
         return {}
     refusals = {}
@@ -178,12 +224,16 @@ def cuda_graph_refusals(
         elif decode_tier != "triton":
             refusals[phase] = (
                 f"the decode tier is {decode_tier}, and only the Triton tier is "
-                "graph-safe (set SGLANG_AMD_ATTENTION_DECODE_TIER=auto or triton)"
+                "graph-safe (set SGLANG_AMD_ATTENTION_DECODE_TIER=triton)"
             )
         elif spec and _decode_backend_is_amd(server_args) and extend_tier != "triton":
             refusals[phase] = (
                 f"target verify runs on the extend tier, {extend_tier}, and only the "
-                "Triton tier is graph-safe (set SGLANG_AMD_ATTENTION_EXTEND_TIER=auto or triton)"
+                "Triton tier is graph-safe (set SGLANG_AMD_ATTENTION_EXTEND_TIER=triton)"
+            )
+        elif (dims := decode_head_dims(model_config)) and (bad := unsupported_dims(*dims)):
+            refusals[phase] = (
+                f"this model's {bad}, so decode runs on the torch tier, which is not graph-safe"
             )
         elif spec and _env_on("SGLANG_ENABLE_METADATA_GLUE_GRAPH"):
             refusals[phase] = (
