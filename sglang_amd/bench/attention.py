@@ -4,7 +4,9 @@ Ours runs on a paged KV pool with scattered pages (what serving sees). Peers get
 their easiest layout (dense, contiguous K/V), so a ratio >= 1 is conservative:
 torch SDPA and flex_attention always; FlashInfer's paged decode when importable.
 Decode is judged in GB/s of KV read against measured copy bandwidth, extend in
-TFLOP/s against the measured bf16 matmul peak.
+TFLOP/s against the measured bf16 matmul peak. Every call of ours and of each peer
+is timed cache-cold (`roofline.CacheFlush` before each timed call), so a KV cache
+smaller than the device's cache is read from memory, as the ceiling is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 
 from sglang_amd.attention.reference import paged_attention_reference
 from sglang_amd.bench.report import Row
-from sglang_amd.bench.roofline import copy_bandwidth, matmul_peak, time_fn
+from sglang_amd.bench.roofline import CacheFlush, copy_bandwidth, matmul_peak, time_fn
 from sglang_amd.testing import PagedBatch, make_paged_batch
 from sglang_amd.tiers import Tier, select
 
@@ -201,8 +203,12 @@ def _flashinfer_peer(case, b, scale):
 
 
 def run(cases: list[Case], device: torch.device, dtype: torch.dtype, page_size: int) -> dict:
-    """Measure every case; returns ceilings and rows for `report`."""
-    ceilings = {"copy_bytes_per_s": copy_bandwidth(device), "bf16_flop_per_s": matmul_peak(device)}
+    """Measure every case; returns ceilings, how calls were timed, and rows for `report`."""
+    flush = CacheFlush(device)
+    ceilings = {
+        "copy_bytes_per_s": copy_bandwidth(device, flush=flush),
+        "bf16_flop_per_s": matmul_peak(device, flush=flush),
+    }
     rows: list[Row] = []
     for case in cases:
         batch = make_paged_batch(
@@ -216,17 +222,19 @@ def run(cases: list[Case], device: torch.device, dtype: torch.dtype, page_size: 
         )
         work = _kv_bytes(case, batch) if case.kind == "decode" else _flops(case)
         name, fn = _ours(case, batch)
-        candidates = [(name, fn, "")] + _peers(case, batch)
-        for impl, fn, note in candidates:
+        candidates = [(name, fn, "", "ours")]
+        candidates += [(impl, fn, note, "peer") for impl, fn, note in _peers(case, batch)]
+        for impl, fn, note, role in candidates:
             if fn is None:
-                rows.append(Row(case.label, impl, None, None, note))
+                rows.append(Row(case.label, impl, None, None, note, role))
                 continue
             try:
-                seconds = time_fn(fn, device, warmup=2 if device.type == "cpu" else 5)
-                rows.append(Row(case.label, impl, seconds, work / seconds, note))
+                seconds = time_fn(fn, device, warmup=2 if device.type == "cpu" else 5, flush=flush)
+                rows.append(Row(case.label, impl, seconds, work / seconds, note, role))
             except Exception as exc:
-                rows.append(Row(case.label, impl, None, None, f"failed: {type(exc).__name__}"))
+                failed = f"failed: {type(exc).__name__}"
+                rows.append(Row(case.label, impl, None, None, failed, role))
         del batch
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"ceilings": ceilings, "rows": rows}
+    return {"ceilings": ceilings, "timing": flush.describe(), "rows": rows}

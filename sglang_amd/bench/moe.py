@@ -8,12 +8,22 @@ same run: our Triton kernel with bf16 weights, SGLang's fused_moe_triton when
 sglang is importable, and a torch per-expert loop of bf16 matmuls. On a GPU each
 implementation that can be captured is timed from a CUDA graph, as SGLang serves
 decode (`roofline.time_replayed`; the note says "graph" or why not); the torch
-loop reads routing on the host and always runs eagerly.
+loop reads routing on the host and always runs eagerly. Every timed call, ours and
+the peers', starts cache-cold (`roofline.CacheFlush`): MXFP4 experts at one token
+fit an MI300X's 256 MB Infinity Cache where the bf16 peers' do not, and a warm
+rerun would credit ours with a cache the served model never gives it.
+
+The weights of a shape are made in the bench dtype and quantized a few experts
+at a time (`prepare_weights`): DeepSeek-V3's 256 experts are 22.5 GB in bf16,
+and quantizing them whole in float32 would need ~150 GB. A shape that still
+does not fit (by the byte count against free memory, or an out-of-memory error)
+gets rows saying so, and the other shapes still run.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -21,12 +31,18 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from sglang_amd.bench.report import Row
-from sglang_amd.bench.roofline import copy_bandwidth, matmul_peak, time_fn, time_replayed
+from sglang_amd.bench.report import Role, Row
+from sglang_amd.bench.roofline import (
+    CacheFlush,
+    copy_bandwidth,
+    matmul_peak,
+    time_fn,
+    time_replayed,
+)
 from sglang_amd.moe.experts import ExpertsOp
-from sglang_amd.moe.reference import quantize_experts
+from sglang_amd.moe.reference import Mxfp4Experts
 from sglang_amd.moe.routing import softmax_topk
-from sglang_amd.quant.mxfp4 import BLOCK
+from sglang_amd.quant.mxfp4 import BLOCK, quantize_mxfp4
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,13 @@ DEEPSEEK_V3 = Shape("dsv3", 256, 8, 7168, 2048)
 QWEN3_235B = Shape("qwen3-235b", 128, 8, 4096, 1536)
 GPU_CASES = [(s, t) for s in (DEEPSEEK_V3, QWEN3_235B) for t in (1, 8, 64, 512, 4096)]
 SMOKE_CASES = [(Shape("tiny", 8, 2, 64, 32), t) for t in (1, 16)]
+
+# Float32 bytes of expert weights handed to quantize_mxfp4 at once. It keeps
+# about four float32 temporaries of its input alive (4.3x its float32 size,
+# measured on CPU), so this bounds the quantization workspace to ~1.5 GiB
+# whatever the expert count; QUANT_WORKSPACE is the factor the pre-check assumes.
+QUANT_CHUNK_BYTES = 256 << 20
+QUANT_WORKSPACE = 6
 
 
 def _label(shape: Shape, tokens: int) -> str:
@@ -81,58 +104,153 @@ def _sglang_peer(x, w13, w2, weights, ids) -> tuple[Callable[[], object] | None,
         return None, f"unavailable: {type(exc).__name__}: {exc}"[:120]
 
 
-def _shape_rows(shape: Shape, token_counts: list[int], device, dtype, op) -> list[Row]:
+def prepare_bytes(shape: Shape, dtype: torch.dtype, chunk_bytes: int = QUANT_CHUNK_BYTES) -> int:
+    """Device bytes `prepare_weights` needs: every expert's weights in `dtype` and
+    in MXFP4, and the workspace of quantizing one chunk of experts."""
+    weights = 3 * shape.hidden * shape.inter * shape.experts
+    per_expert = 2 * shape.inter * shape.hidden  # w13's, the larger chunk
+    chunk = min(shape.experts, _experts_per_chunk(per_expert, chunk_bytes)) * per_expert * 4
+    return int(weights * (dtype.itemsize + 0.5 + 1 / BLOCK) + QUANT_WORKSPACE * chunk)
+
+
+def _experts_per_chunk(per_expert: int, chunk_bytes: int) -> int:
+    return max(1, chunk_bytes // (4 * per_expert))
+
+
+def _quantize_chunked(w: torch.Tensor, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_mxfp4 of [E, N, K] experts, a few at a time, into preallocated
+    packed [E, N, K // 2] and scales [E, N, K // 32]."""
+    e, n, k = w.shape
+    packed = torch.empty(e, n, k // 2, dtype=torch.uint8, device=w.device)
+    scales = torch.empty(e, n, k // BLOCK, dtype=torch.uint8, device=w.device)
+    step = _experts_per_chunk(n * k, chunk_bytes)
+    for first in range(0, e, step):
+        p, s = quantize_mxfp4(w[first : first + step])
+        packed[first : first + step] = p
+        scales[first : first + step] = s
+    return packed, scales
+
+
+def quantize_experts_chunked(
+    w13: torch.Tensor, w2: torch.Tensor, chunk_bytes: int = QUANT_CHUNK_BYTES
+) -> Mxfp4Experts:
+    """`moe.reference.quantize_experts` (same bytes) with bounded workspace."""
+    return Mxfp4Experts(*_quantize_chunked(w13, chunk_bytes), *_quantize_chunked(w2, chunk_bytes))
+
+
+def prepare_weights(
+    shape: Shape, device: torch.device, dtype: torch.dtype, chunk_bytes: int = QUANT_CHUNK_BYTES
+) -> tuple[torch.Tensor, torch.Tensor, Mxfp4Experts]:
+    """Random expert weights (w13, w2) in `dtype` and their MXFP4 quantization."""
     gen = torch.Generator(device=device).manual_seed(0)
 
-    def randn(*size):
-        return torch.randn(*size, device=device, generator=gen)
+    def weights(*size: int) -> torch.Tensor:  # in `dtype` from the start, scaled in place
+        return torch.randn(*size, device=device, dtype=dtype, generator=gen).mul_(0.02)
 
-    w13 = (randn(shape.experts, 2 * shape.inter, shape.hidden) * 0.02).to(dtype)
-    w2 = (randn(shape.experts, shape.hidden, shape.inter) * 0.02).to(dtype)
-    q = quantize_experts(w13, w2)
+    w13 = weights(shape.experts, 2 * shape.inter, shape.hidden)
+    w2 = weights(shape.experts, shape.hidden, shape.inter)
+    return w13, w2, quantize_experts_chunked(w13, w2, chunk_bytes)
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Bytes a shape may still allocate (None: unknown, do not pre-check)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _impls(op: ExpertsOp) -> list[tuple[str, Role, bool]]:
+    """(impl, role, weights in MXFP4) of every row a case gets, in `_callables`' order.
+    Ours is MXFP4 W4A16; A4W4 is our variant; the bf16 implementations are the peers."""
+    t = op.tier.value
+    return [
+        (f"amd {t} mxfp4", "ours", True),
+        (f"amd {t} mxfp4 a4w4", "variant", True),
+        (f"amd {t} bf16", "peer", False),
+        ("torch bf16 loop", "peer", False),
+        ("sglang triton bf16", "peer", False),
+    ]
+
+
+def _callables(op, x, w13, w2, q, weights, ids) -> list[tuple[Callable[[], object] | None, str]]:
+    peer, peer_note = _sglang_peer(x, w13, w2, weights, ids)
+    return [
+        (partial(op, x, q, None, weights, ids), ""),
+        (partial(op, x, q, None, weights, ids, act_mxfp4=True), ""),
+        (partial(op, x, w13, w2, weights, ids), ""),
+        (partial(_torch_loop, x, w13, w2, weights, ids), ""),
+        (peer, peer_note),
+    ]
+
+
+def _not_run(shape: Shape, token_counts: list[int], op: ExpertsOp, note: str) -> list[Row]:
+    return [
+        Row(_label(shape, t), impl, None, None, note, role)
+        for t in token_counts
+        for impl, role, _ in _impls(op)
+    ]
+
+
+def _token_rows(shape, tokens, device, dtype, op, w13, w2, q, gen, flush) -> list[Row]:
+    x = torch.randn(tokens, shape.hidden, device=device, generator=gen).to(dtype)
+    logits = torch.randn(tokens, shape.experts, device=device, generator=gen)
+    weights, ids = softmax_topk(logits, shape.top_k, renormalize=True)
+    hit = int(ids.unique().numel())
+    label = _label(shape, tokens)
+    warmup = 2 if device.type == "cpu" else 5
+    rows = []
+    candidates = zip(_impls(op), _callables(op, x, w13, w2, q, weights, ids), strict=True)
+    for (impl, role, mxfp4), (fn, note) in candidates:
+        if fn is None:
+            rows.append(Row(label, impl, None, None, note, role))
+            continue
+        try:
+            if impl.startswith("torch"):  # host-side routing: cannot be captured
+                seconds, mode = time_fn(fn, device, warmup=warmup, flush=flush), "eager"
+            else:
+                seconds, mode = time_replayed(fn, device, warmup=warmup, flush=flush)
+            rate = weight_bytes(shape, hit, mxfp4) / seconds
+            rows.append(Row(label, impl, seconds, rate, f"{hit} experts hit, {mode}", role))
+        except Exception as exc:
+            rows.append(Row(label, impl, None, None, f"failed: {type(exc).__name__}", role))
+    return rows
+
+
+def _shape_rows(shape: Shape, token_counts: list[int], device, dtype, op, flush) -> list[Row]:
+    need, free = prepare_bytes(shape, dtype), _free_bytes(device)
+    if free is not None and need > free:
+        note = f"not run: weights need {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free"
+        return _not_run(shape, token_counts, op, note)
+    try:
+        w13, w2, q = prepare_weights(shape, device, dtype)
+    except torch.OutOfMemoryError:
+        note = f"not run: out of memory making the weights ({need / 1e9:.1f} GB)"
+        return _not_run(shape, token_counts, op, note)
+    gen = torch.Generator(device=device).manual_seed(1)
     rows = []
     for tokens in token_counts:
-        x = randn(tokens, shape.hidden).to(dtype)
-        weights, ids = softmax_topk(randn(tokens, shape.experts), shape.top_k, renormalize=True)
-        hit = int(ids.unique().numel())
-        label = _label(shape, tokens)
-        peer, peer_note = _sglang_peer(x, w13, w2, weights, ids)
-        candidates = [
-            (f"amd {op.tier.value} mxfp4", partial(op, x, q, None, weights, ids), True, ""),
-            (
-                f"amd {op.tier.value} mxfp4 a4w4",
-                partial(op, x, q, None, weights, ids, act_mxfp4=True),
-                True,
-                "",
-            ),
-            (f"amd {op.tier.value} bf16", partial(op, x, w13, w2, weights, ids), False, ""),
-            ("torch bf16 loop", partial(_torch_loop, x, w13, w2, weights, ids), False, ""),
-            ("sglang triton bf16", peer, False, peer_note),
-        ]
-        warmup = 2 if device.type == "cpu" else 5
-        for impl, fn, mxfp4, note in candidates:
-            if fn is None:
-                rows.append(Row(label, impl, None, None, note))
-                continue
-            try:
-                if impl.startswith("torch"):  # host-side routing: cannot be captured
-                    seconds, mode = time_fn(fn, device, warmup=warmup), "eager"
-                else:
-                    seconds, mode = time_replayed(fn, device, warmup=warmup)
-                rate = weight_bytes(shape, hit, mxfp4) / seconds
-                rows.append(Row(label, impl, seconds, rate, f"{hit} experts hit, {mode}"))
-            except Exception as exc:
-                rows.append(Row(label, impl, None, None, f"failed: {type(exc).__name__}"))
+        try:
+            rows += _token_rows(shape, tokens, device, dtype, op, w13, w2, q, gen, flush)
+        except torch.OutOfMemoryError:  # activations or routing: this token count only
+            rows += _not_run(shape, [tokens], op, "not run: out of memory")
     return rows
 
 
 def run(cases: list[tuple[Shape, int]], device: torch.device, dtype: torch.dtype) -> dict:
-    """Measure every case; returns ceilings and rows for `report`."""
-    ceilings = {"copy_bytes_per_s": copy_bandwidth(device), "bf16_flop_per_s": matmul_peak(device)}
+    """Measure every case; returns ceilings, how calls were timed, and rows for `report`."""
+    flush = CacheFlush(device)
+    ceilings = {
+        "copy_bytes_per_s": copy_bandwidth(device, flush=flush),
+        "bf16_flop_per_s": matmul_peak(device, flush=flush),
+    }
     op = ExpertsOp(device)
     rows: list[Row] = []
     for shape in dict.fromkeys(s for s, _ in cases):
-        rows += _shape_rows(shape, [t for s, t in cases if s == shape], device, dtype, op)
+        rows += _shape_rows(shape, [t for s, t in cases if s == shape], device, dtype, op, flush)
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"ceilings": ceilings, "rows": rows}
+    return {"ceilings": ceilings, "timing": flush.describe(), "rows": rows}

@@ -2,7 +2,11 @@
 
 For every case: each implementation's time, achieved rate, the fraction of the
 device ceiling, and the ratio of ours to the best peer measured in the same run
-(> 1 means ours is faster).
+(> 1 means ours is faster). Each row says its role: the one "ours" row of a case
+is the implementation the ratio is for, "peer" rows are what it is compared
+with, and "variant" rows (our other configurations, e.g. MXFP4 A4W4 beside the
+W4A16 we ship) are shown but neither. When ours has no time the ratio column
+says so; no other row stands in for it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
+
+Role = Literal["ours", "variant", "peer"]
 
 
 @dataclass
@@ -19,6 +26,7 @@ class Row:
     seconds: float | None
     rate: float | None  # bytes/s (decode, moe) or FLOP/s (extend)
     note: str = ""
+    role: Role = "peer"
 
 
 def _unit(case: str) -> tuple[str, float, str]:
@@ -28,8 +36,22 @@ def _unit(case: str) -> tuple[str, float, str]:
     return "TFLOP/s", 1e12, "bf16_flop_per_s"
 
 
-def _ours(rows: list[Row]) -> Row | None:
-    return next((r for r in rows if r.impl.startswith("amd") and r.seconds), None)
+def compare(rows: list[Row]) -> tuple[Row | None, Row | None]:
+    """(ours, fastest timed peer) among one case's rows; ours may lack a time."""
+    ours = next((r for r in rows if r.role == "ours"), None)
+    peers = [r for r in rows if r.role == "peer" and r.seconds]
+    return ours, min(peers, key=lambda r: r.seconds) if peers else None
+
+
+def ratio_text(ours: Row | None, best: Row | None) -> str:
+    """The ours/best column of ours' row: best peer seconds / ours seconds."""
+    if ours is None:
+        return ""
+    if not ours.seconds:
+        return "no time"
+    if best is None:
+        return "no peer"
+    return f"{best.seconds / ours.seconds:.2f}x"
 
 
 def table(result: dict, header: str) -> str:
@@ -38,6 +60,7 @@ def table(result: dict, header: str) -> str:
         header,
         f"measured copy bandwidth {ceilings['copy_bytes_per_s'] / 1e9:.0f} GB/s, "
         f"bf16 matmul peak {ceilings['bf16_flop_per_s'] / 1e12:.1f} TFLOP/s",
+        *([f"timing: {result['timing']}"] if result.get("timing") else []),
         f"{'case':<34} {'impl':<20} {'time us':>10} {'rate':>14} {'of peak':>8} {'ours/best':>10}  note",
     ]
     by_case: dict[str, list[Row]] = {}
@@ -45,17 +68,15 @@ def table(result: dict, header: str) -> str:
         by_case.setdefault(r.case, []).append(r)
     for case, rows in by_case.items():
         unit, scale, ceiling = _unit(case)
-        ours = _ours(rows)
-        peers = [r for r in rows if r is not ours and r.seconds]
-        best = min(peers, key=lambda r: r.seconds) if peers else None
+        ours, best = compare(rows)
         for r in rows:
+            ratio = ratio_text(ours, best) if r is ours else ""
             if r.seconds is None:
                 lines.append(
-                    f"{case:<34} {r.impl:<20} {'-':>10} {'-':>14} {'-':>8} {'':>10}  {r.note}"
+                    f"{case:<34} {r.impl:<20} {'-':>10} {'-':>14} {'-':>8} {ratio:>10}  {r.note}"
                 )
                 continue
             frac = r.rate / ceilings[ceiling]
-            ratio = f"{best.seconds / r.seconds:.2f}x" if r is ours and best else ""
             lines.append(
                 f"{case:<34} {r.impl:<20} {r.seconds * 1e6:>10.1f} "
                 f"{r.rate / scale:>9.1f} {unit:<4} {frac:>8.0%} {ratio:>10}  {r.note}"
@@ -72,6 +93,7 @@ def write(result: dict, out_dir: Path, name: str, header: str) -> tuple[Path, Pa
             {
                 "header": header,
                 "ceilings": result["ceilings"],
+                "timing": result.get("timing", ""),
                 "rows": [asdict(r) for r in result["rows"]],
             },
             indent=2,
