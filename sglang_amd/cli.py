@@ -1,8 +1,9 @@
 """`sglang-amd`: serve through our backends, report the environment, fetch the reference model.
 
 sglang-amd serve [launch_server args]   SGLang's launch_server with our plugin;
-                                        no --model-path on a machine without a
-                                        GPU serves SmolLM2 on the CPU platform
+                                        no --model-path with --device cpu, or on
+                                        a machine without a GPU, serves SmolLM2
+                                        on the CPU platform
 sglang-amd env                          versions, device, and the tier each op uses
 sglang-amd model smollm2                convert (once) and print the model path
 """
@@ -22,6 +23,18 @@ def _has_flag(args: Sequence[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
+def _flag_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of `flag VALUE` or `flag=VALUE` in `args` (the last one wins, as
+    in argparse); None when absent."""
+    value = None
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith(flag + "="):
+            value = a[len(flag) + 1 :]
+    return value
+
+
 def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[list[str], dict]:
     """The launch_server arguments and extra environment `sglang-amd serve ARGS` uses."""
     import torch
@@ -33,13 +46,15 @@ def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[lis
         has_gpu = torch.cuda.is_available()
     argv = list(args)
     env: dict[str, str] = {}
-    cpu = not has_gpu or any(
-        a == "--device=cpu" or (a == "--device" and i + 1 < len(argv) and argv[i + 1] == "cpu")
-        for i, a in enumerate(argv)
-    )
+    # An explicit --device cpu means the CPU reference setup even on a GPU machine
+    # (the e2e tests serve that way everywhere); only a GPU serve needs a model named.
+    cpu = not has_gpu or _flag_value(argv, "--device") == "cpu"
     if not _has_flag(argv, "--model-path") and not _has_flag(argv, "--model"):
-        if has_gpu:
-            raise SystemExit("sglang-amd serve: pass --model-path (a GPU is present)")
+        if not cpu:
+            raise SystemExit(
+                "sglang-amd serve: pass --model-path (a GPU is present; "
+                "--device cpu serves the SmolLM2 reference model instead)"
+            )
         from sglang_amd.reference_model import smollm2_path
 
         argv = ["--model-path", str(smollm2_path())] + argv
@@ -61,7 +76,13 @@ def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[lis
 
 def _serve(args: Sequence[str]) -> int:
     """SGLang's launch_server main, in this process, with our errors made one line."""
-    argv, env = serve_args(args)
+    from sglang_amd.reference_model import ReferenceModelError
+
+    try:  # the SmolLM2 default fetches the model: a missing package is one line too
+        argv, env = serve_args(args)
+    except ReferenceModelError as exc:
+        print(f"sglang-amd serve: {exc}", file=sys.stderr)
+        return 1
     os.environ.update(env)  # before sglang resolves its platform
     print("sglang-amd serve: launch_server", " ".join(argv), flush=True)
     from sglang.launch_server import run_server

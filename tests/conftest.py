@@ -2,7 +2,10 @@
 
 GPU tests skip cleanly without a device; sglang tests skip where sglang is not
 installed (the GPU test image has torch and triton only). On CPU, Triton kernels
-run under TRITON_INTERPRET=1.
+run under TRITON_INTERPRET=1; tests that play our Triton tier on CPU tensors
+(`cpu_interpreter`) need it and skip where it is off (a GPU machine, where the
+`gpu` tests run the compiled kernels instead). SGLang in this process and in the
+servers tests start resolves our CPU platform (see `ensure_cpu_platform`).
 """
 
 from __future__ import annotations
@@ -23,15 +26,38 @@ HAS_GPU = torch.cuda.is_available()
 if not HAS_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# SGLang resolves its platform once per process, at the first use of
+# `current_platform` -- which any test module that registers our plugin or
+# imports our backend may trigger. Every engine and server the tests start runs
+# `device="cpu"`, so our CPU platform is selected here, before any test module is
+# imported, rather than at the first e2e fixture (too late in a full run). Safe on
+# a GPU machine too: the `gpu` tests never import sglang, and SGLang's hardware
+# facts (`get_platform().is_cuda`, ...) come from torch, not from this choice.
+if HAS_SGLANG:
+    from tests.e2e_engines import ensure_cpu_platform
+
+    ensure_cpu_platform()
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton kernels run on CPU tensors in this process (TRITON_INTERPRET=1)."""
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
 
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA/ROCm GPU")
     skip_sglang = pytest.mark.skip(reason="needs sglang installed")
+    skip_interpreter = pytest.mark.skip(
+        reason="plays the Triton tier on CPU tensors, which needs TRITON_INTERPRET=1 "
+        "(set only without a GPU; on a GPU the `gpu` tests run the compiled kernels)"
+    )
     for item in items:
         if "gpu" in item.keywords and not HAS_GPU:
             item.add_marker(skip_gpu)
         if ("sglang" in item.keywords or "e2e" in item.keywords) and not HAS_SGLANG:
             item.add_marker(skip_sglang)
+        if "cpu_interpreter" in item.keywords and not triton_interpreted():
+            item.add_marker(skip_interpreter)
 
 
 @pytest.fixture(scope="session")

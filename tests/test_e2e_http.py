@@ -49,6 +49,10 @@ def server(smollm2_path, tmp_path_factory):
         "-m",
         "sglang_amd.cli",
         "serve",
+        # Explicit, so that a GPU machine serves the same SmolLM2-on-CPU setup
+        # instead of asking for --model-path.
+        "--device",
+        "cpu",
         "--host",
         "127.0.0.1",
         "--port",

@@ -73,16 +73,21 @@ def test_shape_mismatch_is_an_error():
 
 def test_op_dispatch_and_fallback(monkeypatch):
     x, wq, ws, bias = make(3, 16, 64)
+    want = mxfp4_linear_reference(x, wq, ws, bias)
+    # On DEVICE, not "cpu": a GPU machine has no interpreter, so forcing the Triton
+    # tier for a CPU device would be refused there (TierUnavailableError).
+    dev = [t.to(DEVICE) for t in (x, wq, ws, bias)]
     monkeypatch.setenv("SGLANG_AMD_QUANT_MXFP4_LINEAR_TIER", "torch")
-    op = Mxfp4LinearOp("cpu")
+    op = Mxfp4LinearOp(DEVICE)
     assert op.tier is Tier.TORCH
-    torch.testing.assert_close(op(x, wq, ws, bias), mxfp4_linear_reference(x, wq, ws, bias))
+    torch.testing.assert_close(op(*dev).cpu(), want, **tolerance(torch.float32))
     monkeypatch.setenv("SGLANG_AMD_QUANT_MXFP4_LINEAR_TIER", "triton")
-    op = Mxfp4LinearOp("cpu")  # the interpreter serves the Triton tier on CPU
+    op = Mxfp4LinearOp(DEVICE)  # compiled on a GPU, the interpreter on CPU
     assert op.tier is Tier.TRITON
-    torch.testing.assert_close(op(x, wq, ws, bias), mxfp4_linear_reference(x, wq, ws, bias))
+    torch.testing.assert_close(op(*dev).cpu(), want, **tolerance(torch.float32))
     x64 = x.double()  # no float64 kernel: one log line, then the torch tier
-    torch.testing.assert_close(op(x64, wq, ws), mxfp4_linear_reference(x64, wq, ws))
+    got = op(x64.to(DEVICE), dev[1], dev[2]).cpu()
+    torch.testing.assert_close(got, mxfp4_linear_reference(x64, wq, ws))
 
 
 @pytest.mark.gpu
