@@ -215,3 +215,30 @@ def test_head_dims_the_kernels_cannot_take_turn_decode_graphs_off():
     mla = SimpleNamespace(head_dim=256, kv_lora_rank=512, qk_rope_head_dim=64)
     for config in (llama, mla, None):
         assert cuda_graph_refusals(args, _graphs(), "triton", model_config=config) == {}
+
+
+@pytest.mark.cpu_interpreter  # graph state needs the Triton tier: the interpreter on CPU
+def test_decode_replay_prep_reads_nothing_back(monkeypatch):
+    """Before each decode replay SGLang refills its static buffers and calls the
+    out-of-graph prep; the captured kernels need nothing more, so the prep must not
+    read lengths back (SGLang may have no host mirror of seq_lens then: a sync)."""
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    backend = _backend()
+    backend.init_cuda_graph_state(2, 2)
+    static = SimpleNamespace(
+        forward_mode=ForwardMode.DECODE,
+        req_pool_indices=torch.zeros(2, dtype=torch.int64),
+        seq_lens=torch.ones(2, dtype=torch.int64),
+        seq_lens_cpu=torch.ones(2, dtype=torch.int64),
+        out_cache_loc=torch.zeros(2, dtype=torch.int64),
+    )
+    backend.init_forward_metadata_out_graph(static, in_capture=True)
+    static.seq_lens_cpu = None
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("decode replay prep read a device tensor back")
+
+    for name in ("cpu", "tolist", "item"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    backend.init_forward_metadata_out_graph(static)

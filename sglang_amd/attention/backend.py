@@ -433,9 +433,13 @@ class AmdAttnBackend(AttentionBackend):
                 f"--attention-backend amd captures decode and target-verify graphs, not "
                 f"{mode.name}; start with --disable-cuda-graph"
             )
+        if not in_capture:
+            # Replay: the captured kernels read the runner's static buffers, which it
+            # refilled before this call. Nothing to rebuild on the host, and no
+            # seq_lens read back when SGLang has no host mirror of them.
+            return
         self.init_forward_metadata(forward_batch)
-        if in_capture:
-            self.forward_metadata.graph_max_kv_len = self._graph_max_kv_len
+        self.forward_metadata.graph_max_kv_len = self._graph_max_kv_len
 
     def _verify_graph_metadata(self, forward_batch: ForwardBatch, in_capture: bool) -> None:
         """Refill the verify buffers from this step's batch (device ops only)."""

@@ -184,7 +184,10 @@ def cuda_graph_refusals(
     the Triton tier: its kernels read lengths and slots from device buffers and
     size their grid from the capacity. With speculative decoding the decode phase
     covers target verify (Triton extend kernels, planned on the device) and the
-    draft's multi-step decode. Prefill metadata is built on the host. Head dims
+    draft's multi-step decode. Prefill stays eager: a full prefill graph would
+    freeze extend launches planned on the host, and SGLang's breakable prefill
+    graph (attention eager between captured segments, so it very likely works)
+    has never been run with this backend on a GPU. Head dims
     the Triton kernels cannot take (`model_config`) send decode to the torch tier,
     which is not graph-safe either.
     """
@@ -213,7 +216,11 @@ def cuda_graph_refusals(
                 getattr(server_args, "attention_backend", None),
                 getattr(server_args, "speculative_draft_attention_backend", None),
             ):
-                refusals[phase] = "extend metadata is built on the host per batch"
+                refusals[phase] = (
+                    "full prefill graphs would freeze extend launches planned on the host"
+                    if kind == "full"
+                    else f"{kind} prefill graphs are not yet validated with this backend on a GPU"
+                )
             continue
         if not (_decode_backend_is_amd(server_args) or draft_is_amd):
             continue
