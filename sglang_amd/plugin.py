@@ -59,10 +59,11 @@ def _validate_flags(server_args: Any, previous) -> None:
 
     view = resolved_view(server_args)
     moe, attention = moe_flags_used(view), bool(backend_flags_using_amd(view))
+    model_config = model_config_of(server_args) if moe or attention else None
     if moe:
-        check_moe_flags(view, getattr(model_config_of(server_args), "hf_config", None))
+        check_moe_flags(view, getattr(model_config, "hf_config", None))
     if attention:
-        check_server_args(view, model_config_of(server_args))
+        check_server_args(view, model_config)
     if not (moe or attention):
         return
     graphs = view.cuda_graph_config
@@ -70,9 +71,7 @@ def _validate_flags(server_args: Any, previous) -> None:
     refusals: dict[str, str] = {}
     if attention:
         tiers = [select(f"attention.{m}", device).tier.value for m in ("decode", "extend")]
-        refusals.update(
-            cuda_graph_refusals(view, graphs, *tiers, model_config=model_config_of(server_args))
-        )
+        refusals.update(cuda_graph_refusals(view, graphs, *tiers, model_config=model_config))
     if moe:
         moe_tier = select("moe.fused", device).tier.value
         for phase, why in moe_graph_refusals(view, graphs, moe_tier).items():

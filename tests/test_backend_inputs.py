@@ -18,32 +18,18 @@ import torch
 
 from sglang_amd.attention.support import UnsupportedConfigError, cuda_graph_refusals
 
+from .test_cuda_graph_hooks import _Pool
+
 pytestmark = [pytest.mark.sglang]
 
-CAPACITY, SLOTS, HEADS, DIM = 64, 256, (4, 2), 32
-
-
-class _Pool:
-    def __init__(self):
-        self.k = torch.zeros(SLOTS, HEADS[1], DIM)
-        self.v = torch.zeros(SLOTS, HEADS[1], DIM)
-
-    def get_key_buffer(self, layer_id):
-        return self.k
-
-    def get_value_buffer(self, layer_id):
-        return self.v
-
-    def set_kv_buffer(self, layer, loc, k, v):
-        self.k[loc.loc] = k.view(-1, *self.k.shape[1:])
-        self.v[loc.loc] = v.view(-1, *self.v.shape[1:])
+CAPACITY, HEADS, DIM = 64, (4, 2), 32
 
 
 def _runner(**kw):
     base = dict(
         device=torch.device("cpu"),
         req_to_token_pool=SimpleNamespace(req_to_token=torch.zeros(4, CAPACITY, dtype=torch.int32)),
-        token_to_kv_pool=_Pool(),
+        token_to_kv_pool=_Pool(HEADS[1], DIM),
         server_args=SimpleNamespace(attention_backend="amd", kv_cache_dtype="auto", device="cpu"),
         model_config=None,
         use_mla_backend=False,

@@ -165,16 +165,17 @@ def test_time_replayed_flushes_between_graph_replays_outside_the_graph():
 
 def test_moe_weights_quantize_in_bounded_chunks(monkeypatch):
     from sglang_amd.bench import moe
+    from sglang_amd.moe import reference
     from sglang_amd.moe.reference import quantize_experts
 
     seen: list[torch.Tensor] = []
-    real = moe.quantize_mxfp4
+    real = reference.quantize_mxfp4
 
     def recording(x, *args, **kwargs):
         seen.append(x)
         return real(x, *args, **kwargs)
 
-    monkeypatch.setattr(moe, "quantize_mxfp4", recording)
+    monkeypatch.setattr(reference, "quantize_mxfp4", recording)
     shape = moe.Shape("chunky", 16, 2, 128, 64)
     chunk = 3 * (2 * 64 * 128) * 4  # float32 bytes of three experts' w13
     w13, w2, q = moe.prepare_weights(shape, torch.device("cpu"), torch.bfloat16, chunk)
@@ -223,17 +224,18 @@ def _fake_timing(monkeypatch, moe):
 
 def test_moe_out_of_memory_in_one_shape_keeps_the_other_shapes_rows(monkeypatch):
     from sglang_amd.bench import moe
+    from sglang_amd.moe import reference
 
     _fake_timing(monkeypatch, moe)
     big, small = moe.Shape("big", 8, 2, 96, 32), moe.Shape("small", 8, 2, 64, 32)
-    real = moe.quantize_mxfp4
+    real = reference.quantize_mxfp4
 
     def oom_for_big(x, *args, **kwargs):
         if x.shape[-1] == 96:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(x, *args, **kwargs)
 
-    monkeypatch.setattr(moe, "quantize_mxfp4", oom_for_big)
+    monkeypatch.setattr(reference, "quantize_mxfp4", oom_for_big)
     cases = [(big, 1), (big, 16), (small, 1)]
     rows = moe.run(cases, torch.device("cpu"), torch.bfloat16)["rows"]
     big_rows = [r for r in rows if " big " in r.case]

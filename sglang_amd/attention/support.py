@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sglang_amd.attention.head_dims import unsupported_dims
+
 BACKEND_NAME = "amd"
 
 # KV-cache dtypes the pool stores as plain floats; the quantized ones need
@@ -191,8 +193,6 @@ def cuda_graph_refusals(
     the Triton kernels cannot take (`model_config`) send decode to the torch tier,
     which is not graph-safe either.
     """
-    from sglang_amd.attention.head_dims import unsupported_dims
-
     if not backend_flags_using_amd(server_args):
         return {}
     refusals = {}

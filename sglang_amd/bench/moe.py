@@ -40,9 +40,14 @@ from sglang_amd.bench.roofline import (
     time_replayed,
 )
 from sglang_amd.moe.experts import ExpertsOp
-from sglang_amd.moe.reference import Mxfp4Experts
+from sglang_amd.moe.reference import (
+    QUANT_CHUNK_BYTES,
+    Mxfp4Experts,
+    experts_per_chunk,
+    quantize_experts,
+)
 from sglang_amd.moe.routing import softmax_topk
-from sglang_amd.quant.mxfp4 import BLOCK, quantize_mxfp4
+from sglang_amd.quant.mxfp4 import BLOCK
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,8 @@ QWEN3_235B = Shape("qwen3-235b", 128, 8, 4096, 1536)
 GPU_CASES = [(s, t) for s in (DEEPSEEK_V3, QWEN3_235B) for t in (1, 8, 64, 512, 4096)]
 SMOKE_CASES = [(Shape("tiny", 8, 2, 64, 32), t) for t in (1, 16)]
 
-# Float32 bytes of expert weights handed to quantize_mxfp4 at once. It keeps
-# about four float32 temporaries of its input alive (4.3x its float32 size,
-# measured on CPU), so this bounds the quantization workspace to ~1.5 GiB
-# whatever the expert count; QUANT_WORKSPACE is the factor the pre-check assumes.
-QUANT_CHUNK_BYTES = 256 << 20
+# The workspace of quantizing one chunk of experts (`moe.reference.quantize_experts`),
+# in multiples of the chunk's float32 bytes, that the free-memory pre-check assumes.
 QUANT_WORKSPACE = 6
 
 
@@ -109,33 +111,8 @@ def prepare_bytes(shape: Shape, dtype: torch.dtype, chunk_bytes: int = QUANT_CHU
     in MXFP4, and the workspace of quantizing one chunk of experts."""
     weights = 3 * shape.hidden * shape.inter * shape.experts
     per_expert = 2 * shape.inter * shape.hidden  # w13's, the larger chunk
-    chunk = min(shape.experts, _experts_per_chunk(per_expert, chunk_bytes)) * per_expert * 4
+    chunk = min(shape.experts, experts_per_chunk(per_expert, chunk_bytes)) * per_expert * 4
     return int(weights * (dtype.itemsize + 0.5 + 1 / BLOCK) + QUANT_WORKSPACE * chunk)
-
-
-def _experts_per_chunk(per_expert: int, chunk_bytes: int) -> int:
-    return max(1, chunk_bytes // (4 * per_expert))
-
-
-def _quantize_chunked(w: torch.Tensor, chunk_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """quantize_mxfp4 of [E, N, K] experts, a few at a time, into preallocated
-    packed [E, N, K // 2] and scales [E, N, K // 32]."""
-    e, n, k = w.shape
-    packed = torch.empty(e, n, k // 2, dtype=torch.uint8, device=w.device)
-    scales = torch.empty(e, n, k // BLOCK, dtype=torch.uint8, device=w.device)
-    step = _experts_per_chunk(n * k, chunk_bytes)
-    for first in range(0, e, step):
-        p, s = quantize_mxfp4(w[first : first + step])
-        packed[first : first + step] = p
-        scales[first : first + step] = s
-    return packed, scales
-
-
-def quantize_experts_chunked(
-    w13: torch.Tensor, w2: torch.Tensor, chunk_bytes: int = QUANT_CHUNK_BYTES
-) -> Mxfp4Experts:
-    """`moe.reference.quantize_experts` (same bytes) with bounded workspace."""
-    return Mxfp4Experts(*_quantize_chunked(w13, chunk_bytes), *_quantize_chunked(w2, chunk_bytes))
 
 
 def prepare_weights(
@@ -149,7 +126,7 @@ def prepare_weights(
 
     w13 = weights(shape.experts, 2 * shape.inter, shape.hidden)
     w2 = weights(shape.experts, shape.hidden, shape.inter)
-    return w13, w2, quantize_experts_chunked(w13, w2, chunk_bytes)
+    return w13, w2, quantize_experts(w13, w2, chunk_bytes=chunk_bytes)
 
 
 def _free_bytes(device: torch.device) -> int | None:

@@ -38,10 +38,44 @@ class Mxfp4Experts:
         )
 
 
+# Float32 bytes of expert weights handed to quantize_mxfp4 at once. It keeps
+# about four float32 temporaries of its input alive (4.3x its float32 size,
+# measured on CPU), so quantizing a few experts at a time bounds the workspace to
+# ~1.5 GiB whatever the expert count (DeepSeek-V3's 256 experts whole: ~150 GB).
+QUANT_CHUNK_BYTES = 256 << 20
+
+
+def experts_per_chunk(expert_numel: int, chunk_bytes: int = QUANT_CHUNK_BYTES) -> int:
+    """Experts of `expert_numel` weights each quantized together (at least one)."""
+    return max(1, chunk_bytes // (4 * expert_numel))
+
+
+def _quantize_in_chunks(
+    w: torch.Tensor, rounding: ScaleRounding, chunk_bytes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_mxfp4 of [E, N, K] experts, a few at a time, into preallocated
+    packed [E, N, K // 2] and scales [E, N, K // 32] (the same bytes as whole)."""
+    e, n, k = w.shape
+    packed = torch.empty(e, n, k // 2, dtype=torch.uint8, device=w.device)
+    scales = torch.empty(e, n, k // BLOCK, dtype=torch.uint8, device=w.device)
+    step = experts_per_chunk(n * k, chunk_bytes)
+    for first in range(0, e, step):
+        chunk = slice(first, first + step)
+        packed[chunk], scales[chunk] = quantize_mxfp4(w[chunk], rounding)
+    return packed, scales
+
+
 def quantize_experts(
-    w13: torch.Tensor, w2: torch.Tensor, rounding: ScaleRounding = "even"
+    w13: torch.Tensor,
+    w2: torch.Tensor,
+    rounding: ScaleRounding = "even",
+    chunk_bytes: int = QUANT_CHUNK_BYTES,
 ) -> Mxfp4Experts:
-    """Quantize bf16/fp32 expert weights to MXFP4, naming the size that does not fit."""
+    """Quantize bf16/fp32 expert weights to MXFP4, naming the size that does not fit.
+
+    Experts are quantized `experts_per_chunk` at a time, so the workspace stays
+    bounded by `chunk_bytes` (float32) whatever the expert count.
+    """
     hidden, inter = w13.shape[2], w2.shape[2]
     for name, size in (("hidden_size", hidden), ("moe_intermediate_size", inter)):
         if size % BLOCK:
@@ -49,9 +83,10 @@ def quantize_experts(
                 f"MXFP4 quantizes in blocks of {BLOCK} along the reduction dimension, but "
                 f"{name}={size} is not a multiple of {BLOCK}; serve this model unquantized"
             )
-    p13, s13 = quantize_mxfp4(w13, rounding)
-    p2, s2 = quantize_mxfp4(w2, rounding)
-    return Mxfp4Experts(p13, s13, p2, s2)
+    return Mxfp4Experts(
+        *_quantize_in_chunks(w13, rounding, chunk_bytes),
+        *_quantize_in_chunks(w2, rounding, chunk_bytes),
+    )
 
 
 def _expert_weights(

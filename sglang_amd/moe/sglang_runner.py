@@ -68,9 +68,11 @@ def check_runner_config(
     `flag`: the flag that sent this layer to our runner (default the runner flag;
     the MXFP4 method passes `--quantization amd_mxfp4`), named in the error.
     """
-    advice = f"Serve this model without {flag}." if flag else ""
-    flag = flag or f"--moe-runner-backend {RUNNER_NAME}"
-    advice = advice or "Use another --moe-runner-backend (e.g. auto) for this model."
+    if flag is None:
+        flag = f"--moe-runner-backend {RUNNER_NAME}"
+        advice = "Use another --moe-runner-backend (e.g. auto) for this model."
+    else:
+        advice = f"Serve this model without {flag}."
     problems = []
     if config.activation != "silu" or not config.is_gated:
         problems.append(

@@ -39,7 +39,7 @@ from sglang_amd import trace
 from sglang_amd.moe.reference import Mxfp4Experts
 from sglang_amd.moe.sglang_runner import AmdMoeQuantInfo, check_runner_config
 from sglang_amd.moe.support import QUANT_NAME, RUNNER_NAME
-from sglang_amd.quant.mxfp4 import BLOCK, E8M0_NAN, ScaleRounding
+from sglang_amd.quant.mxfp4 import BLOCK, E8M0_NAN, ScaleRounding, dequantize_mxfp4
 from sglang_amd.quant.mxfp4_checkpoint import Mxfp4CheckpointLayout, parse_quark_mxfp4
 from sglang_amd.tiers import Tier, select
 
@@ -120,6 +120,29 @@ def _uint8_param(layer, name, shape, attrs, fill: int | None = None) -> None:
     param = torch.nn.Parameter(data, requires_grad=False)
     layer.register_parameter(name, param)
     set_weight_attrs(param, attrs)
+
+
+def _linear_weight_attrs(
+    layer: torch.nn.Module, prefix: str, k: int, output_partition_sizes: list[int], extra: dict
+) -> dict:
+    """Check the per-rank reduction size and give the attrs SGLang's linear loaders
+    shard by (weight [N, K...], N along dim 0)."""
+    _check_blocked("input size", k, f"layer {prefix}'s per-rank")
+    layer.logical_widths = output_partition_sizes
+    return {"input_dim": 1, "output_dim": 0, **extra}
+
+
+def _packed_linear_params(
+    layer: torch.nn.Module, k: int, n: int, attrs: dict, loaders: dict | None = None
+) -> None:
+    """A linear as a Quark export stores it: weight [N, K/2] uint8 and weight_scale
+    [N, K/32] E8M0 (poisoned, so one left unloaded shows); `loaders` per name."""
+    for name, shape, fill in (
+        ("weight", (n, k // 2), None),
+        ("weight_scale", (n, k // BLOCK), E8M0_NAN),
+    ):
+        extra = {"weight_loader": loaders[name]} if loaders else {}
+        _uint8_param(layer, name, shape, {**attrs, **extra}, fill=fill)
 
 
 class AmdMxfp4Config(QuantizationConfig):
@@ -315,16 +338,15 @@ class AmdMxfp4LinearMethod(LinearMethodBase):
         **extra_weight_attrs: Any,
     ) -> None:
         k, n = input_size_per_partition, sum(output_partition_sizes)
-        _check_blocked("input size", k, f"layer {self.prefix}'s per-rank")
-        attrs = {"input_dim": 1, "output_dim": 0, **extra_weight_attrs}
-        layer.logical_widths = output_partition_sizes
+        attrs = _linear_weight_attrs(
+            layer, self.prefix, k, output_partition_sizes, extra_weight_attrs
+        )
         if self.online:
             param = torch.nn.Parameter(torch.empty(n, k, dtype=params_dtype), requires_grad=False)
             layer.register_parameter("weight", param)
             set_weight_attrs(param, attrs)
             return
-        _uint8_param(layer, "weight", (n, k // 2), attrs)
-        _uint8_param(layer, "weight_scale", (n, k // BLOCK), attrs, fill=E8M0_NAN)
+        _packed_linear_params(layer, k, n, attrs)
 
     def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
         if self.online:
@@ -366,10 +388,11 @@ class Mxfp4DecodedAtLoadLinearMethod(LinearMethodBase):
         params_dtype: torch.dtype,
         **extra_weight_attrs: Any,
     ) -> None:
-        k, n = input_size_per_partition, sum(output_partition_sizes)
-        _check_blocked("input size", k, f"layer {self.prefix}'s per-rank")
-        layer.logical_widths = output_partition_sizes
         loader = extra_weight_attrs.pop("weight_loader")
+        k, n = input_size_per_partition, sum(output_partition_sizes)
+        attrs = _linear_weight_attrs(
+            layer, self.prefix, k, output_partition_sizes, extra_weight_attrs
+        )
         pending, lock = {"weight", "weight_scale"}, threading.Lock()
         layer.mxfp4_pending = pending  # names still to load; empty once decoded
 
@@ -384,21 +407,9 @@ class Mxfp4DecodedAtLoadLinearMethod(LinearMethodBase):
 
             return load
 
-        attrs = {"input_dim": 1, "output_dim": 0, **extra_weight_attrs}
-        _uint8_param(
-            layer, "weight", (n, k // 2), {**attrs, "weight_loader": load_then_decode("weight")}
-        )
-        _uint8_param(
-            layer,
-            "weight_scale",
-            (n, k // BLOCK),
-            {**attrs, "weight_loader": load_then_decode("weight_scale")},
-            fill=E8M0_NAN,
-        )
+        _packed_linear_params(layer, k, n, attrs, {m: load_then_decode(m) for m in pending})
 
     def _decode(self, layer: torch.nn.Module, dtype: torch.dtype) -> None:
-        from sglang_amd.quant.mxfp4 import dequantize_mxfp4
-
         _check_scales_loaded(layer, ("weight_scale",), self.prefix)
         weight = dequantize_mxfp4(layer.weight.data, layer.weight_scale.data, dtype)
         del layer.weight_scale
