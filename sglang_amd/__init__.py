@@ -7,4 +7,3 @@ points in pyproject.toml (`plugin.register`, `platform.activate`).
 
 __version__ = "0.1.0"
 SGLANG_VERSION = "0.5.23"
-CPU_PLATFORM_NAME = "sglang_amd_cpu"  # entry point in sglang.srt.platforms; SGLANG_PLATFORM value

@@ -39,8 +39,7 @@ def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[lis
     """The launch_server arguments and extra environment `sglang-amd serve ARGS` uses."""
     import torch
 
-    from sglang_amd import CPU_PLATFORM_NAME
-    from sglang_amd.attention.support import BACKEND_NAME
+    from sglang_amd.flags import ATTENTION_BACKEND, CPU_PLATFORM
 
     if has_gpu is None:
         has_gpu = torch.cuda.is_available()
@@ -60,7 +59,7 @@ def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[lis
         argv = ["--model-path", str(smollm2_path())] + argv
     if cpu:
         if "SGLANG_PLATFORM" not in os.environ:
-            env["SGLANG_PLATFORM"] = CPU_PLATFORM_NAME
+            env["SGLANG_PLATFORM"] = CPU_PLATFORM
         if not _has_flag(argv, "--device"):
             argv += ["--device", "cpu"]
         if _has_flag(argv, "--speculative-algorithm"):
@@ -70,7 +69,7 @@ def serve_args(args: Sequence[str], *, has_gpu: bool | None = None) -> tuple[lis
                 if var not in os.environ:
                     env[var] = value
     if not _has_flag(argv, "--attention-backend"):
-        argv += ["--attention-backend", BACKEND_NAME]
+        argv += ["--attention-backend", ATTENTION_BACKEND]
     return argv, env
 
 
@@ -90,14 +89,13 @@ def _serve(args: Sequence[str]) -> int:
     from sglang.srt.server_args import prepare_server_args
     from sglang.srt.utils import kill_process_tree
 
-    from sglang_amd.attention.support import UnsupportedConfigError
-    from sglang_amd.tiers import TierError
+    from sglang_amd.flags import SglangAmdError
 
     load_plugins()
     server_args = prepare_server_args(argv)
     try:
         run_server(server_args)
-    except (UnsupportedConfigError, TierError) as exc:
+    except SglangAmdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -116,10 +114,18 @@ def env_report() -> str:
     """What `sglang-amd env` prints."""
     import torch
 
-    from sglang_amd.target_info import device_kind, gpu_name, probe_aiter, probe_triton
+    from sglang_amd.capability import NOT_YET, capabilities
+    from sglang_amd.target_info import (
+        current_target,
+        device_kind,
+        gpu_name,
+        probe_aiter,
+        probe_triton,
+    )
     from sglang_amd.tiers import OPS, TIER_ORDER, TierError, select
 
     device = device_kind()
+    target = current_target()
     sglang = _version("sglang")
     lines = [
         f"sglang-amd {__version__}",
@@ -133,6 +139,8 @@ def env_report() -> str:
         f"triton     {_version('triton')}",
         f"aiter      {_version('amd-aiter')}",
         f"device     {device}: {gpu_name()}",
+        f"target     {target.arch} ({target.vendor}, {target.compute_units} compute units, "
+        f"warp {target.warp_size}): the launch flags' key",
         f"SGLANG_PLATFORM={os.environ.get('SGLANG_PLATFORM', '')}",
         f"triton tier: {probe_triton().reason}",
         f"aiter tier:  {probe_aiter().reason}",
@@ -150,15 +158,20 @@ def env_report() -> str:
             if tier != sel.tier and TIER_ORDER.index(tier) < TIER_ORDER.index(sel.tier):
                 lines.append(f"{'':<18} {'- ' + tier.value:<7} skipped: {answer.reason}")
         lines.append(f"{'':<18} (force with {' or '.join(spec.env_vars)}=aiter|triton|torch)")
+    lines += ["", "capabilities (flags -> ops)"]
+    for cap in capabilities():
+        lines.append(f"  {cap.name:<10} {', '.join(cap.flags)} -> {', '.join(cap.ops)}")
+    lines += ["", "not yet (refused at start or absent; see the README):"]
+    lines += [f"  - {item}" for item in NOT_YET]
     lines += ["", *graph_report(device, _selected_tiers())]
     return "\n".join(lines)
 
 
 def _selected_tiers() -> dict[str, str]:
-    from sglang_amd.tiers import TierError, select
+    from sglang_amd.tiers import OPS, TierError, select
 
     tiers = {}
-    for op in ("attention.decode", "attention.extend", "moe.fused"):
+    for op in OPS:
         try:
             tiers[op] = select(op).tier.value
         except TierError:
@@ -167,38 +180,26 @@ def _selected_tiers() -> dict[str, str]:
 
 
 def graph_report(device: str, tiers: dict[str, str]) -> list[str]:
-    """Which CUDA-graph phases our flags keep on this machine (default graph config:
-    full decode graphs, breakable prefill graphs), from the same rules the plugin
-    applies at server start. `tiers`: op name -> tier value."""
+    """Which CUDA-graph phases each capability's flags keep on this machine (default
+    graph config: full decode graphs, breakable prefill graphs), from the same rules
+    the plugin applies at server start. `tiers`: op name -> tier value."""
     from types import SimpleNamespace
 
-    from sglang_amd.attention.support import cuda_graph_refusals
-    from sglang_amd.moe.support import moe_graph_refusals
+    from sglang_amd.capability import capabilities, graph_refusals
 
     if device == "cpu":
         return ["CUDA graphs: not on this machine (no GPU)"]
     graphs = SimpleNamespace(
         decode=SimpleNamespace(backend="full"), prefill=SimpleNamespace(backend="breakable")
     )
-    setups = {
-        "--attention-backend amd": dict(attention_backend="amd"),
-        "  + --speculative-algorithm EAGLE": dict(
-            attention_backend="amd", speculative_algorithm="EAGLE"
-        ),
-        "--moe-runner-backend amd": dict(moe_runner_backend="amd"),
-    }
     lines = ["CUDA graphs with these tiers (decode: full, prefill: breakable)"]
-    for flags, values in setups.items():
-        args = SimpleNamespace(device="cuda", **values)
-        if "moe_runner_backend" in values:
-            refused = moe_graph_refusals(args, graphs, tiers["moe.fused"])
-        else:
-            refused = cuda_graph_refusals(
-                args, graphs, tiers["attention.decode"], tiers["attention.extend"]
-            )
-        for phase in ("decode", "prefill"):
-            state = f"off: {refused[phase]}" if phase in refused else "captured"
-            lines.append(f"  {flags:<34} {phase:<8} {state}")
+    for cap in capabilities():
+        for flags, values in cap.env_setups.items():
+            args = SimpleNamespace(device="cuda", **values)
+            refused = graph_refusals(args, graphs, None, tier_of=tiers.__getitem__)
+            for phase in ("decode", "prefill"):
+                state = f"off: {refused[phase]}" if phase in refused else "captured"
+                lines.append(f"  {flags:<34} {phase:<8} {state}")
     return lines
 
 

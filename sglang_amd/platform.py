@@ -17,12 +17,11 @@ import torch
 from sglang.srt.platforms.cpu import CpuSRTPlatform
 from sglang.srt.platforms.device_mixin import PlatformEnum
 
-from sglang_amd import CPU_PLATFORM_NAME
-from sglang_amd.attention.support import BACKEND_NAME, SPECULATIVE_ALGORITHMS
+from sglang_amd.flags import ATTENTION_BACKEND, CPU_PLATFORM, SPECULATIVE_ALGORITHMS
 
 logger = logging.getLogger(__name__)
 
-PLATFORM_NAME = CPU_PLATFORM_NAME
+PLATFORM_NAME = CPU_PLATFORM
 
 # SGLang sizes the KV pool from free RAM (14 GB on a 24 GB machine, 20 s to
 # allocate). A reference platform serves small models for correctness work, so
@@ -47,16 +46,16 @@ class AmdCpuReferencePlatform(CpuSRTPlatform):
     _enum = PlatformEnum.OOT
 
     def get_default_attention_backend(self) -> str:
-        return BACKEND_NAME
+        return ATTENTION_BACKEND
 
     def get_default_speculative_draft_attention_backend(self, algorithm: str) -> str:
-        return BACKEND_NAME
+        return ATTENTION_BACKEND
 
     def supports_speculative_algorithm(self, algorithm: str) -> bool:
         return str(algorithm).upper() in SPECULATIVE_ALGORITHMS
 
     def supports_speculative_draft_attention_backend(self, algorithm: str, backend: str) -> bool:
-        return backend == BACKEND_NAME and self.supports_speculative_algorithm(algorithm)
+        return backend == ATTENTION_BACKEND and self.supports_speculative_algorithm(algorithm)
 
     def get_speculative_cache_locs_fn(self):
         return speculative_cache_locs
@@ -68,9 +67,9 @@ class AmdCpuReferencePlatform(CpuSRTPlatform):
                     "sglang-amd cpu platform: --attention-backend %s needs sgl-kernel's "
                     "CPU build; using %s",
                     server_args.attention_backend,
-                    BACKEND_NAME,
+                    ATTENTION_BACKEND,
                 )
-            server_args.attention_backend = BACKEND_NAME
+            server_args.attention_backend = ATTENTION_BACKEND
         if server_args.max_total_tokens is None:
             server_args.max_total_tokens = DEFAULT_MAX_TOTAL_TOKENS
 

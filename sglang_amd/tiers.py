@@ -1,31 +1,58 @@
-"""The one place that decides which kernel tier serves each op.
+"""The one registry of tiered ops: which implementations each op has, which serves.
 
 Tiers, best first: aiter (ROCm, when importable) -> our Triton kernels (ROCm,
 CUDA, or the CPU interpreter) -> the torch reference (any device, and the oracle
-for tests). Each op lists the tiers this package implements for it; `select`
-walks them in order and returns the first whose probe passes.
+for tests). `OPS` lists, per op, the implementations this package has, each as a
+lazily imported function with its own per-call refusal ("why this call cannot
+run here"). Adding a tier to an op (aiter next) is one `Impl` entry.
+
+  select(op, device)       the tier for a device, probed once (honours forcing)
+  TieredOp(op, device)     an op bound to a device: each call runs the selected
+                           tier's implementation, or, when it refuses the call,
+                           the next tier down that accepts it (one log line per
+                           distinct reason); when none accepts, one error that
+                           lists every tier's reason
 
 Forcing: `SGLANG_AMD_<OP>_TIER` (e.g. SGLANG_AMD_ATTENTION_DECODE_TIER), the
 family's `SGLANG_AMD_ATTENTION_TIER`, or the global `SGLANG_AMD_TIER`, most
 specific first, with values auto|aiter|triton|torch. A forced tier that cannot
 serve raises `TierUnavailableError` naming the variable; it never falls back
-silently. A tier that cannot serve one *request* (a shape it lacks) falls back
-through `fallback_once`, which logs one line per distinct reason.
-
-Never imports sglang: `sglang-amd env` and the GPU test image use it too.
+silently. Never imports sglang: `sglang-amd env` and the GPU test image use it.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 import torch
 
+from sglang_amd import trace
+from sglang_amd.flags import TierError, TierUnavailableError
 from sglang_amd.target_info import Probe, probe_aiter, probe_triton
+
+__all__ = [
+    "GLOBAL_TIER_ENV",
+    "OPS",
+    "TIER_ORDER",
+    "Impl",
+    "OpSpec",
+    "Selection",
+    "Tier",
+    "TierError",
+    "TierRefusedError",
+    "TierUnavailableError",
+    "TieredOp",
+    "fallback_once",
+    "probe",
+    "select",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,21 +74,57 @@ _DEVICE_PROBES: dict[Tier, Callable[[torch.device | None], Probe]] = {
 }
 
 
-class TierError(ValueError):
-    """Bad tier configuration; the message names the variable to change."""
+class TierRefusedError(RuntimeError):
+    """Every tier left for this op refused one call (e.g. the only tier that takes
+    it reads the host, inside a CUDA-graph capture); the message says each why."""
 
 
-class TierUnavailableError(TierError):
-    """A forced tier cannot serve this op on this machine."""
+@functools.cache
+def _resolve(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One tier's implementation of an op.
+
+    `fn` and `refusal` are "module:function" paths, imported on first use (so
+    selecting a tier never imports Triton kernels it does not run). Both take the
+    op's call arguments; `refusal` returns why this call cannot run on this tier
+    (None: it can), and None means the tier takes every call.
+    """
+
+    tier: Tier
+    fn: str
+    refusal: str | None = None
+
+    def refuse(self, *args: Any, **kwargs: Any) -> str | None:
+        return None if self.refusal is None else _resolve(self.refusal)(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _resolve(self.fn)(*args, **kwargs)
 
 
 @dataclass(frozen=True)
 class OpSpec:
-    """An op and the tiers this package implements for it."""
+    """An op, the implementations this package has for it, and its trace event.
+
+    `trace_fields` ("module:function" or None) turns a call's arguments into the
+    fields of the `trace_event` line (SGLANG_AMD_TRACE) recorded with the tier."""
 
     name: str
     description: str
-    implemented: tuple[Tier, ...]
+    impls: tuple[Impl, ...]
+    trace_event: str | None = None
+    trace_fields: str | None = None
+
+    @property
+    def implemented(self) -> tuple[Tier, ...]:
+        return tuple(i.tier for i in self.impls)
+
+    def impl(self, tier: Tier) -> Impl:
+        return next(i for i in self.impls if i.tier is tier)
 
     @property
     def env_var(self) -> str:
@@ -88,33 +151,59 @@ class Selection:
     considered: tuple[tuple[Tier, Probe], ...]
 
 
+_ATTN = "sglang_amd.attention.attend"
+_MOE = "sglang_amd.moe.experts"
+_LINEAR = "sglang_amd.quant.mxfp4_linear"
+_MXFP4 = "sglang_amd.quant.mxfp4"
+
 OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
         OpSpec(
             "attention.extend",
             "paged attention for extend: prefill over a cached radix prefix, chunked prefill",
-            (Tier.TRITON, Tier.TORCH),
+            (
+                Impl(Tier.TRITON, f"{_ATTN}:extend_triton", f"{_ATTN}:triton_refusal"),
+                Impl(Tier.TORCH, f"{_ATTN}:attend_torch", f"{_ATTN}:torch_refusal"),
+            ),
+            trace_event="forward_extend",
         ),
         OpSpec(
             "attention.decode",
             "paged attention for decode: split-KV flash decoding, GQA/MQA and MLA",
-            (Tier.TRITON, Tier.TORCH),
+            (
+                Impl(Tier.TRITON, f"{_ATTN}:decode_triton", f"{_ATTN}:triton_refusal"),
+                Impl(Tier.TORCH, f"{_ATTN}:attend_torch", f"{_ATTN}:torch_refusal"),
+            ),
+            trace_event="forward_decode",
         ),
         OpSpec(
             "moe.fused",
             "fused MoE experts (--moe-runner-backend amd), bf16 or MXFP4 (W4A16) weights",
-            (Tier.TRITON, Tier.TORCH),
+            (
+                Impl(Tier.TRITON, "sglang_amd.moe.fused:fused_moe", f"{_MOE}:triton_refusal"),
+                Impl(Tier.TORCH, "sglang_amd.moe.reference:fused_moe_reference", f"{_MOE}:torch_refusal"),
+            ),
+            trace_event="forward_moe",
+            trace_fields=f"{_MOE}:trace_fields",
         ),
         OpSpec(
             "quant.mxfp4_linear",
             "dense linear with MXFP4 weights (W4A16, or A4W4 for Quark A4W4 exports)",
-            (Tier.TRITON, Tier.TORCH),
+            (
+                Impl(Tier.TRITON, f"{_LINEAR}:mxfp4_linear", f"{_LINEAR}:triton_refusal"),
+                Impl(Tier.TORCH, f"{_LINEAR}:mxfp4_linear_reference"),
+            ),
+            trace_event="forward_mxfp4_linear",
+            trace_fields=f"{_LINEAR}:trace_fields",
         ),
         OpSpec(
             "quant.mxfp4",
-            "MXFP4 quantize/dequantize (bit-exact across tiers)",
-            (Tier.TRITON, Tier.TORCH),
+            "MXFP4 quantize (bit-exact across tiers): weights quantized at load",
+            (
+                Impl(Tier.TRITON, "sglang_amd.quant.mxfp4_triton:quantize_mxfp4_triton"),
+                Impl(Tier.TORCH, f"{_MXFP4}:quantize_mxfp4"),
+            ),
         ),
     )
 }
@@ -161,6 +250,56 @@ def select(op: str, device: torch.device | str | None = None) -> Selection:
         if answer.ok:
             return Selection(op, tier, answer.reason, None, considered)
     raise AssertionError("the torch tier always serves")  # pragma: no cover
+
+
+class TieredOp:
+    """An op on one device: the tier chosen once, every call dispatched through it.
+
+    A call the selected tier refuses goes to the next implemented tier below it
+    that runs on this device and accepts the call (`fallback_once` logs it);
+    `TierRefusedError` when none does. `selection` may be replaced (tests do).
+    """
+
+    def __init__(
+        self, op: str, device: torch.device | str | None = None, selection: Selection | None = None
+    ):
+        self.spec = OPS[op]
+        self.selection = selection or select(op, device)
+
+    @property
+    def tier(self) -> Tier:
+        return self.selection.tier
+
+    def _chain(self) -> list[Impl]:
+        ok = {tier for tier, answer in self.selection.considered if answer.ok}
+        start = TIER_ORDER.index(self.selection.tier)
+        return [
+            self.spec.impl(tier)
+            for tier in TIER_ORDER[start:]
+            if tier in self.spec.implemented and (tier is self.selection.tier or tier in ok)
+        ]
+
+    def pick(self, *args: Any, **kwargs: Any) -> Impl:
+        """The implementation that serves this call."""
+        refused: list[tuple[Tier, str]] = []
+        for impl in self._chain():
+            reason = impl.refuse(*args, **kwargs)
+            if reason is None:
+                if refused:
+                    fallback_once(self.spec.name, refused[0][0], refused[0][1], to=impl.tier)
+                return impl
+            refused.append((impl.tier, reason))
+        raise TierRefusedError(
+            f"sglang-amd: no tier of {self.spec.name} can run this call: "
+            + "; ".join(f"{tier.value}: {why}" for tier, why in refused)
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        impl = self.pick(*args, **kwargs)
+        if self.spec.trace_event is not None:
+            fields = _resolve(self.spec.trace_fields)(*args, **kwargs) if self.spec.trace_fields else {}
+            trace.record(self.spec.trace_event, tier=impl.tier.value, **fields)
+        return impl(*args, **kwargs)
 
 
 _fallbacks_logged: set[tuple[str, str, str]] = set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from sglang_amd import CPU_PLATFORM_NAME
+from sglang_amd.flags import CPU_PLATFORM
 
 ENGINE_DEFAULTS = dict(
     device="cpu",
@@ -35,7 +35,7 @@ def ensure_cpu_platform() -> None:
     first use of `sglang.srt.platforms.current_platform`; conftest calls it at
     import for that reason, and the engine fixtures again for direct users.
     """
-    os.environ.setdefault("SGLANG_PLATFORM", CPU_PLATFORM_NAME)
+    os.environ.setdefault("SGLANG_PLATFORM", CPU_PLATFORM)
 
 
 def _apply_env(wanted: dict[str, str], keys: dict[str, str | None]) -> None:

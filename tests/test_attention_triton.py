@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sglang_amd.attention.decode import paged_decode
-from sglang_amd.attention.decode_details.heuristics import choose_num_splits, decode_flags
 from sglang_amd.attention.extend import paged_extend
 from sglang_amd.attention.head_dims import split_qk_dim, unsupported_dims
+from sglang_amd.attention.opt_flags import choose_num_splits, decode_flags
 from sglang_amd.attention.spec_layout import full_verify_mask
+from sglang_amd.target_info import current_target
 from sglang_amd.testing import capture_cuda_graph, make_paged_batch, poisoned_like, tolerance
 from sglang_amd.testing import reference_attention as reference
 
@@ -104,7 +105,7 @@ def test_decode_forced_split_counts_agree(splits, min_len):
     from dataclasses import replace
 
     batch = make_paged_batch([(0, 1), (1, 1), (50, 1), (400, 1)], 4, 2, 32, device=DEVICE)
-    flags = decode_flags(batch.q.device, 4, 2, 2, 401, 32, 32)
+    flags = decode_flags(current_target(batch.q.device), 4, 2, 2, 401, 32, 32)
     flags = replace(flags, num_splits=splits, min_split_len=min_len, block_n=16)
     check(run_decode(batch, 0.2, flags=flags), reference(batch, 0.2), torch.float32)
 

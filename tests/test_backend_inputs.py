@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sglang_amd.attention.support import UnsupportedConfigError, cuda_graph_refusals
+from sglang_amd.attention.support import cuda_graph_refusals
+from sglang_amd.flags import UnsupportedConfigError
 
 from .test_cuda_graph_hooks import _Pool
 
@@ -38,7 +39,7 @@ def _runner(**kw):
 
 
 def _backend(**kw):
-    from sglang_amd.attention.backend import AmdAttnBackend
+    from sglang_amd.attention.sglang_backend import AmdAttnBackend
 
     return AmdAttnBackend(_runner(**kw))
 
@@ -179,7 +180,7 @@ def test_verify_width_is_the_runners_not_the_flag():
 
 
 def test_draft_steps_page_by_the_runners_page_size():
-    from sglang_amd.attention.draft_backend import AmdDraftStepBackend
+    from sglang_amd.attention.sglang_draft_backend import AmdDraftStepBackend
 
     runner = _runner(page_size=16)
     runner.server_args.page_size = None  # as typed: SGLang resolved it on the runner

@@ -217,7 +217,7 @@ def test_moe_prepare_peak_memory_is_weights_plus_a_chunk():
 
 def _fake_timing(monkeypatch, moe):
     """Rows without running kernels (or importing sglang): these tests are about which rows."""
-    monkeypatch.setattr(moe, "_sglang_peer", lambda *args: (None, "not run here"))
+    monkeypatch.setattr(moe, "sglang_moe_peer", lambda *args: (None, "not run here"))
     monkeypatch.setattr(moe, "time_fn", lambda fn, device, **kw: 1e-3)
     monkeypatch.setattr(moe, "time_replayed", lambda fn, device, **kw: (1e-3, "eager"))
 

@@ -52,7 +52,7 @@ class _Pool:
 
 
 def _backend(heads: tuple[int, int], dim: int):
-    from sglang_amd.attention.backend import AmdAttnBackend
+    from sglang_amd.attention.sglang_backend import AmdAttnBackend
 
     runner = SimpleNamespace(
         device=torch.device("cpu"),
@@ -103,7 +103,7 @@ def _static_batch():
 @pytest.mark.parametrize("heads,dim", [((8, 2), 64), ((4, 4), 32)])
 def test_capture_time_metadata_serves_every_replay(heads, dim):
     backend = _backend(heads, dim)
-    assert backend.selections["decode"].tier.value == "triton"
+    assert backend.ops["decode"].tier.value == "triton"
     layer = _layer(heads, dim)
     pool, r2t = backend.token_to_kv_pool, backend.req_to_token_pool.req_to_token
     static = _static_batch()

@@ -10,12 +10,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from sglang_amd.attention.support import UnsupportedConfigError
+from sglang_amd.flags import UnsupportedConfigError
 from sglang_amd.moe.reference import fused_moe_reference, quantize_experts
 from sglang_amd.moe.routing import softmax_topk
 from sglang_amd.moe.support import moe_flag_problems
+from sglang_amd.quant.support import quant_flag_problems
 
 pytestmark = [pytest.mark.sglang]
+
+
+def _flag_problems(server_args, hf_config, **kw):
+    """Both families' start rules for MoE flags, in the order they are reported."""
+    return moe_flag_problems(server_args, hf_config, **kw) + quant_flag_problems(
+        server_args, hf_config
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -108,7 +116,8 @@ def _moe_layer(num_experts, hidden):
 
 
 def test_mxfp4_method_quantizes_at_load_and_serves():
-    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4MoEMethod
+    from sglang_amd.moe.sglang_mxfp4_experts import AmdMxfp4MoEMethod
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config
 
     torch.manual_seed(0)
     experts, hidden, inter, tokens, k = 8, 64, 96, 21, 2
@@ -137,7 +146,8 @@ def test_mxfp4_method_quantizes_at_load_and_serves():
 
 
 def test_mxfp4_method_names_the_size_that_does_not_fit():
-    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4MoEMethod
+    from sglang_amd.moe.sglang_mxfp4_experts import AmdMxfp4MoEMethod
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config
 
     method = AmdMxfp4MoEMethod(AmdMxfp4Config())
     with pytest.raises(ValueError, match="moe_intermediate_size=40 is not a multiple of 32"):
@@ -186,20 +196,20 @@ def _args(**kw):
 
 def test_start_checks_name_the_flag():
     moe = SimpleNamespace(num_experts=8, hidden_size=128, moe_intermediate_size=80)
-    assert moe_flag_problems(_args(), moe) == []
-    assert moe_flag_problems(_args(moe_runner_backend="amd"), moe) == []
-    (p,) = moe_flag_problems(_args(quantization="amd_mxfp4"), moe)
+    assert _flag_problems(_args(), moe) == []
+    assert _flag_problems(_args(moe_runner_backend="amd"), moe) == []
+    (p,) = _flag_problems(_args(quantization="amd_mxfp4"), moe)
     assert "--quantization amd_mxfp4" in p and "moe_intermediate_size per rank is 80" in p
     ok = SimpleNamespace(num_experts=8, hidden_size=128, moe_intermediate_size=64)
-    assert moe_flag_problems(_args(quantization="amd_mxfp4"), ok) == []
-    (p,) = moe_flag_problems(_args(quantization="amd_mxfp4", tp_size=4), ok)
+    assert _flag_problems(_args(quantization="amd_mxfp4"), ok) == []
+    (p,) = _flag_problems(_args(quantization="amd_mxfp4", tp_size=4), ok)
     assert "per rank is 16" in p and "--tp-size" in p
-    (p,) = moe_flag_problems(_args(quantization="amd_mxfp4", moe_runner_backend="triton"), ok)
+    (p,) = _flag_problems(_args(quantization="amd_mxfp4", moe_runner_backend="triton"), ok)
     assert "--moe-runner-backend amd" in p and "not triton" in p
-    (p,) = moe_flag_problems(_args(moe_runner_backend="amd", moe_a2a_backend="deepep"), ok)
+    (p,) = _flag_problems(_args(moe_runner_backend="amd", moe_a2a_backend="deepep"), ok)
     assert "drop --moe-a2a-backend deepep" in p
     dense = SimpleNamespace(hidden_size=100, intermediate_size=90)
-    assert moe_flag_problems(_args(quantization="amd_mxfp4"), dense) == []
+    assert _flag_problems(_args(quantization="amd_mxfp4"), dense) == []
 
 
 def test_engine_refuses_at_start(tmp_path, smollm2_path):
@@ -281,22 +291,22 @@ def test_dense_option_is_parsed(monkeypatch):
 
 
 def test_forced_moe_tier_that_cannot_run_is_refused_at_start(monkeypatch):
-    from sglang_amd.moe.support import check_moe_flags
+    from sglang_amd.capability import check_start
     from sglang_amd.tiers import TierUnavailableError
 
     monkeypatch.setenv("SGLANG_AMD_MOE_TIER", "triton")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     args = _args(moe_runner_backend="amd", device="cpu")
     with pytest.raises(TierUnavailableError, match="SGLANG_AMD_MOE_TIER=triton"):
-        check_moe_flags(args, SimpleNamespace(num_experts=8, hidden_size=64))
+        check_start(args, SimpleNamespace(hf_config=SimpleNamespace(num_experts=8, hidden_size=64)))
 
 
 def test_per_rank_size_follows_moe_dp():
     """SGLang splits the experts' intermediate over tp / ep / moe_dp ranks: 1408 over
     tp 8 with moe_dp 2 is 352 per rank (a multiple of 32), not 176."""
     moe = SimpleNamespace(num_experts=8, hidden_size=128, moe_intermediate_size=1408)
-    assert moe_flag_problems(_args(quantization="amd_mxfp4", tp_size=8, moe_dp_size=2), moe) == []
-    (p,) = moe_flag_problems(_args(quantization="amd_mxfp4", tp_size=8), moe)
+    assert _flag_problems(_args(quantization="amd_mxfp4", tp_size=8, moe_dp_size=2), moe) == []
+    (p,) = _flag_problems(_args(quantization="amd_mxfp4", tp_size=8), moe)
     assert "per rank is 176" in p
 
 
@@ -313,7 +323,7 @@ def test_routed_scaling_is_applied_exactly_once(runner_scales, arch):
         architectures=[arch],
     )
     for flags in (dict(moe_runner_backend="amd"), dict(quantization="amd_mxfp4")):
-        problems = moe_flag_problems(_args(**flags), moe, runner_scales=runner_scales)
+        problems = _flag_problems(_args(**flags), moe, runner_scales=runner_scales)
         if runner_scales or arch.startswith("Deepseek"):
             assert problems == []
         else:
@@ -321,7 +331,7 @@ def test_routed_scaling_is_applied_exactly_once(runner_scales, arch):
             assert "routed_scaling_factor=2.5" in p and arch in p
             assert "--moe-runner-backend auto" in p
     moe.routed_scaling_factor = 1.0
-    assert moe_flag_problems(_args(moe_runner_backend="amd"), moe, runner_scales=False) == []
+    assert _flag_problems(_args(moe_runner_backend="amd"), moe, runner_scales=False) == []
 
 
 def test_self_scaling_models_still_scale_themselves_off_cuda():
@@ -348,8 +358,9 @@ def test_runner_scales_only_where_sglang_expects_it(monkeypatch):
 
 
 def test_quant_method_errors_name_the_quantization_flag():
+    from sglang_amd.moe.sglang_mxfp4_experts import AmdMxfp4MoEMethod
     from sglang_amd.moe.sglang_runner import MoeConfigError
-    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config, AmdMxfp4MoEMethod
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config
 
     layer = torch.nn.Module()
     layer.moe_runner_config = _runner_config(activation="gelu")

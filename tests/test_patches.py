@@ -116,11 +116,11 @@ def test_rocm_gate_lets_our_method_through_and_no_other(monkeypatch, hip):
     ROCm machine (simulated: the module's is_hip answering True), others keep the gate."""
     from sglang.srt.configs import model_config
 
-    from sglang_amd.moe.support import QUANT_NAME
+    from sglang_amd.flags import QUANTIZATION
 
     fake_is_hip = lambda: hip  # noqa: E731
     monkeypatch.setattr(model_config, "is_hip", fake_is_hip)
-    _verify(QUANT_NAME)
+    _verify(QUANTIZATION)
     assert model_config.is_hip is fake_is_hip, "the hook must restore is_hip"
     if hip:
         with pytest.raises(ValueError, match="not supported in ROCm"):
@@ -133,7 +133,7 @@ def test_rocm_gate_is_still_a_local_list():
     """If SGLang lets registered methods through on ROCm, patches/rocm_quantization.py can go."""
     from sglang.srt.configs.model_config import ModelConfig
 
-    from sglang_amd.moe.support import QUANT_NAME
+    from sglang_amd.flags import QUANTIZATION
 
     src = inspect.getsource(inspect.unwrap(ModelConfig._verify_quantization))
-    assert "rocm_supported_quantization = [" in src and QUANT_NAME not in src
+    assert "rocm_supported_quantization = [" in src and QUANTIZATION not in src

@@ -16,11 +16,12 @@ def test_register_is_idempotent_and_reaches_sglang():
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
 
     from sglang_amd import plugin
+    from sglang_amd.attention import sglang_registration
 
     for _ in range(3):
         plugin.register()
     assert ATTENTION_BACKEND_CHOICES.count("amd") == 1
-    assert ATTENTION_BACKENDS["amd"] is plugin._create_attention_backend
+    assert ATTENTION_BACKENDS["amd"] is sglang_registration.create_backend
     hooks = _HOOKS["handle_attention_backend_compatibility"]
     assert hooks.count(plugin._validate_flags) == 1
 

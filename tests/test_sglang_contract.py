@@ -83,7 +83,7 @@ def test_decode_graph_protocol_we_implement():
 
 
 def test_speculative_graph_protocol_we_implement():
-    """What our verify / draft-decode graph hooks rely on (backend.py, draft_backend.py):
+    """What our verify / draft-decode graph hooks rely on (sglang_backend.py, sglang_draft_backend.py):
     the EAGLE worker writes the tree into the target backend's `verify_mask` buffer
     when it fits, in the mask's layout; the draft-decode runner drives the multi-step
     container; draft-extend graphs are limited to a closed list of SGLang backends

@@ -109,7 +109,7 @@ def test_verify_capture_time_metadata_serves_every_replay(n):
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
     from sglang.srt.speculative.eagle_utils import TreeMaskMode
 
-    from sglang_amd.attention.backend import AmdAttnBackend
+    from sglang_amd.attention.sglang_backend import AmdAttnBackend
 
     backend = AmdAttnBackend(_runner(draft_tokens=n))
     assert backend.verify_mask is None  # eager servers keep SGLang's own mask
@@ -191,7 +191,7 @@ def test_eager_verify_reads_the_owned_qlen_only_buffer():
     QLEN_ONLY mask from SGLang; the eager path must read it as such."""
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
-    from sglang_amd.attention.backend import AmdAttnBackend
+    from sglang_amd.attention.sglang_backend import AmdAttnBackend
 
     n = 3
     backend = AmdAttnBackend(_runner(draft_tokens=n))
@@ -214,7 +214,8 @@ def test_eager_verify_reads_the_owned_qlen_only_buffer():
     )
     want = _verify_reference(b, prefix, n, tree)
     for tier in ("triton", "torch"):
-        backend.selections["extend"] = replace(backend.selections["extend"], tier=Tier(tier))
+        op = backend.ops["extend"]
+        op.selection = replace(op.selection, tier=Tier(tier))
         backend.init_forward_metadata(fb)
         out = backend.forward_extend(b.q.reshape(2 * n, -1), None, None, _layer(HEADS, DIM), fb)
         torch.testing.assert_close(out, want, **tolerance(torch.float32))
@@ -225,7 +226,7 @@ def test_eager_verify_reads_the_owned_qlen_only_buffer():
 def test_draft_decode_capture_time_metadata_serves_every_replay(topk, page_size):
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
-    from sglang_amd.attention.draft_backend import AmdMultiStepDraftBackend
+    from sglang_amd.attention.sglang_draft_backend import AmdMultiStepDraftBackend
 
     steps = 3
     runner = _runner(draft_worker=True, page_size=page_size)

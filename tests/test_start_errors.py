@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sglang_amd.attention.support import UnsupportedConfigError
+from sglang_amd.flags import UnsupportedConfigError
 from sglang_amd.tiers import TierUnavailableError
 
 pytestmark = [pytest.mark.sglang]
@@ -129,3 +129,4 @@ def test_speculative_algorithms_we_do_not_serve_are_refused():
     assert "--speculative-algorithm" in reason and "NGRAM" in reason and "EAGLE" in reason
     args.speculative_algorithm = "EAGLE3"
     assert unsupported_reasons(args, None) == []
+

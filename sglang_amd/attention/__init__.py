@@ -1,5 +1,9 @@
-"""Attention for SGLang's radix/paged KV pool.
+"""Attention for SGLang's radix/paged KV pool (`--attention-backend amd`).
 
-`reference.py` is the torch tier (the oracle); `support.py` says what the backend
-serves; `backend.py` is the SGLang adapter (the only module here importing sglang).
+Kernels: `decode.py` + `decode_details/`, `extend.py` + `extend_details/` (Triton),
+`reference.py` (torch tier, the oracle), launch flags in `opt_flags*.py`. The op
+entry points `tiers.OPS` names are in `attend.py`; start rules in `support.py`;
+the capability in `capability.py`. SGLang adapters: `sglang_backend.py`,
+`sglang_draft_backend.py`, `sglang_registration.py` (the only modules here that
+import sglang).
 """

@@ -1,8 +1,8 @@
 """Triton tier of paged attention decode (one query token per sequence).
 
 Split-KV flash decoding over SGLang's token-slot KV pool: see
-`decode_details/_split_kv.py` for the kernels and `decode_details/heuristics.py`
-for the split count. Serves MHA, GQA/MQA (query heads of one KV head share each
+`decode_details/_split_kv.py` for the kernels and `attention/opt_flags.py`
+for the launch flags (split count, tiles) per target. Serves MHA, GQA/MQA (query heads of one KV head share each
 K/V load), MLA in absorbed form (K = [latent | rope], V aliasing the latent),
 sliding window and logit soft-cap. `unsupported_reason` says, before launch,
 when a request needs the torch tier instead. Never imports sglang.
@@ -17,9 +17,10 @@ from sglang_amd.attention.decode_details._split_kv import (
     _decode_reduce_kernel,
     _decode_split_kernel,
 )
-from sglang_amd.attention.decode_details.heuristics import DecodeFlags, decode_flags
 from sglang_amd.attention.head_dims import split_qk_dim, unsupported_dims
-from sglang_amd.attention.triton_utils import dot_flags
+from sglang_amd.attention.opt_flags import DecodeFlags, decode_flags
+from sglang_amd.target_info import current_target
+from sglang_amd.triton_utils import dot_flags
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -66,7 +67,7 @@ def paged_decode(
         sliding_window: read only keys j with (kv_len - 1) - j <= window.
         logit_cap: > 0 applies cap * tanh(s / cap) to the scores.
         out: [B, Hq, Dv] written in place when given.
-        flags: launch parameters (default: `decode_flags` for this device/shape).
+        flags: launch parameters (default: `decode_flags` for this device's target/shape).
 
     Returns:
         [B, Hq, Dv] in q's dtype (or out's). A sequence with kv_len 0 gets zeros.
@@ -84,7 +85,9 @@ def paged_decode(
         return out
     if max_kv_len is None:
         max_kv_len = int(kv_lens.max().item())
-    flags = flags or decode_flags(q.device, batch, hkv, group, max_kv_len, d_qk, d_v)
+    flags = flags or decode_flags(
+        current_target(q.device), batch, hkv, group, max_kv_len, d_qk, d_v
+    )
     splits = flags.num_splits
     mid_o = torch.empty(batch, hq, splits, d_v, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(batch, hq, splits, dtype=torch.float32, device=q.device)

@@ -12,12 +12,11 @@ With `uniform_qo` (every sequence brings the same number of new tokens; the
 backend passes it for target verify) the launch reads no host lengths: the block table
 and offsets come from device ops on the tensors' shapes and `kv_lens`, so the
 launch can be captured in a CUDA graph and replayed with new lengths.
-Never imports sglang.
+Launch flags (tile sizes, warps, stages) come from `attention/opt_flags.py`,
+per target. Never imports sglang.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import triton
@@ -25,27 +24,11 @@ import triton
 from sglang_amd.attention.decode import unsupported_reason
 from sglang_amd.attention.extend_details._tiled import _extend_kernel
 from sglang_amd.attention.head_dims import split_qk_dim
-from sglang_amd.attention.triton_utils import dot_flags
-from sglang_amd.target_info import device_kind
+from sglang_amd.attention.opt_flags import ExtendFlags, extend_flags
+from sglang_amd.target_info import current_target
+from sglang_amd.triton_utils import dot_flags
 
-__all__ = ["ExtendFlags", "extend_flags", "paged_extend", "unsupported_reason"]
-
-
-@dataclass(frozen=True)
-class ExtendFlags:
-    block_m: int
-    block_n: int
-    num_warps: int
-    num_stages: int
-
-
-def extend_flags(device: torch.device, d_qk: int, d_v: int) -> ExtendFlags:
-    wide = max(d_qk, d_v) > 128
-    if device.type != "cuda":
-        return ExtendFlags(16, 16, 4, 1)  # interpreter: small tiles, small cost
-    if device_kind(device) == "rocm":
-        return ExtendFlags(64 if wide else 128, 32 if wide else 64, 4, 1)
-    return ExtendFlags(64 if wide else 128, 32 if wide else 64, 4 if wide else 8, 2 if wide else 3)
+__all__ = ["paged_extend", "unsupported_reason"]
 
 
 def _host_plan(
@@ -153,7 +136,7 @@ def paged_extend(
         out = q.new_empty(total, hq, d_v)
     if total == 0:
         return out
-    flags = flags or extend_flags(q.device, d_qk, d_v)
+    flags = flags or extend_flags(current_target(q.device), d_qk, d_v)
     mask_arg = None
     if custom_mask is not None:
         mask_arg = custom_mask.view(torch.uint8) if custom_mask.dtype == torch.bool else custom_mask

@@ -13,21 +13,17 @@ import os
 from typing import Any
 
 from sglang_amd.attention.head_dims import unsupported_dims
-
-BACKEND_NAME = "amd"
+from sglang_amd.flags import (
+    ATTENTION_BACKEND,
+    SPECULATIVE_ALGORITHMS,
+    UnsupportedConfigError,
+    env_on,
+    server_device,
+)
 
 # KV-cache dtypes the pool stores as plain floats; the quantized ones need
 # scale handling our kernels do not have yet.
 _FLOAT_KV_DTYPES = {"auto", "bf16", "bfloat16", "fp16", "float16", "half", "fp32", "float32"}
-
-
-# Draft-model speculative decoding through SGLang's EAGLE workers: target verify
-# with a tree mask, draft extend and multi-step draft decode (draft_backend.py).
-SPECULATIVE_ALGORITHMS = frozenset({"EAGLE", "EAGLE3", "NEXTN", "STANDALONE"})
-
-
-class UnsupportedConfigError(ValueError):
-    """A flag combination `--attention-backend amd` cannot serve."""
 
 
 def backend_flags_using_amd(server_args: Any) -> list[str]:
@@ -39,7 +35,7 @@ def backend_flags_using_amd(server_args: Any) -> list[str]:
         ("decode_attention_backend", "--decode-attention-backend"),
         ("speculative_draft_attention_backend", "--speculative-draft-attention-backend"),
     ):
-        if getattr(server_args, field, None) == BACKEND_NAME:
+        if getattr(server_args, field, None) == ATTENTION_BACKEND:
             flags.append(flag)
     return flags
 
@@ -54,22 +50,22 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
     kv = str(getattr(server_args, "kv_cache_dtype", "auto") or "auto").lower()
     if kv not in _FLOAT_KV_DTYPES:
         reasons.append(
-            f"{flag} {BACKEND_NAME} does not support --kv-cache-dtype {kv} yet; "
+            f"{flag} {ATTENTION_BACKEND} does not support --kv-cache-dtype {kv} yet; "
             "use --kv-cache-dtype auto (or bf16)"
         )
     spec = getattr(server_args, "speculative_algorithm", None)
     if spec and str(spec).upper() not in SPECULATIVE_ALGORITHMS:
         reasons.append(
-            f"{flag} {BACKEND_NAME} serves --speculative-algorithm "
+            f"{flag} {ATTENTION_BACKEND} serves --speculative-algorithm "
             f"{'/'.join(sorted(SPECULATIVE_ALGORITHMS))}, not {spec}; pick one of those "
             "or another --attention-backend"
         )
-    elif spec and _env_on("SGLANG_ENABLE_OVERLAP_PLAN_STREAM"):
+    elif spec and env_on("SGLANG_ENABLE_OVERLAP_PLAN_STREAM"):
         reasons.append(
-            f"{flag} {BACKEND_NAME} builds verify metadata after the draft stage; unset "
+            f"{flag} {ATTENTION_BACKEND} builds verify metadata after the draft stage; unset "
             "SGLANG_ENABLE_OVERLAP_PLAN_STREAM (it plans verify before the draft finishes)"
         )
-    elif spec and _device(server_args) == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    elif spec and server_device(server_args) == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         reasons.append(
             f"--speculative-algorithm {spec} on the CPU runs SGLang's speculative helper "
             "kernels (Triton) in Triton's interpreter: set TRITON_INTERPRET=1 in the "
@@ -81,25 +77,16 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
     return reasons
 
 
-def _env_on(name: str) -> bool:
-    """An SGLang boolean switch set in the environment (SGLang's EnvBool spellings)."""
-    return os.environ.get(name, "").strip().lower() in ("true", "1", "yes", "y")
-
-
-def _device(server_args: Any) -> str:
-    return str(getattr(server_args, "device", None) or "cuda").split(":")[0]
-
-
 def _model_reasons(model_config: Any, flag: str) -> list[str]:
     reasons = []
     if getattr(model_config, "is_encoder_decoder", False):
         reasons.append(
-            f"{flag} {BACKEND_NAME} does not serve encoder-decoder models; "
+            f"{flag} {ATTENTION_BACKEND} does not serve encoder-decoder models; "
             "pick another --attention-backend for this model"
         )
     if getattr(model_config, "is_hybrid_swa", False):
         reasons.append(
-            f"{flag} {BACKEND_NAME} does not serve hybrid sliding-window KV pools yet; "
+            f"{flag} {ATTENTION_BACKEND} does not serve hybrid sliding-window KV pools yet; "
             "pick another --attention-backend for this model"
         )
     return reasons
@@ -118,9 +105,8 @@ def check_server_args(server_args: Any, model_config: Any | None) -> None:
     if backend_flags_using_amd(server_args):
         from sglang_amd.tiers import select
 
-        device = _device(server_args)
         for op in ("attention.extend", "attention.decode"):
-            select(op, "cpu" if device == "cpu" else "cuda")
+            select(op, server_device(server_args))
 
 
 def check_model_runner(model_runner: Any) -> None:
@@ -144,7 +130,7 @@ def check_model_layers(model: Any) -> None:
             reasons.add(f"logit capping method {method!r} (only tanh)")
     if reasons:
         raise UnsupportedConfigError(
-            f"sglang-amd: --attention-backend {BACKEND_NAME} does not compute "
+            f"sglang-amd: --attention-backend {ATTENTION_BACKEND} does not compute "
             + "; ".join(sorted(reasons))
             + "; pick another --attention-backend for this model"
         )
@@ -168,7 +154,7 @@ def decode_head_dims(model_config: Any) -> tuple[int, int] | None:
 
 def _decode_backend_is_amd(server_args: Any) -> bool:
     decode = getattr(server_args, "decode_attention_backend", None)
-    return (decode or getattr(server_args, "attention_backend", None)) == BACKEND_NAME
+    return (decode or getattr(server_args, "attention_backend", None)) == ATTENTION_BACKEND
 
 
 def cuda_graph_refusals(
@@ -203,7 +189,7 @@ def cuda_graph_refusals(
             getattr(server_args, "speculative_draft_attention_backend", None)
             or getattr(server_args, "attention_backend", None)
         )
-        == BACKEND_NAME
+        == ATTENTION_BACKEND
     )
     for phase in ("decode", "prefill"):
         kind = str(getattr(getattr(graphs, phase), "backend", "disabled"))
@@ -211,7 +197,7 @@ def cuda_graph_refusals(
             continue
         if phase == "prefill":
             # Ours runs prefill as the target's backend, or as the draft's (draft extend).
-            if BACKEND_NAME in (
+            if ATTENTION_BACKEND in (
                 getattr(server_args, "prefill_attention_backend", None),
                 getattr(server_args, "attention_backend", None),
                 getattr(server_args, "speculative_draft_attention_backend", None),
@@ -224,7 +210,7 @@ def cuda_graph_refusals(
             continue
         if not (_decode_backend_is_amd(server_args) or draft_is_amd):
             continue
-        if _device(server_args) == "cpu":
+        if server_device(server_args) == "cpu":
             refusals[phase] = "CPU graphs (torch.compile) are not supported"
         elif kind != "full":
             refusals[phase] = f"{kind} decode graphs are not supported (full graphs are)"
@@ -242,7 +228,7 @@ def cuda_graph_refusals(
             refusals[phase] = (
                 f"this model's {bad}, so decode runs on the torch tier, which is not graph-safe"
             )
-        elif spec and _env_on("SGLANG_ENABLE_METADATA_GLUE_GRAPH"):
+        elif spec and env_on("SGLANG_ENABLE_METADATA_GLUE_GRAPH"):
             refusals[phase] = (
                 "SGLANG_ENABLE_METADATA_GLUE_GRAPH would capture our verify / draft "
                 "metadata prep, which reads host lengths"

@@ -22,7 +22,6 @@ gets rows saying so, and the other shapes still run.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,14 +38,15 @@ from sglang_amd.bench.roofline import (
     time_fn,
     time_replayed,
 )
+from sglang_amd.bench.sglang_peers import sglang_moe_peer
 from sglang_amd.moe.experts import ExpertsOp
 from sglang_amd.moe.reference import (
     QUANT_CHUNK_BYTES,
-    Mxfp4Experts,
     experts_per_chunk,
     quantize_experts,
 )
 from sglang_amd.moe.routing import softmax_topk
+from sglang_amd.moe.weights import Mxfp4Experts
 from sglang_amd.quant.mxfp4 import BLOCK
 
 
@@ -87,23 +87,6 @@ def _torch_loop(x, w13, w2, weights, ids):
         y = F.linear(F.silu(gate) * up, w2[e]) * weights[tok, slot, None].to(x.dtype)
         out.index_add_(0, tok, y)
     return out
-
-
-def _sglang_peer(x, w13, w2, weights, ids) -> tuple[Callable[[], object] | None, str]:
-    if importlib.util.find_spec("sglang") is None:
-        return None, "not installed here"
-    try:
-        from sglang.srt.layers.moe.moe_runner.base import MoeRunnerConfig
-        from sglang.srt.layers.moe.moe_runner.triton_utils.fused_moe import fused_experts
-        from sglang.srt.layers.moe.topk import StandardTopKOutput
-
-        if x.device.type != "cuda":
-            return None, "not run: SGLang's Triton MoE kernel needs a GPU"
-        topk = StandardTopKOutput(weights, ids.to(torch.int32), None)
-        config = MoeRunnerConfig(num_experts=w13.shape[0], inplace=False, top_k=ids.shape[1])
-        return partial(fused_experts, x, w13, w2, topk, config), ""
-    except Exception as exc:  # an API it does not offer here is reported, not fatal
-        return None, f"unavailable: {type(exc).__name__}: {exc}"[:120]
 
 
 def prepare_bytes(shape: Shape, dtype: torch.dtype, chunk_bytes: int = QUANT_CHUNK_BYTES) -> int:
@@ -154,7 +137,7 @@ def _impls(op: ExpertsOp) -> list[tuple[str, Role, bool]]:
 
 
 def _callables(op, x, w13, w2, q, weights, ids) -> list[tuple[Callable[[], object] | None, str]]:
-    peer, peer_note = _sglang_peer(x, w13, w2, weights, ids)
+    peer, peer_note = sglang_moe_peer(x, w13, w2, weights, ids)
     return [
         (partial(op, x, q, None, weights, ids), ""),
         (partial(op, x, q, None, weights, ids, act_mxfp4=True), ""),

@@ -1,2 +1,5 @@
-"""Mixture-of-experts: routers (`routing.py`) and the torch reference of the fused
-expert computation (`reference.py`), bf16 or MXFP4 weights. Never imports sglang."""
+"""Mixture-of-experts (`--moe-runner-backend amd`): routers (`routing.py`), the
+expert-aligned layout (`align.py`), weights (`weights.py`), the torch reference
+(`reference.py`) and the Triton tier (`fused.py`, on `gemm/`), the `moe.fused`
+op (`experts.py`), start rules (`support.py`) and the capability. SGLang
+adapters: `sglang_runner.py`, `sglang_mxfp4_experts.py`, `sglang_registration.py`."""

@@ -18,10 +18,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sglang_amd.gemm.grouped_gemm import grouped_gemm
+from sglang_amd.gemm.opt_flags import moe_block_m
 from sglang_amd.moe.align import align_by_expert
-from sglang_amd.moe.grouped_gemm import grouped_gemm
-from sglang_amd.moe.reference import Mxfp4Experts
+from sglang_amd.moe.weights import Mxfp4Experts
 from sglang_amd.quant.mxfp4 import BLOCK
+from sglang_amd.quant.mxfp4_triton import gemm_operand
+from sglang_amd.target_info import current_target
 
 
 def fused_moe(
@@ -56,13 +59,14 @@ def fused_moe(
         )
     tokens, k = topk_ids.shape
     num_experts = w13.shape[0]
-    block_m = block_m or (16 if x.device.type == "cpu" else 64)
+    block_m = block_m or moe_block_m(current_target(x.device))
     slots, block_expert, _ = align_by_expert(topk_ids, num_experts, block_m)
     num_slots = tokens * k
     gate_up = torch.empty(num_slots, 2 * inter, dtype=x.dtype, device=x.device)
-    common = dict(num_slots=num_slots, block_m=block_m, act_mxfp4=act_mxfp4)
+    common = dict(num_slots=num_slots, block_m=block_m)
+    a, a_scale = gemm_operand(x.contiguous(), act_mxfp4)
     grouped_gemm(
-        x.contiguous(),
+        a,
         w13,
         s13,
         slots,
@@ -71,6 +75,7 @@ def fused_moe(
         k=hidden,
         row_div=k,
         out=gate_up,
+        a_scale=a_scale,
         **common,
     )
     gate, up = gate_up.chunk(2, dim=-1)
@@ -78,8 +83,9 @@ def fused_moe(
     act = act if act_mxfp4 else act.to(x.dtype)
     y = torch.zeros(num_slots, hidden, dtype=torch.float32, device=x.device)
     weights = topk_weights.reshape(-1).float().contiguous()
+    a, a_scale = gemm_operand(act, act_mxfp4)
     grouped_gemm(
-        act,
+        a,
         w2,
         s2,
         slots,
@@ -89,6 +95,7 @@ def fused_moe(
         row_div=1,
         out=y,
         weights=weights,
+        a_scale=a_scale,
         **common,
     )
     return y.view(tokens, k, hidden).sum(dim=1).to(x.dtype)

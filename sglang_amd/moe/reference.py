@@ -8,11 +8,10 @@ in float32 and returns the activations' dtype. Never imports sglang.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
+from sglang_amd.moe.weights import Mxfp4Experts
 from sglang_amd.quant.mxfp4 import (
     BLOCK,
     ScaleRounding,
@@ -20,23 +19,6 @@ from sglang_amd.quant.mxfp4 import (
     fake_quantize_mxfp4,
     quantize_mxfp4,
 )
-
-
-@dataclass
-class Mxfp4Experts:
-    """MXFP4 expert weights: packed uint8 + E8M0 scales along the reduction dim."""
-
-    w13: torch.Tensor  # [E, 2I, H // 2] uint8
-    w13_scale: torch.Tensor  # [E, 2I, H // 32] uint8
-    w2: torch.Tensor  # [E, H, I // 2] uint8
-    w2_scale: torch.Tensor  # [E, H, I // 32] uint8
-
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        return (
-            dequantize_mxfp4(self.w13, self.w13_scale, dtype),
-            dequantize_mxfp4(self.w2, self.w2_scale, dtype),
-        )
-
 
 # Float32 bytes of expert weights handed to quantize_mxfp4 at once. It keeps
 # about four float32 temporaries of its input alive (4.3x its float32 size,

@@ -33,12 +33,13 @@ from sglang.srt.layers.moe.utils import (
 )
 
 from sglang_amd import trace
+from sglang_amd.flags import MOE_RUNNER_BACKEND, UnsupportedConfigError
 from sglang_amd.moe.experts import ExpertsOp
-from sglang_amd.moe.reference import Mxfp4Experts
-from sglang_amd.moe.support import RUNNER_NAME, runner_applies_routed_scaling
+from sglang_amd.moe.support import runner_applies_routed_scaling
+from sglang_amd.moe.weights import Mxfp4Experts
 
 
-class MoeConfigError(ValueError):
+class MoeConfigError(UnsupportedConfigError):
     """A MoE layer our runner cannot serve; raised while the model is built (server start)."""
 
 
@@ -57,7 +58,7 @@ class AmdMoeQuantInfo(MoeQuantInfo):
 
 def runner_requested() -> bool:
     """Did the operator pass `--moe-runner-backend amd`?"""
-    return get_moe_runner_backend().value == RUNNER_NAME
+    return get_moe_runner_backend().value == MOE_RUNNER_BACKEND
 
 
 def check_runner_config(
@@ -69,7 +70,7 @@ def check_runner_config(
     the MXFP4 method passes `--quantization amd_mxfp4`), named in the error.
     """
     if flag is None:
-        flag = f"--moe-runner-backend {RUNNER_NAME}"
+        flag = f"--moe-runner-backend {MOE_RUNNER_BACKEND}"
         advice = "Use another --moe-runner-backend (e.g. auto) for this model."
     else:
         advice = f"Serve this model without {flag}."
@@ -123,7 +124,7 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
 
     @property
     def runner_backend(self) -> MoeRunnerBackendLike:
-        return resolve_moe_runner_backend(RUNNER_NAME)
+        return resolve_moe_runner_backend(MOE_RUNNER_BACKEND)
 
     def run_from_dispatch(
         self,
@@ -138,7 +139,7 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
         topk = dispatch_output.topk_output
         if not TopKOutputChecker.format_is_standard(topk):
             raise MoeConfigError(
-                f"--moe-runner-backend {RUNNER_NAME} needs the standard top-k output, got "
+                f"--moe-runner-backend {MOE_RUNNER_BACKEND} needs the standard top-k output, got "
                 f"{type(topk).__name__}"
             )
         x = dispatch_output.hidden_states
@@ -169,8 +170,8 @@ def register() -> None:
     )
     from sglang.srt.layers.moe.moe_runner import runner as runner_module
 
-    if RUNNER_NAME not in MOE_RUNNER_BACKEND_CHOICES:
-        add_moe_runner_backend_choices([RUNNER_NAME])
-    if RUNNER_NAME not in runner_module._CUSTOM_RUNNER_CORE_FACTORIES:
-        runner_module.register_moe_runner_core(RUNNER_NAME, AmdMoeRunnerCore)
+    if MOE_RUNNER_BACKEND not in MOE_RUNNER_BACKEND_CHOICES:
+        add_moe_runner_backend_choices([MOE_RUNNER_BACKEND])
+    if MOE_RUNNER_BACKEND not in runner_module._CUSTOM_RUNNER_CORE_FACTORIES:
+        runner_module.register_moe_runner_core(MOE_RUNNER_BACKEND, AmdMoeRunnerCore)
     _registered = True

@@ -11,7 +11,7 @@ SGLang's code untouched.
 
 from __future__ import annotations
 
-from sglang_amd.attention.support import BACKEND_NAME
+from sglang_amd.flags import ATTENTION_BACKEND
 
 TARGET = "sglang.srt.speculative.draft_utils.DraftBackendFactory._create_backend"
 TARGETS = {TARGET: ("self", "backend_name", "backend_map", "error_template", "stamps_children")}
@@ -25,17 +25,17 @@ def _create_backend(
     if stamps_children:
 
         def factory():
-            from sglang_amd.attention.draft_backend import AmdMultiStepDraftBackend
+            from sglang_amd.attention.sglang_draft_backend import AmdMultiStepDraftBackend
 
-            return BACKEND_NAME, AmdMultiStepDraftBackend(runner, topk, steps)
+            return ATTENTION_BACKEND, AmdMultiStepDraftBackend(runner, topk, steps)
     else:
 
         def factory():
-            from sglang_amd.attention.backend import AmdAttnBackend
+            from sglang_amd.attention.sglang_backend import AmdAttnBackend
 
-            return BACKEND_NAME, AmdAttnBackend(runner)
+            return ATTENTION_BACKEND, AmdAttnBackend(runner)
 
-    backend_map[BACKEND_NAME] = factory
+    backend_map[ATTENTION_BACKEND] = factory
     return original(self, backend_name, backend_map, error_template, stamps_children)
 
 

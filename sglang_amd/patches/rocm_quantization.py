@@ -22,9 +22,9 @@ TARGETS = {TARGET: ("self",)}
 
 
 def _verify_quantization(original, self, *args, **kwargs):
-    from sglang_amd.moe.support import QUANT_NAME
+    from sglang_amd.flags import QUANTIZATION
 
-    if getattr(self, "quantization", None) != QUANT_NAME:
+    if getattr(self, "quantization", None) != QUANTIZATION:
         return original(self, *args, **kwargs)
     module = sys.modules[_MODULE]
     is_hip = module.is_hip

@@ -24,7 +24,8 @@ TARGETS = {
 
 
 def _create_moe_runner(original, self, layer, moe_runner_config, *args, **kwargs) -> Any:
-    from sglang_amd.moe.sglang_runner import RUNNER_NAME, check_runner_config, runner_requested
+    from sglang_amd.flags import MOE_RUNNER_BACKEND
+    from sglang_amd.moe.sglang_runner import check_runner_config, runner_requested
 
     if not runner_requested():
         return original(self, layer, moe_runner_config, *args, **kwargs)
@@ -34,20 +35,21 @@ def _create_moe_runner(original, self, layer, moe_runner_config, *args, **kwargs
     check_runner_config(moe_runner_config, with_bias=self.with_bias)
     if self.use_triton_kernels:
         raise ValueError(
-            f"--moe-runner-backend {RUNNER_NAME} reads experts in SGLang's standard layout; "
+            f"--moe-runner-backend {MOE_RUNNER_BACKEND} reads experts in SGLang's standard layout; "
             "this model asked for the triton_kernels layout"
         )
     self.moe_runner_config = moe_runner_config
-    self.runner = MoeRunner(resolve_moe_runner_backend(RUNNER_NAME), moe_runner_config)
+    self.runner = MoeRunner(resolve_moe_runner_backend(MOE_RUNNER_BACKEND), moe_runner_config)
     self._aiter_runner = None
     return None
 
 
 def _apply(original, self, layer, dispatch_output, *args, **kwargs) -> Any:
-    from sglang_amd.moe.sglang_runner import RUNNER_NAME, AmdMoeQuantInfo
+    from sglang_amd.flags import MOE_RUNNER_BACKEND
+    from sglang_amd.moe.sglang_runner import AmdMoeQuantInfo
 
     runner = getattr(self, "runner", None)
-    if runner is None or runner.runner_backend.value != RUNNER_NAME:
+    if runner is None or runner.runner_backend.value != MOE_RUNNER_BACKEND:
         return original(self, layer, dispatch_output, *args, **kwargs)
     return runner.run(dispatch_output, AmdMoeQuantInfo(w13=layer.w13_weight, w2=layer.w2_weight))
 

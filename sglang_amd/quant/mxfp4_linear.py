@@ -2,8 +2,8 @@
 
 Where it sits: `--quantization amd_mxfp4` serves dense linears (online option,
 or Quark exports that quantize them) through `Mxfp4LinearOp`. Tiers
-(`tiers.select("quant.mxfp4_linear")`):
-  triton  the weight is decoded inside the GEMM (`moe/grouped_gemm.py` with one
+(`tiers.OPS["quant.mxfp4_linear"]`, whose entries name the functions here):
+  triton  the weight is decoded inside the GEMM (`gemm/grouped_gemm.py` with one
           group: 4.25 bits per weight read, no full-precision copy); with
           act_mxfp4 the activations are quantized to MXFP4 too and both packed
           operands go through tl.dot_scaled (A4W4).
@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sglang_amd import trace
+from sglang_amd.gemm.opt_flags import linear_block_m
 from sglang_amd.quant.mxfp4 import BLOCK, dequantize_mxfp4, fake_quantize_mxfp4
-from sglang_amd.tiers import Selection, Tier, fallback_once, select
+from sglang_amd.target_info import current_target
+from sglang_amd.tiers import Selection, TieredOp
 
 OP = "quant.mxfp4_linear"
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -46,7 +47,8 @@ def mxfp4_linear(
     act_mxfp4: bool = False,
 ) -> torch.Tensor:
     """Triton tier; arguments as `mxfp4_linear_reference`. Accumulates in float32."""
-    from sglang_amd.moe.grouped_gemm import grouped_gemm
+    from sglang_amd.gemm.grouped_gemm import grouped_gemm
+    from sglang_amd.quant.mxfp4_triton import gemm_operand
 
     n, k = weight.shape[0], weight.shape[1] * 2
     if x.shape[-1] != k or weight_scale.shape != (n, k // BLOCK):
@@ -63,11 +65,12 @@ def mxfp4_linear(
     acc_dtype = torch.float32 if bias is not None else x.dtype
     out = torch.empty(rows, n, dtype=acc_dtype, device=x.device)
     if rows:
-        block_m = 16 if rows <= 16 or x.device.type == "cpu" else 64
+        block_m = linear_block_m(current_target(x.device), rows)
         blocks = -(-rows // block_m)
         slots = torch.arange(blocks * block_m, dtype=torch.int32, device=x.device)
+        a, a_scale = gemm_operand(x2, act_mxfp4)
         grouped_gemm(
-            x2,
+            a,
             weight.unsqueeze(0),
             weight_scale.unsqueeze(0),
             slots,
@@ -78,14 +81,16 @@ def mxfp4_linear(
             row_div=1,
             block_m=block_m,
             out=out,
-            act_mxfp4=act_mxfp4,
+            a_scale=a_scale,
         )
     if bias is not None:
         out = (out + bias.float()).to(x.dtype)
     return out.view(*x.shape[:-1], n)
 
 
-def triton_refusal(x: torch.Tensor, weight: torch.Tensor) -> str | None:
+def triton_refusal(
+    x: torch.Tensor, weight: torch.Tensor, *args: object, **kwargs: object
+) -> str | None:
     """Why the Triton tier cannot take this call (None: it can)."""
     if x.dtype not in _FLOAT_DTYPES:
         return f"activation dtype {x.dtype}"
@@ -94,17 +99,18 @@ def triton_refusal(x: torch.Tensor, weight: torch.Tensor) -> str | None:
     return None
 
 
-class Mxfp4LinearOp:
-    """The tier for dense MXFP4 linears on one device, chosen once."""
+def trace_fields(*args: object, act_mxfp4: bool = False, **kwargs: object) -> dict[str, bool]:
+    return {"a4w4": act_mxfp4}
+
+
+class Mxfp4LinearOp(TieredOp):
+    """The tier for dense MXFP4 linears on one device, chosen once; called as
+    `mxfp4_linear_reference`."""
 
     def __init__(
         self, device: torch.device | str | None = None, selection: Selection | None = None
     ):
-        self.selection = selection or select(OP, device)
-
-    @property
-    def tier(self) -> Tier:
-        return self.selection.tier
+        super().__init__(OP, device, selection)
 
     def __call__(
         self,
@@ -114,11 +120,4 @@ class Mxfp4LinearOp:
         bias: torch.Tensor | None = None,
         act_mxfp4: bool = False,
     ) -> torch.Tensor:
-        if self.tier is Tier.TRITON:
-            reason = triton_refusal(x, weight)
-            if reason is None:
-                trace.record("forward_mxfp4_linear", tier=Tier.TRITON.value, a4w4=act_mxfp4)
-                return mxfp4_linear(x, weight, weight_scale, bias, act_mxfp4)
-            fallback_once(OP, self.tier, reason)
-        trace.record("forward_mxfp4_linear", tier=Tier.TORCH.value, a4w4=act_mxfp4)
-        return mxfp4_linear_reference(x, weight, weight_scale, bias, act_mxfp4)
+        return super().__call__(x, weight, weight_scale, bias, act_mxfp4=act_mxfp4)

@@ -70,3 +70,13 @@ def dequantize_mxfp4_triton(
             BLOCKS_PER_PROG=_BLOCKS_PER_PROG,
         )
     return out.view(*packed.shape[:-1], k)
+
+
+def gemm_operand(
+    a: torch.Tensor, act_mxfp4: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A grouped-GEMM left operand: `a` as is (W4A16), or with `act_mxfp4` (A4W4)
+    its MXFP4 codes [M, K // 2] and E8M0 scales [M, K // 32] from one Triton pass."""
+    if not act_mxfp4:
+        return a, None
+    return quantize_mxfp4_triton(a)

@@ -6,17 +6,17 @@ Two sources, one flag:
   Quark MXFP4 export (quant/mxfp4_checkpoint.py) -> pre-quantized: packed uint8 + E8M0
                                                     scales loaded as stored
 
-  FusedMoE layers -> AmdMxfp4MoEMethod -> MoeRunner("amd") (moe/sglang_runner.py)
+  FusedMoE layers -> `moe_method`, set by the MoE family when it registers
+                     (moe/sglang_mxfp4_experts.py: our runner; quant/ never imports moe/)
   LinearBase      -> pre-quantized, or online with SGLANG_AMD_MXFP4_DENSE=1 (routers and
                      lm_head stay float): AmdMxfp4LinearMethod -> quant/mxfp4_linear.py
                      (quant.mxfp4_linear tier: the weight decoded inside the GEMM; A4W4
                      for A4W4 exports); otherwise SGLang's unquantized method
 
-Weights: w13 [E, 2I, H/2] + w13_weight_scale [E, 2I, H/32], w2 [E, H, I/2] +
-w2_weight_scale [E, H, I/32] (uint8, the reduction dim blocked by 32). Scales are
-poisoned with the NaN scale before loading; one left unwritten fails the load.
-Bad input fails while the model is built, naming what to change. The launcher-side
-checks are in moe/support.py. Imports sglang: only plugin.py imports this module.
+Dense weights: weight [N, K/2] uint8 + weight_scale [N, K/32] E8M0 (the reduction
+dim blocked by 32). Scales are poisoned with the NaN scale before loading; one
+left unwritten fails the load. Bad input fails while the model is built, naming
+what to change. The launcher-side checks are in quant/support.py. Imports sglang.
 """
 
 from __future__ import annotations
@@ -36,12 +36,10 @@ from sglang.srt.layers.quantization.base_config import (
 from sglang.srt.utils import set_weight_attrs
 
 from sglang_amd import trace
-from sglang_amd.moe.reference import Mxfp4Experts
-from sglang_amd.moe.sglang_runner import AmdMoeQuantInfo, check_runner_config
-from sglang_amd.moe.support import QUANT_NAME, RUNNER_NAME
+from sglang_amd.flags import QUANTIZATION
 from sglang_amd.quant.mxfp4 import BLOCK, E8M0_NAN, ScaleRounding, dequantize_mxfp4
 from sglang_amd.quant.mxfp4_checkpoint import Mxfp4CheckpointLayout, parse_quark_mxfp4
-from sglang_amd.tiers import Tier, select
+from sglang_amd.tiers import TieredOp
 
 logger = logging.getLogger(__name__)
 
@@ -66,19 +64,10 @@ _CHECKPOINT_FUSIONS = {
 _DECODE_AT_LOAD = ("kv_b_proj",)
 
 
-def _quant_tier(device: torch.device) -> Tier:
-    return select("quant.mxfp4", device).tier
-
-
 def quantize_weight(w: torch.Tensor, rounding: ScaleRounding) -> tuple[torch.Tensor, torch.Tensor]:
-    """[..., K] float -> (packed uint8 [..., K/2], E8M0 uint8 [..., K/32]) on the quant tier."""
-    if _quant_tier(w.device) is Tier.TRITON:
-        from sglang_amd.quant.mxfp4_triton import quantize_mxfp4_triton
-
-        return quantize_mxfp4_triton(w.contiguous(), rounding)
-    from sglang_amd.quant.mxfp4 import quantize_mxfp4
-
-    return quantize_mxfp4(w, rounding)
+    """[..., K] float -> (packed uint8 [..., K/2], E8M0 uint8 [..., K/32]) on the
+    quant.mxfp4 tier for the weight's device."""
+    return TieredOp("quant.mxfp4", w.device)(w, rounding)
 
 
 def _scale_rounding() -> ScaleRounding:
@@ -95,25 +84,25 @@ def _dense_requested() -> bool:
     return raw in ("1", "true")
 
 
-def _check_blocked(name: str, size: int, where: str) -> None:
+def check_blocked(name: str, size: int, where: str) -> None:
     if size % BLOCK:
         raise ValueError(
-            f"--quantization {QUANT_NAME}: MXFP4 quantizes blocks of {BLOCK} along the "
+            f"--quantization {QUANTIZATION}: MXFP4 quantizes blocks of {BLOCK} along the "
             f"reduction dimension, but {where} {name}={size} is not a multiple of {BLOCK}. "
             "Serve this model without --quantization (or with a smaller --tp-size)."
         )
 
 
-def _check_scales_loaded(layer: torch.nn.Module, names: tuple[str, ...], where: str) -> None:
+def check_scales_loaded(layer: torch.nn.Module, names: tuple[str, ...], where: str) -> None:
     for name in names:
         if bool((getattr(layer, name) == E8M0_NAN).any()):
             raise ValueError(
-                f"--quantization {QUANT_NAME}: {where}.{name} was not (fully) in the checkpoint, "
+                f"--quantization {QUANTIZATION}: {where}.{name} was not (fully) in the checkpoint, "
                 "or holds NaN scales; the checkpoint is not a complete Quark MXFP4 export"
             )
 
 
-def _uint8_param(layer, name, shape, attrs, fill: int | None = None) -> None:
+def uint8_param(layer, name, shape, attrs, fill: int | None = None) -> None:
     data = torch.empty(shape, dtype=torch.uint8)
     if fill is not None:
         data.fill_(fill)
@@ -127,7 +116,7 @@ def _linear_weight_attrs(
 ) -> dict:
     """Check the per-rank reduction size and give the attrs SGLang's linear loaders
     shard by (weight [N, K...], N along dim 0)."""
-    _check_blocked("input size", k, f"layer {prefix}'s per-rank")
+    check_blocked("input size", k, f"layer {prefix}'s per-rank")
     layer.logical_widths = output_partition_sizes
     return {"input_dim": 1, "output_dim": 0, **extra}
 
@@ -142,11 +131,16 @@ def _packed_linear_params(
         ("weight_scale", (n, k // BLOCK), E8M0_NAN),
     ):
         extra = {"weight_loader": loaders[name]} if loaders else {}
-        _uint8_param(layer, name, shape, {**attrs, **extra}, fill=fill)
+        uint8_param(layer, name, shape, {**attrs, **extra}, fill=fill)
 
 
 class AmdMxfp4Config(QuantizationConfig):
-    """MXFP4 weights on our kernels; `layout` is None for online quantization."""
+    """MXFP4 weights on our kernels; `layout` is None for online quantization.
+
+    FusedMoE layers get `moe_method`, which the MoE family sets when it registers
+    (moe/sglang_mxfp4_experts.py): the experts run on its runner."""
+
+    moe_method: type[FusedMoEMethodBase] | None = None
 
     def __init__(
         self,
@@ -161,7 +155,7 @@ class AmdMxfp4Config(QuantizationConfig):
         self.dense = layout is None and (_dense_requested() if dense is None else dense)
 
     def get_name(self) -> str:
-        return QUANT_NAME
+        return QUANTIZATION
 
     def get_supported_act_dtypes(self) -> list[torch.dtype]:
         return [torch.bfloat16, torch.float16, torch.float32]
@@ -185,10 +179,10 @@ class AmdMxfp4Config(QuantizationConfig):
         # `--quantization amd_mxfp4` on a Quark export: ours reads it (from_config
         # refuses layouts it does not know); without the flag SGLang keeps "quark".
         if (
-            user_quant == QUANT_NAME
+            user_quant == QUANTIZATION
             and str(hf_quant_cfg.get("quant_method", "")).lower() == "quark"
         ):
-            return QUANT_NAME
+            return QUANTIZATION
         return None
 
     def can_fuse_shared_expert(self) -> bool:
@@ -220,7 +214,14 @@ class AmdMxfp4Config(QuantizationConfig):
 
         excluded = self.layout is not None and self._excluded(prefix)
         if isinstance(layer, FusedMoE):
-            return UnquantizedFusedMoEMethod() if excluded else AmdMxfp4MoEMethod(self)
+            if excluded:
+                return UnquantizedFusedMoEMethod()
+            if self.moe_method is None:
+                raise RuntimeError(
+                    f"--quantization {QUANTIZATION} found no method for MoE layer {prefix}: "
+                    "the MoE family registers it (sglang_amd.plugin.register())"
+                )
+            return self.moe_method(self)
         if isinstance(layer, LinearBase):
             if self.layout is not None and not excluded:
                 if prefix.rsplit(".", 1)[-1] in _DECODE_AT_LOAD:
@@ -233,87 +234,6 @@ class AmdMxfp4Config(QuantizationConfig):
 
     def get_scaled_act_names(self) -> list[str]:
         return []
-
-
-class AmdMxfp4MoEMethod(FusedMoEMethodBase):
-    """MXFP4 experts: loaded packed (pre-quantized) or float then quantized (online)."""
-
-    def __init__(self, config: AmdMxfp4Config) -> None:
-        super().__init__()
-        self.config = config
-        self.serialized = config.layout is not None
-        self.runner = None
-
-    def create_weights(
-        self,
-        layer: torch.nn.Module,
-        num_experts: int,
-        hidden_size: int,
-        intermediate_size_per_partition: int,
-        params_dtype: torch.dtype,
-        with_bias: bool = False,
-        **extra_weight_attrs: Any,
-    ) -> None:
-        inter = intermediate_size_per_partition
-        _check_blocked("hidden_size", hidden_size, "this model's")
-        _check_blocked("moe_intermediate_size", inter, "the per-rank")
-        check_runner_config(
-            layer.moe_runner_config, with_bias=with_bias, flag=f"--quantization {QUANT_NAME}"
-        )
-        shapes = {"w13_weight": (num_experts, 2 * inter, hidden_size)}
-        shapes["w2_weight"] = (num_experts, hidden_size, inter)
-        if not self.serialized:
-            for name, shape in shapes.items():
-                param = torch.nn.Parameter(
-                    torch.empty(shape, dtype=params_dtype), requires_grad=False
-                )
-                layer.register_parameter(name, param)
-                set_weight_attrs(param, extra_weight_attrs)
-            return
-        from sglang.srt.layers.moe.fused_moe_triton import FusedMoeWeightScaleSupported
-
-        scale_attrs = {
-            **extra_weight_attrs,
-            "quant_method": FusedMoeWeightScaleSupported.GROUP.value,
-        }
-        for name, (e, n, k) in shapes.items():
-            _uint8_param(layer, name, (e, n, k // 2), extra_weight_attrs)
-            _uint8_param(layer, f"{name}_scale", (e, n, k // BLOCK), scale_attrs, fill=E8M0_NAN)
-
-    def process_weights_after_loading(self, layer: torch.nn.Module) -> None:
-        if self.serialized:
-            _check_scales_loaded(layer, ("w13_weight_scale", "w2_weight_scale"), "experts")
-            trace.record(
-                "mxfp4_loaded", source="checkpoint", a4w4=self.config.layout.activations_mxfp4
-            )
-            return
-        rounding = self.config.rounding
-        for name in ("w13_weight", "w2_weight"):
-            packed, scales = quantize_weight(getattr(layer, name).data, rounding)
-            # Replace (not copy into) the float parameter so its memory is released.
-            setattr(layer, name, torch.nn.Parameter(packed, requires_grad=False))
-            setattr(layer, f"{name}_scale", torch.nn.Parameter(scales, requires_grad=False))
-        trace.record("mxfp4_quantized", rounding=rounding)
-
-    def create_moe_runner(self, layer: torch.nn.Module, moe_runner_config: Any) -> None:
-        from sglang.srt.layers.moe.moe_runner import MoeRunner
-        from sglang.srt.layers.moe.utils import get_moe_runner_backend, resolve_moe_runner_backend
-
-        requested = get_moe_runner_backend()
-        if not (requested.is_auto() or requested.value == RUNNER_NAME):
-            raise ValueError(
-                f"--quantization {QUANT_NAME} experts run on --moe-runner-backend {RUNNER_NAME} "
-                f"(or auto), not {requested.value!r}"
-            )
-        self.moe_runner_config = moe_runner_config
-        self.runner = MoeRunner(resolve_moe_runner_backend(RUNNER_NAME), moe_runner_config)
-
-    def apply(self, layer: torch.nn.Module, dispatch_output: Any) -> Any:
-        experts = Mxfp4Experts(
-            layer.w13_weight, layer.w13_weight_scale, layer.w2_weight, layer.w2_weight_scale
-        )
-        a4w4 = self.serialized and self.config.layout.activations_mxfp4
-        return self.runner.run(dispatch_output, AmdMoeQuantInfo(w13=experts, act_mxfp4=a4w4))
 
 
 class AmdMxfp4LinearMethod(LinearMethodBase):
@@ -355,7 +275,7 @@ class AmdMxfp4LinearMethod(LinearMethodBase):
             layer.weight_scale = torch.nn.Parameter(scales, requires_grad=False)
             trace.record("mxfp4_linear_quantized", rounding=self.config.rounding)
             return
-        _check_scales_loaded(layer, ("weight_scale",), self.prefix)
+        check_scales_loaded(layer, ("weight_scale",), self.prefix)
         trace.record("mxfp4_linear_loaded", a4w4=self.a4w4)
 
     def apply(
@@ -410,7 +330,7 @@ class Mxfp4DecodedAtLoadLinearMethod(LinearMethodBase):
         _packed_linear_params(layer, k, n, attrs, {m: load_then_decode(m) for m in pending})
 
     def _decode(self, layer: torch.nn.Module, dtype: torch.dtype) -> None:
-        _check_scales_loaded(layer, ("weight_scale",), self.prefix)
+        check_scales_loaded(layer, ("weight_scale",), self.prefix)
         weight = dequantize_mxfp4(layer.weight.data, layer.weight_scale.data, dtype)
         del layer.weight_scale
         layer.weight = torch.nn.Parameter(weight, requires_grad=False)
@@ -420,7 +340,7 @@ class Mxfp4DecodedAtLoadLinearMethod(LinearMethodBase):
         if layer.mxfp4_pending:
             missing = ", ".join(f"{self.prefix}.{n}" for n in sorted(layer.mxfp4_pending))
             raise ValueError(
-                f"--quantization {QUANT_NAME}: {missing} was not in the checkpoint; "
+                f"--quantization {QUANTIZATION}: {missing} was not in the checkpoint; "
                 "the checkpoint is not a complete Quark MXFP4 export"
             )
         trace.record("mxfp4_linear_decoded_at_load", layer=self.prefix)

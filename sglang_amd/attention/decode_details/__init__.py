@@ -1,1 +1,1 @@
-"""Private: Triton kernels and launch heuristics behind `attention/decode.py`."""
+"""Private: the split-KV decode kernels behind `attention/decode.py`."""

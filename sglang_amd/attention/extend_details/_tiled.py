@@ -17,7 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from sglang_amd.attention.triton_utils import mma, scale_scores
+from sglang_amd.triton_utils import mma, scale_scores
 
 
 @triton.jit

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from sglang_amd import trace
-from sglang_amd.attention.backend import AmdAttnBackend, ForwardMetadata, refill_width
+from sglang_amd.attention.attend import ForwardMetadata
+from sglang_amd.attention.sglang_backend import AmdAttnBackend, refill_width
 from sglang_amd.attention.spec_layout import draft_decode_token_map
 
 if TYPE_CHECKING:

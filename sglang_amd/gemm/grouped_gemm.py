@@ -3,9 +3,10 @@
 Where it sits: `moe/fused.py` calls it twice per MoE layer (gate_up, then down
 with the router weights); `quant/mxfp4_linear.py` calls it as the one-group case
 for dense MXFP4 linears. Row r of the output is slot `slots[r]`; its input row is
-slot // row_div. Kernels: `fused_details/_grouped_gemm.py` (float or MXFP4
-weights decoded in the loop: W4A16) and `fused_details/_grouped_gemm_a4w4.py`
-(both operands MXFP4 through tl.dot_scaled). Never imports sglang.
+slot // row_div. Kernels: `grouped_gemm_details/_grouped_gemm.py` (float or MXFP4
+weights decoded in the loop: W4A16) and `grouped_gemm_details/_grouped_gemm_a4w4.py`
+(both operands MXFP4 through tl.dot_scaled; the caller quantizes the activations,
+so this folder depends on no family). Never imports sglang.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import torch
 import triton
 
-from sglang_amd.attention.triton_utils import dot_flags
-from sglang_amd.moe.fused_details._grouped_gemm import _grouped_gemm_kernel
-from sglang_amd.moe.fused_details._grouped_gemm_a4w4 import _grouped_gemm_a4w4_kernel
+from sglang_amd.gemm.grouped_gemm_details._grouped_gemm import _grouped_gemm_kernel
+from sglang_amd.gemm.grouped_gemm_details._grouped_gemm_a4w4 import _grouped_gemm_a4w4_kernel
+from sglang_amd.gemm.opt_flags import grouped_gemm_flags
+from sglang_amd.target_info import current_target
+from sglang_amd.triton_utils import dot_flags
 
 
 def grouped_gemm(
@@ -32,12 +35,13 @@ def grouped_gemm(
     block_m: int,
     out: torch.Tensor,
     weights: torch.Tensor | None = None,
-    act_mxfp4: bool = False,
+    a_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """out[slots[r]] = a[slots[r] // row_div] @ W[group(r)]^T (x weights[slots[r]]).
 
     Args:
-        a: [rows, k] float16/bfloat16/float32 activations.
+        a: [rows, k] float16/bfloat16/float32 activations, or with `a_scale`
+            [rows, k // 2] uint8 MXFP4 codes (A4W4; MXFP4 weights only).
         w: [G, n, k] float, or [G, n, k // 2] uint8 MXFP4 codes (even k in the low nibble).
         w_scale: [G, n, k // 32] uint8 E8M0 for MXFP4 weights; None for float.
         slots: [num_blocks * block_m] int32 slot ids, each block one group's;
@@ -47,17 +51,14 @@ def grouped_gemm(
         num_slots, n, k, row_div, block_m: as above.
         out: [num_slots, n] written at the listed slots only.
         weights: [num_slots] float32 per-slot factor (router weights), or None.
-        act_mxfp4: quantize `a` to MXFP4 per 32 (one Triton pass) and multiply in
-            A4W4 (MXFP4 weights only).
+        a_scale: [rows, k // 32] uint8 E8M0 scales of packed `a` (A4W4), or None.
     """
-    block_n = 32 if a.device.type == "cpu" else 64
-    grid = (block_group.numel(), triton.cdiv(n, block_n))
-    if act_mxfp4:
+    flags = grouped_gemm_flags(current_target(a.device), a4w4=a_scale is not None)
+    grid = (block_group.numel(), triton.cdiv(n, flags.block_n))
+    if a_scale is not None:
         if w_scale is None:
-            raise ValueError("A4W4 (act_mxfp4) needs MXFP4 weights; got float weights")
-        from sglang_amd.quant.mxfp4_triton import quantize_mxfp4_triton
-
-        aq, a_scale = quantize_mxfp4_triton(a)
+            raise ValueError("A4W4 (packed activations) needs MXFP4 weights; got float weights")
+        aq = a
         _grouped_gemm_a4w4_kernel[grid](
             aq,
             a_scale,
@@ -80,8 +81,8 @@ def grouped_gemm(
             A_ROW_DIV=row_div,
             MUL_WEIGHT=weights is not None,
             BLOCK_M=block_m,
-            BLOCK_N=block_n,
-            BLOCK_K=64 if a.device.type == "cpu" else 128,
+            BLOCK_N=flags.block_n,
+            BLOCK_K=flags.block_k,
         )
         return out
     scale = w_scale if w_scale is not None else w  # unused when W_MXFP4 is False
@@ -106,8 +107,8 @@ def grouped_gemm(
         MUL_WEIGHT=weights is not None,
         W_MXFP4=w_scale is not None,
         BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_K=32 if a.device.type == "cpu" else 64,
+        BLOCK_N=flags.block_n,
+        BLOCK_K=flags.block_k,
         **dot_flags(a.dtype),
     )
     return out

@@ -3,11 +3,12 @@
 Where it sits: SGLang's ModelRunner builds this class in the scheduler process
 (through the factory `plugin.py` registers); each RadixAttention layer calls
 `forward_extend` / `forward_decode`. This module owns the SGLang side only:
-writing new K/V into the pool, reading batch metadata once per forward, and
-handing tensors to the tier `tiers.select` picked for extend and for decode
-(Triton: `extend.py` / `decode.py`; torch: `reference.py`). A request the
-chosen tier cannot take falls back to the torch tier with one log line.
-Imports sglang: only the plugin imports this module.
+writing new K/V into the pool, reading batch metadata once per forward
+(`attend.ForwardMetadata`), and calling the attention.extend / attention.decode
+ops (`tiers.TieredOp`; entry points in `attend.py`: Triton `extend.py` /
+`decode.py`, torch `reference.py`). A call the chosen tier cannot take falls
+back to the next tier with one log line. Imports sglang: only the plugin's
+factory (`attention/sglang_registration.py`) imports this module.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from sglang.srt.layers.radix_attention import AttentionType
 from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 
 from sglang_amd import trace
-from sglang_amd.attention.reference import contiguous_token_map, paged_attention_reference
+from sglang_amd.attention.attend import ForwardMetadata, LayerMath
 from sglang_amd.attention.spec_layout import full_verify_mask, prefix_plus_new_token_map
 from sglang_amd.attention.support import check_model_layers, check_model_runner
-from sglang_amd.tiers import Selection, Tier, fallback_once, select
+from sglang_amd.tiers import Tier, TieredOp
 
 if TYPE_CHECKING:
     from sglang.srt.layers.radix_attention import RadixAttention
@@ -33,70 +34,6 @@ if TYPE_CHECKING:
     from sglang.srt.model_executor.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ForwardMetadata:
-    """Per-batch lengths, read once per forward instead of once per layer."""
-
-    mode: str  # "extend" or "decode"
-    req_pool_indices: torch.Tensor  # [B] device
-    kv_lens: torch.Tensor  # [B] device
-    qo_lens: torch.Tensor  # [B] device
-    kv_lens_cpu: list[int]
-    qo_lens_cpu: list[int]
-    # Speculative modes read K/V through a map of their own (spec_layout.py)
-    # instead of req_to_token; req_pool_indices then index its rows.
-    token_map: torch.Tensor | None = None
-    # Target verify: flat bool, per sequence [qo_len, kv_len] row-major (the tree),
-    # or with mask_draft_only only the [qo_len, qo_len] block over the drafts.
-    custom_mask: torch.Tensor | None = None
-    mask_draft_only: bool = False
-    # Every sequence has this many new tokens (verify): the Triton launch is then
-    # planned on the device, which is what lets a CUDA graph capture it.
-    uniform_qo: int | None = None
-    _rows_cpu: list[int] | None = None
-    # Set while SGLang captures a CUDA graph (decode, draft decode, verify): the
-    # decode split grid is sized for this many tokens (the capacity) instead of
-    # this batch's longest sequence; anything that would read the host raises.
-    graph_max_kv_len: int | None = None
-
-    _new_tokens: tuple | None = None
-
-    def rows_cpu(self) -> list[int]:
-        if self._rows_cpu is None:
-            self._rows_cpu = self.req_pool_indices.tolist()
-        return self._rows_cpu
-
-    def full_mask(self) -> torch.Tensor | None:
-        """The tree mask in the FULL layout the torch tier reads."""
-        if self.custom_mask is None or not self.mask_draft_only:
-            return self.custom_mask
-        n = self.qo_lens_cpu[0] if self.qo_lens_cpu else 0
-        prefix = [kv - qo for kv, qo in zip(self.kv_lens_cpu, self.qo_lens_cpu, strict=True)]
-        return full_verify_mask(self.custom_mask, prefix, n, draft_only=True)
-
-    def new_tokens_only(self) -> tuple[ForwardMetadata, torch.Tensor]:
-        """Metadata and a token map that page over the call's own k/v rows.
-
-        MLA's fresh prefill hands the backend decompressed K/V of the new tokens
-        (the pool holds only the latent), so sequence b's keys are rows
-        offsets[b] .. offsets[b] + qo_b - 1 of those tensors. Built once per forward.
-        """
-        if self._new_tokens is None:
-            device = self.qo_lens.device
-            qo = self.qo_lens_cpu
-            token_map = contiguous_token_map(qo, device)
-            meta = ForwardMetadata(
-                mode="extend",
-                req_pool_indices=torch.arange(len(qo), device=device),
-                kv_lens=self.qo_lens,
-                qo_lens=self.qo_lens,
-                kv_lens_cpu=list(qo),
-                qo_lens_cpu=list(qo),
-            )
-            self._new_tokens = (meta, token_map)
-        return self._new_tokens
 
 
 class AmdAttnBackend(AttentionBackend):
@@ -112,8 +49,8 @@ class AmdAttnBackend(AttentionBackend):
         # MLA models keep one latent row per token ([kv_lora_rank + rope]); the
         # absorbed path attends over it with V aliasing its first kv_lora_rank columns.
         self.use_mla = bool(getattr(model_runner, "use_mla_backend", False))
-        self.selections: dict[str, Selection] = {
-            mode: select(f"attention.{mode}", self.device) for mode in ("extend", "decode")
+        self.ops: dict[str, TieredOp] = {
+            mode: TieredOp(f"attention.{mode}", self.device) for mode in ("extend", "decode")
         }
         self.forward_metadata: ForwardMetadata | None = None
         # SGLang's EAGLE worker sizes fallback tree masks from the target's backend.
@@ -133,13 +70,14 @@ class AmdAttnBackend(AttentionBackend):
             self._num_draft_tokens = int(model_runner.decode_num_tokens_per_req())
         self._graph_max_kv_len: int | None = None
         self._verify_graph: _VerifyGraphBuffers | None = None
-        for mode, sel in self.selections.items():
+        for mode, op in self.ops.items():
+            sel = op.selection
             logger.info("sglang-amd attention %s: tier %s (%s)", mode, sel.tier.value, sel.reason)
         trace.record(
             "backend_init",
             backend=type(self).__name__,
-            extend_tier=self.selections["extend"].tier.value,
-            decode_tier=self.selections["decode"].tier.value,
+            extend_tier=self.ops["extend"].tier.value,
+            decode_tier=self.ops["decode"].tier.value,
             device=str(self.device),
         )
 
@@ -262,88 +200,16 @@ class AmdAttnBackend(AttentionBackend):
         q3 = q.reshape(-1, layer.tp_q_head_num, layer.qk_head_dim)
         out = q.new_empty(q3.shape[0], layer.tp_q_head_num, layer.v_head_dim)
 
-        tier = self.selections[mode].tier
-        if tier is Tier.TRITON:
-            reason = self._triton_refusal(q3, k_cache, v_cache, layer, causal)
-            if reason is None:
-                self._run_triton(meta, q3, k_cache, v_cache, req_to_token, out, layer, window, cap)
-                trace.record(f"forward_{mode}", tier=tier.value)
-                return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
-            if meta.graph_max_kv_len is not None:
-                raise RuntimeError(
-                    f"sglang-amd: layer {layer.layer_id} cannot run {mode} on the Triton tier "
-                    f"({reason}), and the torch tier reads lengths on the host, which a CUDA "
-                    "graph would freeze; start with --disable-cuda-graph"
-                )
-            fallback_once(f"attention.{mode}", tier, reason)
-        paged_attention_reference(
-            q3,
-            k_cache,
-            v_cache,
-            req_to_token,
-            meta.rows_cpu(),
-            meta.kv_lens_cpu,
-            meta.qo_lens_cpu,
+        math = LayerMath(
             scale=layer.scaling,
             causal=causal,
             sliding_window=window,
             logit_cap=cap,
-            custom_mask=meta.full_mask(),
             k_scale=layer.k_scale_float,
             v_scale=layer.v_scale_float,
-            out=out,
         )
-        trace.record(f"forward_{mode}", tier=Tier.TORCH.value)
+        self.ops[mode](q3, k_cache, v_cache, req_to_token, meta, math, out)
         return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
-
-    @staticmethod
-    def _triton_refusal(q3, k_cache, v_cache, layer: RadixAttention, causal: bool) -> str | None:
-        from sglang_amd.attention.decode import unsupported_reason
-
-        if layer.k_scale_float not in (None, 1.0) or layer.v_scale_float not in (None, 1.0):
-            return "scaled (quantized) KV cache"
-        if not causal:
-            return "non-causal attention (encoder / bidirectional layers)"
-        return unsupported_reason(q3, k_cache, v_cache)
-
-    def _run_triton(self, meta, q3, k_cache, v_cache, req_to_token, out, layer, window, cap):
-        if meta.mode == "decode":
-            from sglang_amd.attention.decode import paged_decode
-
-            paged_decode(
-                q3,
-                k_cache,
-                v_cache,
-                req_to_token,
-                meta.req_pool_indices,
-                meta.kv_lens,
-                scale=layer.scaling,
-                max_kv_len=meta.graph_max_kv_len or max(meta.kv_lens_cpu, default=0),
-                sliding_window=window,
-                logit_cap=cap,
-                out=out,
-            )
-        else:
-            from sglang_amd.attention.extend import paged_extend
-
-            paged_extend(
-                q3,
-                k_cache,
-                v_cache,
-                req_to_token,
-                meta.req_pool_indices,
-                meta.kv_lens,
-                meta.qo_lens,
-                scale=layer.scaling,
-                kv_lens_cpu=meta.kv_lens_cpu,
-                qo_lens_cpu=meta.qo_lens_cpu,
-                sliding_window=window,
-                logit_cap=cap,
-                custom_mask=meta.custom_mask,
-                mask_draft_only=meta.mask_draft_only,
-                uniform_qo=meta.uniform_qo,
-                out=out,
-            )
 
     def forward_extend(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw
@@ -393,7 +259,7 @@ class AmdAttnBackend(AttentionBackend):
     def init_cuda_graph_state(self, max_bs: int, max_num_tokens: int) -> None:
         modes = ("decode", "extend") if self._num_draft_tokens else ("decode",)
         for mode in modes:
-            sel = self.selections[mode]
+            sel = self.ops[mode].selection
             if sel.tier is not Tier.TRITON:
                 raise RuntimeError(
                     f"sglang-amd: CUDA graphs need the Triton tier, but attention.{mode} "

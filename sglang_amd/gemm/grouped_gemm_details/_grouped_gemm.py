@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from sglang_amd.attention.triton_utils import mma
+from sglang_amd.triton_utils import mma
 
 
 @triton.jit

@@ -1,0 +1,116 @@
+"""Launch flags of the attention kernels (split-KV decode, extend), per target.
+
+Where it sits: `attention/decode.py` and `attention/extend.py` call
+`decode_flags(current_target(q.device), ...)` / `extend_flags(...)` before each
+launch. This module holds what every vendor shares -- the split count and the
+head block of decode -- and dispatches the per-arch tiles to
+`opt_flags_amd.py` / `opt_flags_nvidia.py`, or answers for the Triton
+interpreter itself (in the style of triton_kernels' `opt_flags.py`). Flags
+depend on the `Target` only, never on a live device, so any known target's
+flags can be computed on a CPU-only machine (`target_info.target_for_arch`).
+
+The split count is what keeps small-batch, long-context decode bandwidth-bound:
+with B sequences x H_kv heads there may be far fewer programs than compute
+units, so each sequence is cut into splits until the grid covers about two
+waves, but never into splits shorter than `MIN_TOKENS_PER_SPLIT` (below that the
+partial-output traffic and the reduce cost more than the parallelism gains).
+Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sglang_amd.attention import opt_flags_amd, opt_flags_nvidia
+from sglang_amd.target_info import Target
+
+__all__ = [
+    "MAX_SPLITS",
+    "MIN_TOKENS_PER_SPLIT",
+    "WAVES",
+    "DecodeFlags",
+    "ExtendFlags",
+    "choose_num_splits",
+    "decode_flags",
+    "extend_flags",
+]
+
+MIN_TOKENS_PER_SPLIT = 256
+MAX_SPLITS = 64
+WAVES = 2
+
+# The interpreter's tiles. Decode: the values the CUDA branch chose before the
+# split by vendor -- the old rule was "ROCm, else these", so CPU tests ran the
+# NVIDIA tile shapes (block_n 64, or 32 for wide heads) and keep doing so; with
+# INTERPRETER.compute_units = 4 the grid stays small but still splits. Extend:
+# small tiles, so each interpreted program (numpy on the CPU) costs little.
+# num_warps and num_stages do not change what the interpreter computes.
+# Decode: (normal heads, wide heads), each (block_n, num_warps, num_stages).
+_INTERPRETER_DECODE: tuple[tuple[int, int, int], tuple[int, int, int]] = ((64, 4, 2), (32, 8, 2))
+# Extend: (block_m, block_n, num_warps, num_stages) for every head width.
+_INTERPRETER_EXTEND: tuple[int, int, int, int] = (16, 16, 4, 1)
+
+
+@dataclass(frozen=True)
+class DecodeFlags:
+    num_splits: int
+    block_n: int
+    block_h: int
+    num_warps: int
+    num_stages: int
+    # A sequence uses ceil(kv_len / min_split_len) of the grid's splits at most.
+    min_split_len: int = MIN_TOKENS_PER_SPLIT
+
+
+@dataclass(frozen=True)
+class ExtendFlags:
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+def choose_num_splits(programs: int, max_kv_len: int, units: int) -> int:
+    """Splits per sequence so the grid covers about WAVES waves of `units`."""
+    want = -(-WAVES * units // max(programs, 1))
+    by_length = max(1, -(-max_kv_len // MIN_TOKENS_PER_SPLIT))
+    return max(1, min(want, by_length, MAX_SPLITS))
+
+
+def decode_flags(
+    target: Target,
+    batch: int,
+    num_kv_heads: int,
+    group: int,
+    max_kv_len: int,
+    d_qk: int,
+    d_v: int,
+) -> DecodeFlags:
+    """Split-KV decode flags for `batch` sequences of up to `max_kv_len` keys,
+    `num_kv_heads` KV heads each read by `group` query heads, on `target`."""
+    # One program serves up to block_h query heads of a KV head (they share its
+    # K/V loads); 16 is the smallest tile tl.dot takes.
+    block_h = max(16, min(64, 1 << max(group - 1, 0).bit_length()))
+    wide = d_qk > 256 or d_v > 256  # MLA latent: keep the [BLOCK_H, D_V] accumulator in registers
+    if wide:
+        block_h = 16
+    head_blocks = -(-group // block_h)
+    programs = batch * num_kv_heads * head_blocks
+    splits = choose_num_splits(programs, max_kv_len, target.compute_units)
+    if target.vendor == "amd":
+        block_n, num_warps, num_stages = opt_flags_amd.decode_tiles(target, wide=wide)
+    elif target.vendor == "nvidia":
+        block_n, num_warps, num_stages = opt_flags_nvidia.decode_tiles(target, wide=wide)
+    else:
+        block_n, num_warps, num_stages = _INTERPRETER_DECODE[wide]
+    return DecodeFlags(splits, block_n, block_h, num_warps, num_stages)
+
+
+def extend_flags(target: Target, d_qk: int, d_v: int) -> ExtendFlags:
+    """Extend flags for QK width `d_qk` and V width `d_v` on `target`."""
+    wide = max(d_qk, d_v) > 128
+    if target.vendor == "amd":
+        return ExtendFlags(*opt_flags_amd.extend_tiles(target, wide=wide))
+    if target.vendor == "nvidia":
+        return ExtendFlags(*opt_flags_nvidia.extend_tiles(target, wide=wide))
+    return ExtendFlags(*_INTERPRETER_EXTEND)

@@ -1,0 +1,44 @@
+"""AMD (ROCm, CDNA) launch flags for the attention kernels.
+
+Where it sits: `attention/opt_flags.py` computes what every vendor shares (the
+split count, the head block) and asks here for the per-arch tiles when the
+target's vendor is "amd". Keyed by `Target.arch`; an AMD arch without a row
+(gfx90a, RDNA, ...) gets `DEFAULT_ARCH`'s. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from sglang_amd.target_info import Target
+
+# The row an AMD arch without its own row gets: the ROCm numbers used before the
+# tables were split by arch.
+DEFAULT_ARCH = "gfx942"
+
+# Split-KV decode, per arch: (normal heads, wide heads), each
+# (block_n, num_warps, num_stages). 64-wide wavefronts: fewer, fatter warps and
+# no software pipelining (num_stages 1). Wide heads (the MLA latent, > 256) take
+# half the keys per tile so the [BLOCK_H, D_V] accumulator stays in registers.
+# gfx950 holds gfx942's values until it is tuned: change its row alone.
+_DECODE: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    "gfx942": ((64, 4, 1), (32, 4, 1)),
+    "gfx950": ((64, 4, 1), (32, 4, 1)),
+}
+
+# Extend (prefill over a cached prefix), per arch: (normal heads, wide heads),
+# each (block_m, block_n, num_warps, num_stages); wide is a QK or V width > 128.
+_EXTEND: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] = {
+    "gfx942": ((128, 64, 4, 1), (64, 32, 4, 1)),
+    "gfx950": ((128, 64, 4, 1), (64, 32, 4, 1)),
+}
+
+
+def decode_tiles(target: Target, *, wide: bool) -> tuple[int, int, int]:
+    """(block_n, num_warps, num_stages) of split-KV decode on `target`."""
+    normal, wide_row = _DECODE.get(target.arch, _DECODE[DEFAULT_ARCH])
+    return wide_row if wide else normal
+
+
+def extend_tiles(target: Target, *, wide: bool) -> tuple[int, int, int, int]:
+    """(block_m, block_n, num_warps, num_stages) of extend on `target`."""
+    normal, wide_row = _EXTEND.get(target.arch, _EXTEND[DEFAULT_ARCH])
+    return wide_row if wide else normal

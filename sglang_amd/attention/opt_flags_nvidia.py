@@ -1,0 +1,45 @@
+"""NVIDIA (CUDA) launch flags for the attention kernels.
+
+Where it sits: `attention/opt_flags.py` computes what every vendor shares (the
+split count, the head block) and asks here for the per-arch tiles when the
+target's vendor is "nvidia". Keyed by `Target.arch`; an NVIDIA arch without a
+row (sm_80, sm_120, ...) gets `DEFAULT_ARCH`'s. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from sglang_amd.target_info import Target
+
+# The row an NVIDIA arch without its own row gets: the CUDA numbers used before
+# the tables were split by arch.
+DEFAULT_ARCH = "sm_90"
+
+# Split-KV decode, per arch: (normal heads, wide heads), each
+# (block_n, num_warps, num_stages). Two stages overlap the next K/V tile's load
+# with this one's math. Wide heads (the MLA latent, > 256) take half the keys per
+# tile and twice the warps so the [BLOCK_H, D_V] accumulator fits in registers.
+# sm_100 holds sm_90's values until it is tuned: change its row alone.
+_DECODE: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    "sm_90": ((64, 4, 2), (32, 8, 2)),
+    "sm_100": ((64, 4, 2), (32, 8, 2)),
+}
+
+# Extend (prefill over a cached prefix), per arch: (normal heads, wide heads),
+# each (block_m, block_n, num_warps, num_stages); wide is a QK or V width > 128,
+# where deeper pipelining would not fit the tiles in shared memory.
+_EXTEND: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] = {
+    "sm_90": ((128, 64, 8, 3), (64, 32, 4, 2)),
+    "sm_100": ((128, 64, 8, 3), (64, 32, 4, 2)),
+}
+
+
+def decode_tiles(target: Target, *, wide: bool) -> tuple[int, int, int]:
+    """(block_n, num_warps, num_stages) of split-KV decode on `target`."""
+    normal, wide_row = _DECODE.get(target.arch, _DECODE[DEFAULT_ARCH])
+    return wide_row if wide else normal
+
+
+def extend_tiles(target: Target, *, wide: bool) -> tuple[int, int, int, int]:
+    """(block_m, block_n, num_warps, num_stages) of extend on `target`."""
+    normal, wide_row = _EXTEND.get(target.arch, _EXTEND[DEFAULT_ARCH])
+    return wide_row if wide else normal

@@ -1,0 +1,2 @@
+"""Matmuls shared by several families: the grouped GEMM behind the fused MoE
+(moe/fused.py) and the dense MXFP4 linear (quant/mxfp4_linear.py). Never imports sglang."""

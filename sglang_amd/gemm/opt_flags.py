@@ -1,0 +1,68 @@
+"""Launch flags of the grouped GEMM and of its two callers' block heights, per target.
+
+Where it sits: `gemm/grouped_gemm.py` takes its block_n/block_k from
+`grouped_gemm_flags`; `moe/fused.py` sizes its expert-aligned layout with
+`moe_block_m` and `quant/mxfp4_linear.py` its one-group layout with
+`linear_block_m` (block_m is the callers' choice because the slot layout they
+build must be padded to it). Per-arch values live in `opt_flags_amd.py` /
+`opt_flags_nvidia.py` (in the style of triton_kernels' `opt_flags.py`); the Triton
+interpreter is answered here. Flags depend on the `Target` only, so any known
+target's flags can be computed on a CPU-only machine
+(`target_info.target_for_arch`). Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sglang_amd.gemm import opt_flags_amd, opt_flags_nvidia
+from sglang_amd.target_info import Target
+
+__all__ = ["GemmFlags", "grouped_gemm_flags", "linear_block_m", "moe_block_m"]
+
+# The interpreter runs each program in numpy on the CPU: small tiles keep the
+# tests fast. (block_n, block_k of float/W4A16, block_k of A4W4), and the block
+# height of both callers -- the values chosen for CPU tensors before the split.
+_INTERPRETER_GROUPED_GEMM: tuple[int, int, int] = (32, 32, 64)
+_INTERPRETER_BLOCK_M = 16
+
+# A dense linear with at most this many rows (decode batches) runs one 16-row
+# block height on every target: a taller block would mostly compute padding.
+SMALL_ROWS = 16
+
+
+@dataclass(frozen=True)
+class GemmFlags:
+    block_n: int
+    block_k: int
+
+
+def grouped_gemm_flags(target: Target, *, a4w4: bool) -> GemmFlags:
+    """Grouped GEMM tiles on `target`; `a4w4` selects the kernel that takes MXFP4
+    activations (tl.dot_scaled) instead of float ones."""
+    if target.vendor == "amd":
+        return GemmFlags(*opt_flags_amd.grouped_gemm_tiles(target, a4w4=a4w4))
+    if target.vendor == "nvidia":
+        return GemmFlags(*opt_flags_nvidia.grouped_gemm_tiles(target, a4w4=a4w4))
+    block_n, block_k, block_k_a4w4 = _INTERPRETER_GROUPED_GEMM
+    return GemmFlags(block_n, block_k_a4w4 if a4w4 else block_k)
+
+
+def moe_block_m(target: Target) -> int:
+    """Block height of the fused MoE's expert-aligned slot layout on `target`."""
+    if target.vendor == "amd":
+        return opt_flags_amd.moe_block_m(target)
+    if target.vendor == "nvidia":
+        return opt_flags_nvidia.moe_block_m(target)
+    return _INTERPRETER_BLOCK_M
+
+
+def linear_block_m(target: Target, rows: int) -> int:
+    """Block height of the dense MXFP4 linear over `rows` input rows on `target`."""
+    if rows <= SMALL_ROWS:
+        return 16
+    if target.vendor == "amd":
+        return opt_flags_amd.linear_block_m(target)
+    if target.vendor == "nvidia":
+        return opt_flags_nvidia.linear_block_m(target)
+    return _INTERPRETER_BLOCK_M

@@ -1,0 +1,53 @@
+"""AMD (ROCm, CDNA) block sizes for the grouped GEMM and its callers.
+
+Where it sits: `gemm/opt_flags.py` asks here when the target's vendor is "amd".
+Keyed by `Target.arch`; an AMD arch without a row (gfx90a, RDNA, ...) gets
+`DEFAULT_ARCH`'s. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from sglang_amd.target_info import Target
+
+# The row an AMD arch without its own row gets: the GPU numbers used before the
+# tables were split by vendor and arch.
+DEFAULT_ARCH = "gfx942"
+
+# Grouped GEMM, per arch: (block_n, block_k of the float/W4A16 kernel, block_k
+# of the A4W4 kernel). A4W4's K tile counts elements of operands packed two per
+# byte (BLOCK_K // 2 bytes a row); it is twice the W4A16 one, as before the split.
+# gfx950 holds gfx942's values until it is tuned
+# (its native MXFP4 MFMA may want other tiles): change its row alone.
+_GROUPED_GEMM: dict[str, tuple[int, int, int]] = {
+    "gfx942": (64, 64, 128),
+    "gfx950": (64, 64, 128),
+}
+
+# Block height (expert-aligned rows per program) of the fused MoE, per arch.
+_MOE_BLOCK_M: dict[str, int] = {
+    "gfx942": 64,
+    "gfx950": 64,
+}
+
+# Block height of the dense MXFP4 linear once it has more rows than its small
+# tile (see `gemm/opt_flags.linear_block_m`), per arch.
+_LINEAR_BLOCK_M: dict[str, int] = {
+    "gfx942": 64,
+    "gfx950": 64,
+}
+
+
+def grouped_gemm_tiles(target: Target, *, a4w4: bool) -> tuple[int, int]:
+    """(block_n, block_k) of the grouped GEMM on `target`."""
+    block_n, block_k, block_k_a4w4 = _GROUPED_GEMM.get(target.arch, _GROUPED_GEMM[DEFAULT_ARCH])
+    return block_n, block_k_a4w4 if a4w4 else block_k
+
+
+def moe_block_m(target: Target) -> int:
+    """Rows per program of the fused MoE's expert-aligned layout on `target`."""
+    return _MOE_BLOCK_M.get(target.arch, _MOE_BLOCK_M[DEFAULT_ARCH])
+
+
+def linear_block_m(target: Target) -> int:
+    """Rows per program of the dense MXFP4 linear with many rows on `target`."""
+    return _LINEAR_BLOCK_M.get(target.arch, _LINEAR_BLOCK_M[DEFAULT_ARCH])

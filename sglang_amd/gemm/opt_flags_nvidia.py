@@ -1,0 +1,53 @@
+"""NVIDIA (CUDA) block sizes for the grouped GEMM and its callers.
+
+Where it sits: `gemm/opt_flags.py` asks here when the target's vendor is "nvidia".
+Keyed by `Target.arch`; an NVIDIA arch without a row (sm_80, sm_120, ...) gets
+`DEFAULT_ARCH`'s. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from sglang_amd.target_info import Target
+
+# The row an NVIDIA arch without its own row gets: the GPU numbers used before the
+# tables were split by vendor and arch.
+DEFAULT_ARCH = "sm_90"
+
+# Grouped GEMM, per arch: (block_n, block_k of the float/W4A16 kernel, block_k
+# of the A4W4 kernel). A4W4's K tile counts elements of operands packed two per
+# byte (BLOCK_K // 2 bytes a row); it is twice the W4A16 one, as before the split.
+# sm_100 holds sm_90's values until it is tuned
+# (its native MXFP4 tensor cores may want other tiles): change its row alone.
+_GROUPED_GEMM: dict[str, tuple[int, int, int]] = {
+    "sm_90": (64, 64, 128),
+    "sm_100": (64, 64, 128),
+}
+
+# Block height (expert-aligned rows per program) of the fused MoE, per arch.
+_MOE_BLOCK_M: dict[str, int] = {
+    "sm_90": 64,
+    "sm_100": 64,
+}
+
+# Block height of the dense MXFP4 linear once it has more rows than its small
+# tile (see `gemm/opt_flags.linear_block_m`), per arch.
+_LINEAR_BLOCK_M: dict[str, int] = {
+    "sm_90": 64,
+    "sm_100": 64,
+}
+
+
+def grouped_gemm_tiles(target: Target, *, a4w4: bool) -> tuple[int, int]:
+    """(block_n, block_k) of the grouped GEMM on `target`."""
+    block_n, block_k, block_k_a4w4 = _GROUPED_GEMM.get(target.arch, _GROUPED_GEMM[DEFAULT_ARCH])
+    return block_n, block_k_a4w4 if a4w4 else block_k
+
+
+def moe_block_m(target: Target) -> int:
+    """Rows per program of the fused MoE's expert-aligned layout on `target`."""
+    return _MOE_BLOCK_M.get(target.arch, _MOE_BLOCK_M[DEFAULT_ARCH])
+
+
+def linear_block_m(target: Target) -> int:
+    """Rows per program of the dense MXFP4 linear with many rows on `target`."""
+    return _LINEAR_BLOCK_M.get(target.arch, _LINEAR_BLOCK_M[DEFAULT_ARCH])
