@@ -130,3 +130,35 @@ def test_speculative_algorithms_we_do_not_serve_are_refused():
     args.speculative_algorithm = "EAGLE3"
     assert unsupported_reasons(args, None) == []
 
+
+def test_dsa_models_are_refused_naming_the_flag():
+    """DeepSeek-V3.2-style sparse attention (an index_topk in the config) is not
+    served yet: refused at start rather than attended densely (silently wrong)."""
+    from types import SimpleNamespace
+
+    from sglang_amd.attention.support import unsupported_reasons
+
+    args = SimpleNamespace(attention_backend="amd", kv_cache_dtype="auto")
+    hf = SimpleNamespace(architectures=["DeepseekV32ForCausalLM"], index_topk=2048)
+    (reason,) = unsupported_reasons(args, SimpleNamespace(hf_config=hf))
+    assert "--attention-backend amd" in reason and "index_topk" in reason
+    nested = SimpleNamespace(text_config=hf)  # multimodal wrappers nest the text config
+    assert unsupported_reasons(args, SimpleNamespace(hf_config=nested))
+    hf.index_topk = None
+    assert unsupported_reasons(args, SimpleNamespace(hf_config=hf)) == []
+
+
+def test_our_dsa_rule_covers_every_model_sglang_treats_as_dsa():
+    """SGLang's own test for DSA models (is_deepseek_dsa) needs index_topk; if it
+    ever keys on something else, our refusal must follow."""
+    import inspect
+    from types import SimpleNamespace
+
+    from sglang.srt.configs import model_config
+
+    source = inspect.getsource(model_config.is_deepseek_dsa)
+    assert '"index_topk"' in source and "is not None" in source
+    hf = SimpleNamespace(architectures=["DeepseekV32ForCausalLM"], index_topk=None)
+    assert not model_config.is_deepseek_dsa(hf)
+    hf.index_topk = 64
+    assert model_config.is_deepseek_dsa(hf)

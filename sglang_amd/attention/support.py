@@ -20,6 +20,7 @@ from sglang_amd.flags import (
     env_on,
     server_device,
 )
+from sglang_amd.model_info import text_config
 
 # KV-cache dtypes the pool stores as plain floats; the quantized ones need
 # scale handling our kernels do not have yet.
@@ -88,6 +89,15 @@ def _model_reasons(model_config: Any, flag: str) -> list[str]:
         reasons.append(
             f"{flag} {ATTENTION_BACKEND} does not serve hybrid sliding-window KV pools yet; "
             "pick another --attention-backend for this model"
+        )
+    hf_config = getattr(model_config, "hf_config", None)
+    if hf_config is not None and getattr(text_config(hf_config), "index_topk", None) is not None:
+        # SGLang would ask us for indexer metadata, get none, and attend densely:
+        # silently wrong once a context passes index_topk.
+        reasons.append(
+            f"{flag} {ATTENTION_BACKEND} does not serve DeepSeek sparse attention (DSA: "
+            "this model's index_topk) yet; leave --attention-backend unset (SGLang picks "
+            "its dsa backend) or pick another one for this model"
         )
     return reasons
 
