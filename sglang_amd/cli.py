@@ -6,6 +6,10 @@ sglang-amd serve [launch_server args]   SGLang's launch_server with our plugin;
                                         on the CPU platform
 sglang-amd env                          versions, device, and the tier each op uses
 sglang-amd model smollm2                convert (once) and print the model path
+sglang-amd bench attention|moe          our kernels against peers (table, JSON, PNG)
+sglang-amd audit [--quick]              every kernel compiled for gfx942, gfx950,
+                                        sm_90 and sm_100 (no GPU needed): registers,
+                                        spills, LDS, occupancy, instructions, gates
 """
 
 from __future__ import annotations
@@ -243,6 +247,50 @@ def _bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _audit(ns: argparse.Namespace) -> int:
+    """Exit 0 when every gate holds, 1 when one fails (each printed), 2 when the
+    audit cannot run here."""
+    import datetime
+    from pathlib import Path
+
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        print("sglang-amd audit: unset TRITON_INTERPRET (it compiles real kernels)", file=sys.stderr)
+        return 2
+    from sglang_amd.audit import compile_audit
+
+    targets = [t.strip() for t in ns.targets.split(",") if t.strip()]
+    unknown = sorted(set(targets) - set(compile_audit.TARGETS))
+    if unknown:
+        print(f"sglang-amd audit: unknown --targets {unknown}; use {compile_audit.TARGETS}",
+              file=sys.stderr)
+        return 2
+    rows = compile_audit.run(targets, quick=ns.quick)
+    header = (
+        f"sglang-amd audit | compiled for {', '.join(targets)} on a CPU machine | "
+        f"{datetime.date.today()} | commit {_commit()}" + (" | QUICK" if ns.quick else "")
+    )
+    print(header)
+    print(compile_audit.table(rows))
+    failures = compile_audit.gate_failures(rows)
+    json_path, png_path = compile_audit.write(rows, Path(ns.out), header)
+    print(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
+    print(f"gates: {len(rows)} compiled launches, {len(failures)} failing")
+    for failure in failures:
+        print(f"  GATE: {failure}")
+    return 1 if failures else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
@@ -263,7 +311,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument(
         "--smoke", action="store_true", help="tiny shapes (the default without a GPU)"
     )
+    audit = sub.add_parser(
+        "audit", help="compile every kernel for gfx942/gfx950/sm_90/sm_100 and check the gates"
+    )
+    audit.add_argument("--targets", default="gfx942,gfx950,sm_90,sm_100")
+    audit.add_argument("--quick", action="store_true", help="a few shapes (what make test runs)")
+    audit.add_argument("--out", default="bench-out", help="folder for audit.json and audit.png")
     ns = parser.parse_args(argv)
+    if ns.cmd == "audit":
+        return _audit(ns)
     if ns.cmd == "bench":
         return _bench(ns)
     if ns.cmd == "env":

@@ -23,9 +23,15 @@ def mma(a, b, PRECISION: tl.constexpr, UPCAST: tl.constexpr):
 
 
 def dot_flags(*dtypes: torch.dtype) -> dict[str, object]:
-    """PRECISION/UPCAST constexprs for kernels whose tiles have these dtypes."""
+    """PRECISION/UPCAST constexprs for kernels whose tiles have these dtypes.
+
+    PRECISION is "ieee" everywhere: float32 tiles must multiply exactly (they are
+    how the float32 path matches HF to 1e-3), and for bf16/fp16 tiles Triton
+    ignores it, while "tf32" is not a valid value at all on gfx950 (MI355X
+    accepts only ieee, bf16x3, bf16x6), where it stopped every kernel compiling.
+    """
     return {
-        "PRECISION": "ieee" if torch.float32 in dtypes else "tf32",
+        "PRECISION": "ieee",
         "UPCAST": triton_interpret() and torch.bfloat16 in dtypes,
     }
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from sglang_amd.attention.reference import attention_mask, paged_attention_reference
 from sglang_amd.testing import make_paged_batch, poisoned_like, reference_attention, tolerance
+from tests.hypothesis_compat import given, settings, st
 
 
 def dense_oracle(batch, scale, *, causal=True, window=None, cap=0.0, custom_mask=None):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from sglang_amd.attention.decode import paged_decode
 from sglang_amd.attention.extend import paged_extend
@@ -21,6 +19,7 @@ from sglang_amd.attention.spec_layout import full_verify_mask
 from sglang_amd.target_info import current_target
 from sglang_amd.testing import capture_cuda_graph, make_paged_batch, poisoned_like, tolerance
 from sglang_amd.testing import reference_attention as reference
+from tests.hypothesis_compat import given, settings, st
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 HEADS = [(8, 8), (32, 8), (16, 1)]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from sglang_amd.moe.align import align_by_expert, max_blocks
 from sglang_amd.moe.reference import fused_moe_reference, quantize_experts
 from sglang_amd.moe.routing import grouped_topk, softmax_topk
 from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
+from tests.hypothesis_compat import given, settings, st
 
 
 def _init(module, seed):

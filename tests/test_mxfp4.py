@@ -11,8 +11,6 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from sglang_amd.quant.mxfp4 import (
     E8M0_NAN,
@@ -22,6 +20,7 @@ from sglang_amd.quant.mxfp4 import (
     quantize_mxfp4,
     unpack_codes,
 )
+from tests.hypothesis_compat import given, settings, st
 
 
 def spec_decode(code: int) -> float:

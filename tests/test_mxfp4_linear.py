@@ -98,3 +98,23 @@ def test_gpu_real_widths(rows, act_mxfp4):
     want = mxfp4_linear_reference(x.float(), wq, ws, bias.float(), act_mxfp4=act_mxfp4)
     got = mxfp4_linear(*(t.cuda() for t in (x, wq, ws, bias)), act_mxfp4=act_mxfp4)
     torch.testing.assert_close(got.cpu().float(), want, atol=5e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_scale_decodes_to_nan_as_in_the_oracle(dtype):
+    """E8M0 0xFF is NaN: the W4A16 GEMM once decoded it as 2^128, so a block of
+    positive codes times positive activations gave +inf where the oracle has NaN.
+    Every output of that weight row must be NaN, the other rows unchanged."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(16, 64, generator=g)
+    w[7, 32:] = torch.rand(32, generator=g) + 0.5  # no zero code: the old decode gave inf
+    wq, ws = quantize_mxfp4(w)
+    ws[7, 1] = 0xFF
+    x = (torch.rand(5, 64, generator=g) + 0.1).to(dtype)
+    bias = torch.zeros(16, dtype=dtype)
+    want = mxfp4_linear_reference(x.float(), wq, ws, bias.float())
+    assert want[:, 7].isnan().all() and not want[:, :7].isnan().any()
+    dev = [t.to(DEVICE) for t in (x, wq, ws, bias)]
+    got = mxfp4_linear(*dev).cpu().float()
+    assert got[:, 7].isnan().all(), got[:, 7]
+    torch.testing.assert_close(got, want, equal_nan=True, **tolerance(dtype))

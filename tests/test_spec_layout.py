@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from sglang_amd.attention.reference import paged_attention_reference
 from sglang_amd.attention.spec_layout import (
@@ -19,6 +17,7 @@ from sglang_amd.attention.spec_layout import (
     full_verify_mask,
     prefix_plus_new_token_map,
 )
+from tests.hypothesis_compat import given, settings, st
 
 POISON = -7
 

@@ -109,8 +109,9 @@ def decode_flags(
 def extend_flags(target: Target, d_qk: int, d_v: int) -> ExtendFlags:
     """Extend flags for QK width `d_qk` and V width `d_v` on `target`."""
     wide = max(d_qk, d_v) > 128
+    latent = d_v > 256  # MLA's absorbed extend: V is the 512-wide latent
     if target.vendor == "amd":
-        return ExtendFlags(*opt_flags_amd.extend_tiles(target, wide=wide))
+        return ExtendFlags(*opt_flags_amd.extend_tiles(target, wide=wide, latent=latent))
     if target.vendor == "nvidia":
-        return ExtendFlags(*opt_flags_nvidia.extend_tiles(target, wide=wide))
+        return ExtendFlags(*opt_flags_nvidia.extend_tiles(target, wide=wide, latent=latent))
     return ExtendFlags(*_INTERPRETER_EXTEND)

@@ -38,7 +38,9 @@ def decode_tiles(target: Target, *, wide: bool) -> tuple[int, int, int]:
     return wide_row if wide else normal
 
 
-def extend_tiles(target: Target, *, wide: bool) -> tuple[int, int, int, int]:
-    """(block_m, block_n, num_warps, num_stages) of extend on `target`."""
+def extend_tiles(target: Target, *, wide: bool, latent: bool = False) -> tuple[int, int, int, int]:
+    """(block_m, block_n, num_warps, num_stages) of extend on `target`. An MLA
+    latent (V width > 256) takes the wide row: it does not spill on CDNA3/CDNA4
+    (sglang-amd audit), at one wave per SIMD."""
     normal, wide_row = _EXTEND.get(target.arch, _EXTEND[DEFAULT_ARCH])
     return wide_row if wide else normal

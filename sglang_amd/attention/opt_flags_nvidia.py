@@ -31,6 +31,15 @@ _EXTEND: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] 
     "sm_90": ((128, 64, 8, 3), (64, 32, 4, 2)),
     "sm_100": ((128, 64, 8, 3), (64, 32, 4, 2)),
 }
+# Extend over an MLA latent (V width > 256: DeepSeek's absorbed prefix-extend,
+# 512 + 64 / 512). The wide row's [64, 512] float32 accumulator on 4 warps spilled
+# (sglang-amd audit: 2,104 bytes on sm_90, 896 on sm_100); 8 warps halve it per
+# thread. sm_90 keeps 64 rows (one wgmma warpgroup tile, no spill); on sm_100 64
+# rows still spill 48 bytes, so 32 rows (mma.sync, 184 registers, no spill).
+_EXTEND_LATENT: dict[str, tuple[int, int, int, int]] = {
+    "sm_90": (64, 32, 8, 2),
+    "sm_100": (32, 32, 8, 2),
+}
 
 
 def decode_tiles(target: Target, *, wide: bool) -> tuple[int, int, int]:
@@ -39,7 +48,9 @@ def decode_tiles(target: Target, *, wide: bool) -> tuple[int, int, int]:
     return wide_row if wide else normal
 
 
-def extend_tiles(target: Target, *, wide: bool) -> tuple[int, int, int, int]:
+def extend_tiles(target: Target, *, wide: bool, latent: bool = False) -> tuple[int, int, int, int]:
     """(block_m, block_n, num_warps, num_stages) of extend on `target`."""
+    if latent:
+        return _EXTEND_LATENT.get(target.arch, _EXTEND_LATENT[DEFAULT_ARCH])
     normal, wide_row = _EXTEND.get(target.arch, _EXTEND[DEFAULT_ARCH])
     return wide_row if wide else normal

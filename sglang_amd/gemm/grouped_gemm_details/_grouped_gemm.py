@@ -87,7 +87,8 @@ def _grouped_gemm_kernel(
                 mask=wm,
                 other=127,
             )
-            scale = tl.exp2(sc.to(tl.float32) - 127.0)
+            # 0xFF is E8M0's NaN, not 2^128: the block decodes to NaN as in the oracle.
+            scale = tl.where(sc == 255, float("nan"), tl.exp2(sc.to(tl.float32) - 127.0))
             w_even = (_fp4_value(byte & 0xF) * scale).to(a_ty)
             w_odd = (_fp4_value(byte >> 4) * scale).to(a_ty)
             acc += mma(a_even, w_even, PRECISION, UPCAST)

@@ -1,0 +1,8 @@
+"""Proving kernels for GPUs this machine does not have: `sglang-amd audit`.
+
+`compile_for_target.py` compiles each launch our wrappers make for MI300X
+(gfx942), MI355X (gfx950), H100 (sm_90) and B200 (sm_100); `launches.py` is the
+model-shape matrix; `isa.py` reads registers, spills, LDS, occupancy and the
+instructions; `compile_audit.py` dedupes, checks the gates and writes the table,
+JSON and PNG. Never imports sglang.
+"""

@@ -1,0 +1,136 @@
+"""`sglang-amd audit`: every Triton kernel of ours, compiled for MI300X, MI355X, H100
+and B200 in every launch configuration our heuristics pick over the model matrix.
+
+Where it sits: walks `audit.launches.cases()` inside `compiling_for(arch)` for
+each target, dedupes the compiled launches (kernel, constexprs, options), reads
+each with `audit.isa.report`, and checks the gates: every launch compiles, none
+spills, AMD split-KV decode keeps >= 2 waves per SIMD. Table on stdout, JSON
+and a PNG. Must run without TRITON_INTERPRET (its own process). Never imports sglang.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sglang_amd.audit.compile_for_target import TRITON_TARGETS, Compiled, compiling_for
+from sglang_amd.audit.isa import KernelReport, report
+from sglang_amd.audit.launches import cases, flags_for
+
+TARGETS: tuple[str, ...] = tuple(TRITON_TARGETS)
+# Constexprs that say nothing about the launch's cost; left out of the config text.
+_QUIET = {"PRECISION", "UPCAST"}
+MIN_AMD_DECODE_OCCUPANCY = 2
+
+
+@dataclass
+class AuditRow:
+    report: KernelReport
+    used_by: list[str] = field(default_factory=list)
+
+
+def _config(c: Compiled) -> str:
+    parts = [f"{k}={v}" for k, v in c.constexprs.items() if k not in _QUIET]
+    parts += [f"{k}={v}" for k, v in c.options.items()]
+    return " ".join(parts)
+
+
+def run(targets: Sequence[str] = TARGETS, quick: bool = False) -> list[AuditRow]:
+    """Compile the matrix for `targets`; one row per distinct compiled launch."""
+    rows: dict[tuple, AuditRow] = {}
+    matrix = cases(quick)
+    for arch in targets:
+        for case in matrix:
+            sink: list[Compiled] = []
+            with compiling_for(arch, sink) as target, flags_for(target):
+                try:
+                    case.run()
+                except Exception as exc:  # a wrapper refusing the shape is a finding too
+                    sink.append(
+                        Compiled(case.op, arch, {}, {}, error=f"{type(exc).__name__}: {exc}")
+                    )
+            for c in sink:
+                key = (c.kernel, arch, _config(c))
+                if key not in rows:
+                    rows[key] = AuditRow(report(c, _config(c)))
+                label = f"{case.model}: {case.op}, {case.size}"
+                if len(rows[key].used_by) < 64:
+                    rows[key].used_by.append(label)
+    return list(rows.values())
+
+
+def gate_failures(rows: Sequence[AuditRow]) -> list[str]:
+    """What breaks the audit's gates; empty when every gate holds."""
+    bad = []
+    for row in rows:
+        r = row.report
+        where = f"{r.kernel} on {r.arch} [{r.config}] (e.g. {row.used_by[0]})"
+        if not r.ok:
+            bad.append(f"does not compile: {where}: {r.error}")
+            continue
+        if r.spill_bytes:
+            bad.append(f"spills {r.spill_bytes} bytes: {where}")
+        amd = r.arch.startswith("gfx")
+        if amd and r.kernel == "_decode_split_kernel":
+            if (r.occupancy or 0) < MIN_AMD_DECODE_OCCUPANCY:
+                bad.append(f"decode occupancy {r.occupancy} < {MIN_AMD_DECODE_OCCUPANCY}: {where}")
+    return bad
+
+
+def table(rows: Sequence[AuditRow]) -> str:
+    head = (
+        f"{'kernel':<28} {'arch':<7} {'ok':<3} {'regs':>5} {'agpr':>5} {'spill':>6} "
+        f"{'smem':>7} {'occ':>4} {'load':>5}  {'mma':<44} config"
+    )
+    lines = [head, "-" * len(head)]
+    for row in sorted(rows, key=lambda r: (r.report.kernel, r.report.config, r.report.arch)):
+        r = row.report
+
+        def n(v: int | None) -> str:
+            return "-" if v is None else str(v)
+
+        lines.append(
+            f"{r.kernel:<28} {r.arch:<7} {'yes' if r.ok else 'NO':<3} {n(r.registers):>5} "
+            f"{n(r.agprs):>5} {n(r.spill_bytes):>6} {r.shared_bytes:>7} {n(r.occupancy):>4} "
+            f"{n(r.load_bits):>5}  {r.mma[:44]:<44} {r.config}"
+            + (f"\n    error: {r.error}" if r.error else "")
+        )
+    return "\n".join(lines)
+
+
+def write(rows: Sequence[AuditRow], out: Path, header: str) -> tuple[Path, Path | None]:
+    """JSON (every row, its users, the gates) and, with matplotlib, a PNG of
+    registers and occupancy per kernel and target."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "header": header,
+        "gates": gate_failures(rows),
+        "rows": [{**r.report.as_dict(), "used_by": r.used_by} for r in rows],
+    }
+    json_path = out / "audit.json"
+    json_path.write_text(json.dumps(data, indent=1))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return json_path, None
+    ok = [r.report for r in rows if r.report.ok]
+    labels = [f"{r.kernel.strip('_')} {r.arch}\n{r.config[:48]}" for r in ok]
+    fig, axes = plt.subplots(1, 2, figsize=(16, max(4, 0.32 * len(ok))), sharey=True)
+    y = range(len(ok))
+    axes[0].barh(y, [r.registers or 0 for r in ok], color="tab:blue")
+    axes[0].set_xlabel("registers (AMD VGPRs / NVIDIA regs per thread)")
+    axes[1].barh(y, [r.occupancy or 0 for r in ok], color="tab:green")
+    axes[1].set_xlabel("occupancy (AMD waves/SIMD, NVIDIA warps/SM)")
+    axes[0].set_yticks(list(y), labels, fontsize=6)
+    axes[0].invert_yaxis()
+    fig.suptitle(header, fontsize=9)
+    fig.tight_layout()
+    png_path = out / "audit.png"
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return json_path, png_path

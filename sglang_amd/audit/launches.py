@@ -1,0 +1,203 @@
+"""The model-shape matrix the audit compiles, and the calls that make each launch.
+
+Where it sits: `audit/compile_audit.py` runs every `Case` here inside
+`compile_for_target.compiling_for(arch)`: each case calls our real wrapper on
+small CPU tensors whose per-row shapes (heads, head dims, hidden sizes, dtypes,
+strides) are the real model's, while the lengths that only size the grid
+(context, tokens, experts) are taken from the matrix through the same
+heuristics a GPU serve uses. What the kernels compile to depends on those
+shapes, not on the sizes of the tensors handed in. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from unittest import mock
+
+import torch
+
+from sglang_amd.target_info import Target
+
+BF16 = torch.bfloat16
+_SLOTS = 64  # pool rows handed in; the context comes from max_kv_len
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix: a model's op at one size."""
+
+    model: str
+    op: str
+    size: str
+    run: Callable[[], object]
+
+
+# (model, q heads, kv heads, qk dim, v dim) per TP rank, decoded over the pool.
+DECODE_ATTENTION = (
+    ("Llama-3.1-8B", 32, 8, 128, 128),
+    ("Llama-3.1-70B tp8", 8, 1, 128, 128),
+    ("Qwen3-235B-A22B tp4", 16, 1, 128, 128),
+    ("DeepSeek-V3 MLA 128 heads", 128, 1, 576, 512),
+    ("DeepSeek-V3 MLA 16 heads (tp8)", 16, 1, 576, 512),
+)
+# Extend: MHA as above; DeepSeek's fresh prefill (decompressed 192 / 128 per head)
+# and its absorbed prefix-extend over the latent.
+EXTEND_ATTENTION = (
+    ("Llama-3.1-8B", 32, 8, 128, 128),
+    ("Llama-3.1-70B tp8", 8, 1, 128, 128),
+    ("DeepSeek-V3 prefill 128 heads", 128, 128, 192, 128),
+    ("DeepSeek-V3 MLA extend 16 heads", 16, 1, 576, 512),
+)
+# (model, hidden, moe intermediate per rank, top-k)
+MOE = (
+    ("Qwen3-235B-A22B", 4096, 1536, 8),
+    ("DeepSeek-V3", 7168, 2048, 8),
+    ("gpt-oss-120b", 2880, 2880, 4),
+)
+DECODE_SIZES = tuple((b, ctx) for b in (1, 8, 64) for ctx in (1024, 8192, 65536))
+EXTEND_SIZES = (512, 4096)
+MOE_TOKENS = (1, 64, 512)
+
+# Modules that ask `current_target` for their launch flags.
+_FLAG_USERS = (
+    "sglang_amd.attention.decode",
+    "sglang_amd.attention.extend",
+    "sglang_amd.gemm.grouped_gemm",
+    "sglang_amd.moe.fused",
+    "sglang_amd.quant.mxfp4_linear",
+)
+
+
+@contextlib.contextmanager
+def flags_for(target: Target) -> Iterator[None]:
+    """Our launch-flag heuristics see `target` instead of the (absent) device."""
+    import importlib
+
+    with contextlib.ExitStack() as stack:
+        for name in _FLAG_USERS:
+            module = importlib.import_module(name)
+            stack.enter_context(mock.patch.object(module, "current_target", lambda d=None: target))
+        yield
+
+
+def _decode(hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: int) -> None:
+    from sglang_amd.attention.decode import paged_decode
+
+    q = torch.empty(batch, hq, dqk, dtype=BF16)
+    k = torch.empty(_SLOTS, hkv, dqk, dtype=BF16)
+    v = k[..., :dv] if dv < dqk else torch.empty(_SLOTS, hkv, dv, dtype=BF16)
+    r2t = torch.zeros(batch, _SLOTS, dtype=torch.int32)
+    lens = torch.full((batch,), _SLOTS, dtype=torch.int32)
+    paged_decode(q, k, v, r2t, torch.arange(batch), lens, scale=0.1, max_kv_len=ctx)
+
+
+def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
+    from sglang_amd.attention.extend import paged_extend
+
+    new = 64  # query rows handed in; the tile plan does not change the kernel
+    q = torch.empty(new, hq, dqk, dtype=BF16)
+    k = torch.empty(_SLOTS, hkv, dqk, dtype=BF16)
+    v = k[..., :dv] if (hkv == 1 and dv < dqk) else torch.empty(_SLOTS, hkv, dv, dtype=BF16)
+    r2t = torch.zeros(1, _SLOTS, dtype=torch.int32)
+    lens = torch.tensor([new], dtype=torch.int32)
+    paged_extend(
+        q, k, v, r2t, torch.arange(1), lens, lens, scale=0.1, kv_lens_cpu=[new], qo_lens_cpu=[new]
+    )
+
+
+def _moe(hidden: int, inter: int, topk: int, tokens: int, weights: str) -> None:
+    from sglang_amd.moe.fused import fused_moe
+    from sglang_amd.moe.weights import Mxfp4Experts
+
+    experts = 2  # local experts handed in: the grid, not the kernel, grows with them
+    x = torch.empty(min(tokens, 64), hidden, dtype=BF16)
+    ids = torch.zeros(x.shape[0], topk, dtype=torch.int32)
+    w = torch.ones(x.shape[0], topk)
+    if weights == "bf16":
+        w13 = torch.empty(experts, 2 * inter, hidden, dtype=BF16)
+        w2 = torch.empty(experts, hidden, inter, dtype=BF16)
+        fused_moe(x, w13, w2, w, ids)
+        return
+    u8 = torch.uint8
+    q = Mxfp4Experts(
+        torch.empty(experts, 2 * inter, hidden // 2, dtype=u8),
+        torch.empty(experts, 2 * inter, hidden // 32, dtype=u8),
+        torch.empty(experts, hidden, inter // 2, dtype=u8),
+        torch.empty(experts, hidden, inter // 32, dtype=u8),
+    )
+    fused_moe(x, q, None, w, ids, act_mxfp4=weights == "a4w4")
+
+
+def _linear(n: int, k: int, rows: int, a4w4: bool) -> None:
+    from sglang_amd.quant.mxfp4_linear import mxfp4_linear
+
+    x = torch.empty(rows, k, dtype=BF16)
+    w = torch.empty(n, k // 2, dtype=torch.uint8)
+    s = torch.empty(n, k // 32, dtype=torch.uint8)
+    mxfp4_linear(x, w, s, act_mxfp4=a4w4)
+
+
+# The subset `make test` compiles: one shape per kernel family and code path.
+QUICK_MODELS = {
+    "Llama-3.1-8B",
+    "DeepSeek-V3 MLA 16 heads (tp8)",
+    "DeepSeek-V3 prefill 128 heads",
+    "DeepSeek-V3 MLA extend 16 heads",
+    "DeepSeek-V3",
+    "DeepSeek-V3 o_proj",
+}
+
+
+def cases(quick: bool = False) -> list[Case]:
+    """The matrix; `quick` keeps one size of a few shapes (what `make test` compiles)."""
+    out = _all_cases(quick)
+    return [c for c in out if c.model in QUICK_MODELS] if quick else out
+
+
+def _all_cases(quick: bool) -> list[Case]:
+    out: list[Case] = []
+    decode_sizes = ((8, 8192),) if quick else DECODE_SIZES
+    for model, hq, hkv, dqk, dv in DECODE_ATTENTION:
+        for b, ctx in decode_sizes:
+            out.append(
+                Case(
+                    model,
+                    "attention.decode",
+                    f"batch {b}, context {ctx}",
+                    lambda a=(hq, hkv, dqk, dv, b, ctx): _decode(*a),
+                )
+            )
+    for model, hq, hkv, dqk, dv in EXTEND_ATTENTION:
+        for t in EXTEND_SIZES[:1] if quick else EXTEND_SIZES:
+            out.append(
+                Case(
+                    model,
+                    "attention.extend",
+                    f"{t} new tokens",
+                    lambda a=(hq, hkv, dqk, dv, t): _extend(*a),
+                )
+            )
+    for model, hidden, inter, topk in MOE:
+        for weights in ("bf16", "mxfp4", "a4w4"):
+            for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:
+                out.append(
+                    Case(
+                        model,
+                        f"moe.fused {weights}",
+                        f"{t} tokens",
+                        lambda a=(hidden, inter, topk, t, weights): _moe(*a),
+                    )
+                )
+    for rows in (1, 64) if not quick else (64,):
+        for a4w4 in (False, True):
+            out.append(
+                Case(
+                    "DeepSeek-V3 o_proj",
+                    f"quant.mxfp4_linear {'a4w4' if a4w4 else 'w4a16'}",
+                    f"{rows} rows",
+                    lambda a=(7168, 16384, rows, a4w4): _linear(*a),
+                )
+            )
+    return out
