@@ -383,3 +383,15 @@ def test_mla_latent_extend_tiles_do_not_spill(arch, want):
     compile audit (sglang-amd audit), which checks these compile without spills."""
     assert extend_flags(target_for_arch(arch), 576, 512) == ExtendFlags(*want)
     assert extend_flags(target_for_arch(arch), 192, 128) != ExtendFlags(*want) or arch.startswith("gfx")
+
+
+def test_split_reduce_warps_hold_the_mla_tile_without_spilling():
+    """64 splits x 512 (MLA at long context) on 4 warps spilled on sm_90/sm_100
+    (sglang-amd audit); enough warps that each thread holds <= 64 values."""
+    from sglang_amd.attention.opt_flags import reduce_warps
+
+    assert reduce_warps(target_for_arch("sm_90"), 64, 512) == 16
+    assert reduce_warps(target_for_arch("gfx942"), 64, 512) == 8
+    for arch in KNOWN_TARGETS:
+        assert reduce_warps(target_for_arch(arch), 2, 128) == 4  # small tiles as before
+        assert reduce_warps(target_for_arch(arch), 64, 128) in (4, 8)

@@ -18,7 +18,7 @@ from sglang_amd.attention.decode_details._split_kv import (
     _decode_split_kernel,
 )
 from sglang_amd.attention.head_dims import split_qk_dim, unsupported_dims
-from sglang_amd.attention.opt_flags import DecodeFlags, decode_flags
+from sglang_amd.attention.opt_flags import DecodeFlags, decode_flags, reduce_warps
 from sglang_amd.target_info import current_target
 from sglang_amd.triton_utils import dot_flags
 
@@ -85,10 +85,10 @@ def paged_decode(
         return out
     if max_kv_len is None:
         max_kv_len = int(kv_lens.max().item())
-    flags = flags or decode_flags(
-        current_target(q.device), batch, hkv, group, max_kv_len, d_qk, d_v
-    )
+    target = current_target(q.device)
+    flags = flags or decode_flags(target, batch, hkv, group, max_kv_len, d_qk, d_v)
     splits = flags.num_splits
+    block_s = max(triton.next_power_of_2(splits), 2)
     mid_o = torch.empty(batch, hq, splits, d_v, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(batch, hq, splits, dtype=torch.float32, device=q.device)
     head_blocks = triton.cdiv(group, flags.block_h)
@@ -144,7 +144,7 @@ def paged_decode(
         out.stride(1),
         splits,
         D_V=d_v,
-        BLOCK_S=max(triton.next_power_of_2(splits), 2),
-        num_warps=4,
+        BLOCK_S=block_s,
+        num_warps=reduce_warps(target, block_s, d_v),
     )
     return out

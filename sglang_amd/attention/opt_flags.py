@@ -115,3 +115,16 @@ def extend_flags(target: Target, d_qk: int, d_v: int) -> ExtendFlags:
     if target.vendor == "nvidia":
         return ExtendFlags(*opt_flags_nvidia.extend_tiles(target, wide=wide, latent=latent))
     return ExtendFlags(*_INTERPRETER_EXTEND)
+
+
+# Values of the [BLOCK_S, D_V] float32 tile each thread of the split reduce holds
+# at most: 4 warps held 64 splits x 512 (MLA) as 256 per thread on NVIDIA and
+# spilled (sglang-amd audit: 1,728 bytes on sm_90, 344 on sm_100).
+_REDUCE_VALUES_PER_THREAD = 64
+
+
+def reduce_warps(target: Target, block_s: int, d_v: int) -> int:
+    """num_warps of the split-KV reduce for `block_s` splits of width `d_v`."""
+    lanes = max(1, block_s * d_v // _REDUCE_VALUES_PER_THREAD)
+    warps = 1 << max(0, (-(-lanes // target.warp_size) - 1).bit_length())
+    return max(4, min(16, warps))

@@ -101,8 +101,8 @@ def table(rows: Sequence[AuditRow]) -> str:
 
 
 def write(rows: Sequence[AuditRow], out: Path, header: str) -> tuple[Path, Path | None]:
-    """JSON (every row, its users, the gates) and, with matplotlib, a PNG of
-    registers and occupancy per kernel and target."""
+    """JSON (every row, its users, the gates), the markdown summary (audit.md) and,
+    with matplotlib, a PNG of registers and occupancy per kernel and target."""
     out.mkdir(parents=True, exist_ok=True)
     data = {
         "header": header,
@@ -111,6 +111,7 @@ def write(rows: Sequence[AuditRow], out: Path, header: str) -> tuple[Path, Path 
     }
     json_path = out / "audit.json"
     json_path.write_text(json.dumps(data, indent=1))
+    (out / "audit.md").write_text(f"{header}\n\n{markdown(rows)}\n")
     try:
         import matplotlib
 
@@ -134,3 +135,35 @@ def write(rows: Sequence[AuditRow], out: Path, header: str) -> tuple[Path, Path 
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
     return json_path, png_path
+
+
+def markdown(rows: Sequence[AuditRow]) -> str:
+    """One line per kernel and target (BENCHMARKS.md's static section): how many
+    distinct launches, whether all compile, the worst registers / spills / LDS,
+    the lowest occupancy, the matrix instructions and the widest global load."""
+    groups: dict[tuple[str, str], list[KernelReport]] = {}
+    for row in rows:
+        groups.setdefault((row.report.kernel, row.report.arch), []).append(row.report)
+    lines = [
+        "| kernel | target | launches | compile | max regs | max spill B | max LDS/smem B "
+        "| min occupancy | matrix instructions | widest load (bits) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    order = {arch: i for i, arch in enumerate(TARGETS)}
+    for (kernel, arch), reps in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))
+    ):
+        ok = [r for r in reps if r.ok]
+
+        def worst(values: list[int | None], pick=max) -> str:
+            values = [v for v in values if v is not None]
+            return str(pick(values)) if values else "-"
+
+        mma = sorted({r.mma.split(" (")[0] for r in ok})
+        lines.append(
+            f"| `{kernel}` | {arch} | {len(reps)} | {len(ok)}/{len(reps)} "
+            f"| {worst([r.registers for r in ok])} | {worst([r.spill_bytes for r in ok])} "
+            f"| {worst([r.shared_bytes for r in ok])} | {worst([r.occupancy for r in ok], min)} "
+            f"| {', '.join(mma) or '-'} | {worst([r.load_bits for r in ok])} |"
+        )
+    return "\n".join(lines)
