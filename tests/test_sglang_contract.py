@@ -56,7 +56,7 @@ def test_attention_backend_interface_we_override():
 
 
 def test_decode_graph_protocol_we_implement():
-    """The decode graph runner's calls our CUDA-graph hooks answer (backend.py) and
+    """The decode graph runner's calls our CUDA-graph hooks answer (sglang_backend.py) and
     the graph config names the resolution hook edits (plugin.py)."""
     from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
     from sglang.srt.model_executor.cuda_graph_config import Backend, Phase, with_phase

@@ -1,6 +1,6 @@
 """Token maps for the speculative forward modes of the `amd` attention backend.
 
-Where it sits: `backend.py` turns each speculative ForwardBatch into the same
+Where it sits: `sglang_backend.py` turns each speculative ForwardBatch into the same
 (token map, kv_lens, qo_lens) triple every attention tier already takes, so the
 torch and Triton tiers serve EAGLE/MTP without a speculative kernel of their own.
 A token map is a [rows, width] table of KV-pool slots in sequence order, read

@@ -1,13 +1,13 @@
 """Triton tier of the fused MoE: aligned grouped GEMMs with bf16 or MXFP4 (W4A16) experts.
 
   slots aligned by expert (moe/align.py)
-  -> gate_up = x[token(slot)] @ W13[e]^T          (grouped_gemm.py, MXFP4 decoded in-loop)
+  -> gate_up = x[token(slot)] @ W13[e]^T          (gemm/grouped_gemm.py, MXFP4 in-loop)
   -> act = SiLU(gate) * up                         (torch)
   -> y[slot] = w_route[slot] * act[slot] @ W2[e]^T (grouped GEMM)
   -> out[t] = sum_j y[t * k + j]
 
 With `act_mxfp4` (A4W4) both GEMMs read MXFP4 activations and weights
-(`fused_details/_grouped_gemm_a4w4.py`, tl.dot_scaled). Matches `moe/reference.py`
+(`gemm/grouped_gemm_details/_grouped_gemm_a4w4.py`, tl.dot_scaled). Matches `moe/reference.py`
 (the torch tier). Reads nothing back to the host: every launch is sized from
 the shapes (align.py), so SGLang can capture a MoE layer in a CUDA graph. The
 aiter tier is not written yet. Never imports sglang.
