@@ -209,7 +209,6 @@ def graph_report(device: str, tiers: dict[str, str]) -> list[str]:
 
 def _bench(ns: argparse.Namespace) -> int:
     import datetime
-    import subprocess
     from pathlib import Path
 
     import torch
@@ -221,12 +220,7 @@ def _bench(ns: argparse.Namespace) -> int:
     smoke = ns.smoke or device.type == "cpu"
     module = {"attention": attention, "moe": moe}[ns.what]
     cases = module.SMOKE_CASES if smoke else module.GPU_CASES
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = _commit()
     layout = f" page {ns.page_size}" if ns.what == "attention" else ""
     header = (
         f"sglang-amd bench {ns.what} | {gpu_name()} | {ns.dtype}{layout} | "

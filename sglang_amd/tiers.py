@@ -265,19 +265,26 @@ class TieredOp:
     ):
         self.spec = OPS[op]
         self.selection = selection or select(op, device)
+        self._chain_of: tuple[Selection, list[Impl]] | None = None
 
     @property
     def tier(self) -> Tier:
         return self.selection.tier
 
     def _chain(self) -> list[Impl]:
-        ok = {tier for tier, answer in self.selection.considered if answer.ok}
-        start = TIER_ORDER.index(self.selection.tier)
-        return [
-            self.spec.impl(tier)
-            for tier in TIER_ORDER[start:]
-            if tier in self.spec.implemented and (tier is self.selection.tier or tier in ok)
-        ]
+        """The implementations a call may run on, best first; derived from the
+        selection once (every layer call asks), again only if it is replaced."""
+        if self._chain_of is None or self._chain_of[0] is not self.selection:
+            sel = self.selection
+            ok = {tier for tier, answer in sel.considered if answer.ok}
+            start = TIER_ORDER.index(sel.tier)
+            chain = [
+                self.spec.impl(tier)
+                for tier in TIER_ORDER[start:]
+                if tier in self.spec.implemented and (tier is sel.tier or tier in ok)
+            ]
+            self._chain_of = (sel, chain)
+        return self._chain_of[1]
 
     def pick(self, *args: Any, **kwargs: Any) -> Impl:
         """The implementation that serves this call."""
