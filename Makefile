@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.sglang-amd-bootstrap
 
-.PHONY: bootstrap serve test lint
+.PHONY: bootstrap serve test test-full lint
 
 bootstrap: $(STAMP)
 
@@ -20,3 +20,7 @@ lint: bootstrap
 
 test: lint
 	VENV=$(VENV) bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+# Also the repetitions marked `full` (other tiers, dtypes, page sizes, models).
+test-full: lint
+	SGLANG_AMD_TEST_FULL=1 VENV=$(VENV) bash scripts/run_tests.sh $(PYTEST_ARGS)

@@ -44,7 +44,14 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# `make test` runs every family's e2e once; the repetitions (other tiers, dtypes,
+# page sizes and models of a family already served once) are marked `full` and
+# run under `make test-full`, which sets this variable. CI's time limit is why.
+FULL = os.environ.get("SGLANG_AMD_TEST_FULL") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
+    skip_full = pytest.mark.skip(reason="a repetition: runs under `make test-full`")
     skip_gpu = pytest.mark.skip(reason="needs a CUDA/ROCm GPU")
     skip_sglang = pytest.mark.skip(reason="needs sglang installed")
     skip_interpreter = pytest.mark.skip(
@@ -52,6 +59,8 @@ def pytest_collection_modifyitems(config, items):
         "(set only without a GPU; on a GPU the `gpu` tests run the compiled kernels)"
     )
     for item in items:
+        if "full" in item.keywords and not FULL:
+            item.add_marker(skip_full)
         if "gpu" in item.keywords and not HAS_GPU:
             item.add_marker(skip_gpu)
         if ("sglang" in item.keywords or "e2e" in item.keywords) and not HAS_SGLANG:

@@ -40,6 +40,7 @@ def _scheduler_events(engines) -> set[tuple[str, str | None]]:
     return {(e["event"], e.get("tier")) for e in events if e["pid"] != os.getpid()}
 
 
+@pytest.mark.full
 def test_fp32_dense_mla_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     path = str(tiny_deepseek_v3(tiny_dir / "dense", smollm2_path, dense=True))
     check_fp32_against_hf(engines.get(model_path=path, **FP32), HFOracle(path), prompts)
@@ -61,6 +62,7 @@ def test_fp32_mla_moe_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     assert ("forward_moe", "torch") in _scheduler_events(engines)
 
 
+@pytest.mark.full
 def test_fp32_mla_moe_mxfp4_matches_fake_quantized_hf(engines, tiny_dir, smollm2_path, prompts):
     src = tiny_deepseek_v3(tiny_dir / "moe", smollm2_path)
     oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "moe-mxfp4-fq")))
@@ -73,6 +75,7 @@ def test_fp32_mla_moe_mxfp4_matches_fake_quantized_hf(engines, tiny_dir, smollm2
 MLA_MXFP4 = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj")
 
 
+@pytest.mark.full
 def test_fp32_quark_export_with_mxfp4_mla_matches_fake_quantized_hf(
     engines, tiny_dir, smollm2_path, prompts
 ):
@@ -89,6 +92,7 @@ def test_fp32_quark_export_with_mxfp4_mla_matches_fake_quantized_hf(
     assert want <= events, events
 
 
+@pytest.mark.full
 def test_triton_tiers_inside_sglang_match_hf(engines, tiny_dir, smollm2_path, prompts):
     """Our Triton attention (MHA prefill, absorbed MLA decode/extend) and Triton fused
     MoE (MXFP4 W4A16) inside SGLang, interpreted on CPU: same oracle, same bound."""
@@ -103,6 +107,7 @@ def test_triton_tiers_inside_sglang_match_hf(engines, tiny_dir, smollm2_path, pr
     assert ("forward_moe", "triton") in events, events
 
 
+@pytest.mark.full
 def test_bf16_mla_moe_no_noisier_than_sglang(engines, tiny_dir, smollm2_path, prompts):
     """bf16 against HF fp32: ours (amd attention + amd MoE runner) against SGLang's own
     path (torch_native, patched for MLA, and its default MoE) on the same checkpoint."""

@@ -121,6 +121,7 @@ def test_triton_tiers_serve_the_quark_export(engines, tiny_dir, hf_moe_mxfp4_den
     assert want | {("forward_decode", "triton")} <= events, events
 
 
+@pytest.mark.full
 def test_fp32_online_dense_mxfp4_matches_fake_quantized_hf(
     engines, moe_path, hf_moe_mxfp4_dense, prompts
 ):

@@ -67,6 +67,7 @@ def test_our_backend_ran_in_the_scheduler_process(fp32_results, engines):
     assert ("forward_decode", "torch") in kinds, events
 
 
+@pytest.mark.full
 def test_bf16_no_worse_than_torch_native(engines, hf_oracle, prompts):
     ours, _ = logprob_errors(
         engines.get(attention_backend="amd", dtype="bfloat16"), hf_oracle, prompts
@@ -85,6 +86,7 @@ def test_bf16_no_worse_than_torch_native(engines, hf_oracle, prompts):
     assert our_max <= their_max * 1.25
 
 
+@pytest.mark.full
 def test_fp32_page16_and_small_chunked_prefill_match_hf(engines, hf_oracle, prompts):
     """Pages of 16 tokens and 48-token prefill chunks: the 150-token prompts take
     several chunks, each an extend over the previous chunks' cached KV."""
@@ -101,6 +103,7 @@ def test_fp32_page16_and_small_chunked_prefill_match_hf(engines, hf_oracle, prom
         assert sglang_greedy(engine, p, GREEDY_TOKENS) == hf_oracle.greedy(p.ids, GREEDY_TOKENS)
 
 
+@pytest.mark.full
 def test_triton_tier_inside_sglang_matches_hf(engines, hf_oracle, prompts):
     """Our Triton kernels serving SGLang, run by Triton's interpreter on CPU
     (compiled on a GPU). Few prompts and tokens: the interpreter is slow."""
