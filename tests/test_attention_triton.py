@@ -221,6 +221,31 @@ def test_extend_random_batches(seqs, heads, seed):
     check(run_extend(batch, 0.17), reference(batch, 0.17), torch.float32)
 
 
+def test_extend_plan_is_made_once_per_forward(monkeypatch):
+    """Layers of one forward share `plans`: the first call plans the launch, the
+    others reuse it (no per-layer host-to-device copy) and get the same result."""
+    import sglang_amd.attention.extend as extend
+
+    made = []
+    real = extend._host_plan
+    monkeypatch.setattr(extend, "_host_plan", lambda *a: made.append(a) or real(*a))
+    batch = make_paged_batch([(9, 5), (0, 12)], 8, 2, 32, device=DEVICE)
+    plans = {}
+    first = run_extend(batch, 0.2, plans=plans)
+    for _ in range(3):
+        check(run_extend(batch, 0.2, plans=plans), first, torch.float32)
+    assert len(made) == 1 and len(plans) == 1
+    check(first, reference(batch, 0.2), torch.float32)
+
+
+@pytest.mark.parametrize("group,block_m,want", [(1, 64, 1), (4, 64, 4), (6, 16, 2), (128, 64, 64)])
+def test_extend_packs_whole_tokens_of_a_group(group, block_m, want):
+    from sglang_amd.attention.extend import heads_per_program
+
+    heads = heads_per_program(group, block_m)
+    assert heads == want and group % heads == 0 and block_m % heads == 0
+
+
 # ---------------------------------------------------------- rules and limits
 def test_head_dim_rules():
     assert split_qk_dim(128) == (128, 0)

@@ -15,7 +15,7 @@ per call. Never imports sglang.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -62,6 +62,9 @@ class ForwardMetadata:
     graph_max_kv_len: int | None = None
 
     _new_tokens: tuple | None = None
+    # Triton extend launch plans, made by the first layer and reused by the rest
+    # (extend.paged_extend's `plans`).
+    extend_plans: dict = field(default_factory=dict)
 
     def rows_cpu(self) -> list[int]:
         if self._rows_cpu is None:
@@ -190,6 +193,7 @@ def extend_triton(
         mask_draft_only=meta.mask_draft_only,
         uniform_qo=meta.uniform_qo,
         out=out,
+        plans=meta.extend_plans,
     )
 
 

@@ -3,7 +3,9 @@
 Queries of several sequences are packed; sequence b has `qo_lens[b]` new tokens
 after `kv_lens[b] - qo_lens[b]` cached ones, all already in the KV pool. The
 kernel (`extend_details/_tiled.py`) tiles each sequence's queries in BLOCK_M
-rows and walks its keys in BLOCK_N tiles up to the causal limit, so chunked
+rows -- BLOCK_M // HEADS tokens x HEADS query heads of one KV head (GQA packed:
+a K/V tile is loaded once for its whole group) -- and walks its keys in BLOCK_N
+tiles up to the causal limit, so chunked
 prefill and prefix reuse cost only the tiles they touch. Serves MHA/GQA/MQA,
 QK widths of power of two (+ power of two, e.g. 192 = 128 + 64), sliding window,
 logit soft-cap and per-sequence tree masks (speculative verify).
@@ -18,6 +20,8 @@ per target. Never imports sglang.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 
@@ -31,11 +35,21 @@ from sglang_amd.triton_utils import dot_flags
 __all__ = ["paged_extend", "unsupported_reason"]
 
 
+Plan = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def heads_per_program(group: int, block_m: int) -> int:
+    """Query heads of one KV head packed into a program's BLOCK_M rows: the most
+    that divide both the group and the tile, so rows split into whole tokens."""
+    return math.gcd(group, block_m)
+
+
 def _host_plan(
     qo_lens: list[int], kv_lens: list[int] | None, block_m: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(sequence, first query row) of each program, query offsets and mask offsets,
-    from host lengths. Mask blocks are [qo, kv] (FULL) given `kv_lens`, else [qo, qo]."""
+) -> Plan:
+    """(sequence, first query token) of each program, query offsets and mask offsets,
+    from host lengths; `block_m` tokens per program. Mask blocks are [qo, kv] (FULL)
+    given `kv_lens`, else [qo, qo]."""
     seq_ids, starts = [], []
     for b, qo in enumerate(qo_lens):
         for m0 in range(0, qo, block_m):
@@ -55,7 +69,7 @@ def _uniform_plan(
     kv_lens: torch.Tensor,
     mask_draft_only: bool,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> Plan:
     """The same plan when every sequence has `qo` new tokens, by device ops only."""
     if qo <= 0 or total % qo:
         raise ValueError(f"paged_extend: uniform_qo={qo} does not divide {total} query rows")
@@ -102,6 +116,7 @@ def paged_extend(
     uniform_qo: int | None = None,
     out: torch.Tensor | None = None,
     flags: ExtendFlags | None = None,
+    plans: dict | None = None,
 ) -> torch.Tensor:
     """Extend attention for packed new tokens over paged K/V.
 
@@ -122,6 +137,10 @@ def paged_extend(
         uniform_qo: every qo_lens[b] equals this; T must be B * uniform_qo. Plans
             the launch on the device (no host lengths read; CUDA-graph safe).
         out: [T, Hq, Dv] written in place when given.
+        plans: a dict kept for one forward batch (every layer sees the same
+            lengths): the launch plan is made by the first layer's call and
+            reused by the others instead of being rebuilt (and, from host
+            lengths, copied to the device) once per layer.
 
     Returns:
         [T, Hq, Dv]; rows that see no key are zero.
@@ -140,22 +159,27 @@ def paged_extend(
     mask_arg = None
     if custom_mask is not None:
         mask_arg = custom_mask.view(torch.uint8) if custom_mask.dtype == torch.bool else custom_mask
-    if uniform_qo is not None:
-        block_seq, block_start, q_starts, mask_starts = _uniform_plan(
-            total, uniform_qo, flags.block_m, kv_lens, mask_draft_only, q.device
-        )
-    else:
-        qo_list = qo_lens_cpu if qo_lens_cpu is not None else qo_lens.tolist()
-        kv_list = None
-        if custom_mask is not None and not mask_draft_only:
-            kv_list = kv_lens_cpu if kv_lens_cpu is not None else kv_lens.tolist()
-        block_seq, block_start, q_starts, mask_starts = _host_plan(
-            qo_list, kv_list, flags.block_m, q.device
-        )
+    heads = heads_per_program(hq // hkv, flags.block_m)
+    tokens = flags.block_m // heads
+    full_mask = custom_mask is not None and not mask_draft_only
+    key = (tokens, total, uniform_qo, full_mask, mask_draft_only)
+    plan = plans.get(key) if plans is not None else None
+    if plan is None:
+        if uniform_qo is not None:
+            plan = _uniform_plan(total, uniform_qo, tokens, kv_lens, mask_draft_only, q.device)
+        else:
+            qo_list = qo_lens_cpu if qo_lens_cpu is not None else qo_lens.tolist()
+            kv_list = None
+            if full_mask:
+                kv_list = kv_lens_cpu if kv_lens_cpu is not None else kv_lens.tolist()
+            plan = _host_plan(qo_list, kv_list, tokens, q.device)
+        if plans is not None:
+            plans[key] = plan
+    block_seq, block_start, q_starts, mask_starts = plan
     if mask_arg is None:
         mask_arg = q_starts  # unused when MASK_MODE is 0
     window = -1 if sliding_window is None or sliding_window < 0 else int(sliding_window)
-    grid = (block_seq.numel(), hq)
+    grid = (block_seq.numel(), hq // heads)
     mask_mode = 0 if custom_mask is None else (2 if mask_draft_only else 1)
     _extend_kernel[grid](
         q,
@@ -184,6 +208,7 @@ def paged_extend(
         float(logit_cap),
         window,
         GROUP=hq // hkv,
+        HEADS=heads,
         BLOCK_M=flags.block_m,
         BLOCK_N=flags.block_n,
         D_MAIN=d_main,

@@ -1,6 +1,9 @@
 """Triton kernel for tiled extend (prefill) attention over a paged KV pool.
 
-One program per (query block of one sequence, query head). The new tokens' K/V
+One program per (block of one sequence's query tokens, group of HEADS query
+heads sharing one KV head). GQA is packed: the program's BLOCK_M rows are
+BLOCK_M // HEADS tokens x HEADS heads, so each K/V tile it loads serves all of
+them instead of being re-read by every head of the group. The new tokens' K/V
 are already in the pool (the backend writes them first), so prefix and new
 tokens are read the same way, through `req_to_token`; a query at absolute
 position p reads keys j <= p (causal), p - j <= window (sliding window) and,
@@ -48,6 +51,7 @@ def _extend_kernel(
     logit_cap,
     window,
     GROUP: tl.constexpr,
+    HEADS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     D_MAIN: tl.constexpr,
@@ -61,7 +65,7 @@ def _extend_kernel(
     UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    h = tl.program_id(1)
+    pid_h = tl.program_id(1)
     b = tl.load(BLOCK_SEQ + pid)
     m0 = tl.load(BLOCK_M_START + pid)
     kv_len = tl.load(KV_LENS + b)
@@ -69,14 +73,18 @@ def _extend_kernel(
     q_start = tl.load(Q_STARTS + b).to(tl.int64)
     row = tl.load(REQ_POOL_IDX + b).to(tl.int64)
     prefix = kv_len - qo_len
-    kv_head = h // GROUP
+    kv_head = pid_h // (GROUP // HEADS)
+    TOKENS: tl.constexpr = BLOCK_M // HEADS
 
-    offs_m = m0 + tl.arange(0, BLOCK_M)
+    # Row r is token m0 + r // HEADS of the block, query head h0 + r % HEADS.
+    rows = tl.arange(0, BLOCK_M)
+    offs_m = m0 + rows // HEADS
+    heads = pid_h * HEADS + rows % HEADS
     m_mask = offs_m < qo_len
     pos = prefix + offs_m
     offs_d = tl.arange(0, D_MAIN)
     offs_dv = tl.arange(0, D_V)
-    q_rows = (q_start + offs_m)[:, None] * stride_qt + h * stride_qh
+    q_rows = (q_start + offs_m)[:, None] * stride_qt + heads[:, None] * stride_qh
     q = tl.load(Q + q_rows + offs_d[None, :], mask=m_mask[:, None], other=0.0)
     if D_EXTRA > 0:
         offs_de = D_MAIN + tl.arange(0, D_EXTRA)
@@ -84,7 +92,7 @@ def _extend_kernel(
 
     hi = kv_len
     if CAUSAL:
-        hi = tl.minimum(kv_len, prefix + m0 + BLOCK_M)
+        hi = tl.minimum(kv_len, prefix + m0 + TOKENS)
     lo = 0
     if HAS_WINDOW:
         lo = tl.maximum(0, prefix + m0 - window)
@@ -131,5 +139,6 @@ def _extend_kernel(
         m_i = m_new
 
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
-    o_ptrs = OUT + (q_start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_dv[None, :]
+    o_rows = (q_start + offs_m)[:, None] * stride_ot + heads[:, None] * stride_oh
+    o_ptrs = OUT + o_rows + offs_dv[None, :]
     tl.store(o_ptrs, out.to(OUT.dtype.element_ty), mask=m_mask[:, None])
