@@ -37,9 +37,9 @@ def test_bench_smoke_writes_table_json_and_png(what, tmp_path, capsys):
         }
         assert roles["mxfp4"] == "ours" and roles["mxfp4 a4w4"] == "variant"
         assert all(role == "peer" for impl, role in roles.items() if "bf16" in impl)
-    if what == "moe":  # ours is timed as served: replayed from a CUDA graph on a GPU
-        mode = "graph" if torch.cuda.is_available() else "eager"
-        assert all(r["note"].endswith(mode) for r in ours), ours
+    # Ours is timed as served: replayed from a CUDA graph on a GPU (attention and MoE).
+    mode = "graph" if torch.cuda.is_available() else "eager"
+    assert all(r["note"].endswith(mode) for r in ours), ours
 
 
 def test_moe_weight_bytes_count_mxfp4_scales():
