@@ -22,6 +22,8 @@ KERNELS = {
     "_grouped_gemm_kernel",
     "_grouped_gemm_a4w4_kernel",
     "_quantize_kernel",
+    "_align_kernel",
+    "_combine_kernel",
 }
 
 

@@ -1,13 +1,20 @@
 """Triton fused MoE (bf16 and MXFP4 W4A16 experts) against the torch reference.
 
-Under TRITON_INTERPRET=1 on CPU with small shapes; compiled on a GPU.
+Under TRITON_INTERPRET=1 on CPU with small shapes; compiled on a GPU. Also the
+layer's launch budget (align, gated GEMM1, GEMM2, combine: four launches, no
+torch kernel between them), the alignment kernel's contract, and outputs
+pre-filled with NaN (every row the kernels should write, they write).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from sglang_amd.moe.align import align_by_expert, max_blocks
 from sglang_amd.moe.fused import fused_moe
 from sglang_amd.moe.reference import fused_moe_reference, quantize_experts
 from sglang_amd.moe.routing import softmax_topk
@@ -170,3 +177,225 @@ def test_gpu_fused_moe_replays_in_a_cuda_graph(act_mxfp4):
         torch.cuda.synchronize()
         want = fused_moe_reference(x2.to(torch.bfloat16), q, None, w2_, ids2, act_mxfp4=act_mxfp4)
         torch.testing.assert_close(out.cpu().float(), want.float(), atol=3e-2, rtol=3e-2)
+
+
+def _to(q, device):
+    return type(q)(*(t.to(device) for t in (q.w13, q.w13_scale, q.w2, q.w2_scale)))
+
+
+@pytest.mark.parametrize(
+    "experts,k,tokens,hidden,inter",
+    # hidden 40 / inter 24: partial K and N tiles (float weights only; MXFP4 needs % 32).
+    [(4, 1, 1, 64, 32), (8, 2, 13, 64, 64), (16, 4, 7, 96, 32), (8, 3, 5, 40, 24)],
+)
+@pytest.mark.parametrize("weights", ["float", "mxfp4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_matches_reference_fresh_inputs(experts, k, tokens, hidden, inter, weights, dtype):
+    if weights == "mxfp4" and (hidden % 32 or inter % 32):
+        pytest.skip("MXFP4 needs hidden and intermediate % 32")
+    x, w13, w2, w, ids = make(experts, k, tokens, hidden, inter, dtype, seed=tokens * k + hidden)
+    if weights == "mxfp4":
+        q = quantize_experts(w13, w2)
+        want = fused_moe_reference(x, q, None, w, ids)
+        got = fused_moe(x.to(DEVICE), _to(q, DEVICE), None, w.to(DEVICE), ids.to(DEVICE))
+    else:
+        w13, w2 = w13.to(dtype), w2.to(dtype)
+        want = fused_moe_reference(x, w13, w2, w, ids)
+        got = fused_moe(*(t.to(DEVICE) for t in (x, w13, w2, w, ids)))
+    assert got.dtype == dtype and got.shape == x.shape
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got.cpu().float(), want.float(), atol=tol, rtol=tol)
+
+
+def _poisoned_empty(real):
+    """torch.empty whose memory is garbage the way a reused allocation can be:
+    NaN for floats, a large id for ints, 0xAB for bytes."""
+
+    def empty(*args, **kwargs):
+        t = real(*args, **kwargs)
+        if t.is_floating_point():
+            return t.fill_(float("nan"))
+        return t.fill_(0xAB if t.dtype == torch.uint8 else 123456)
+
+    return empty
+
+
+@pytest.mark.parametrize("mode", ["float", "mxfp4", "a4w4"])
+def test_outputs_prefilled_with_nan_are_fully_written(monkeypatch, mode):
+    """Every buffer fused_moe allocates starts as garbage (NaN): the kernels write
+    every element they later read, and unrouted slots' rows are never read."""
+    x, w13, w2, w, ids = make(8, 2, 9, dtype=torch.bfloat16, seed=21)
+    ids[2, 1] = -1
+    ids[4] = -1  # a token routed to no local expert: its output row is zero
+    if mode == "float":
+        args = (w13.bfloat16(), w2.bfloat16())
+        want = fused_moe_reference(x, *args, w, ids)
+        args = tuple(t.to(DEVICE) for t in args)
+    else:
+        q = quantize_experts(w13, w2)
+        want = fused_moe_reference(x, q, None, w, ids, act_mxfp4=mode == "a4w4")
+        args = (_to(q, DEVICE), None)
+    monkeypatch.setattr(torch, "empty", _poisoned_empty(torch.empty))
+    got = fused_moe(x.to(DEVICE), *args, w.to(DEVICE), ids.to(DEVICE), act_mxfp4=mode == "a4w4")
+    monkeypatch.undo()
+    assert not got.isnan().any()
+    assert (got[4] == 0).all()
+    torch.testing.assert_close(got.cpu().float(), want.float(), atol=2e-2, rtol=2e-2)
+
+
+def test_ids_outside_the_experts_are_routed_nowhere():
+    """-1 and ids >= E (another rank's experts) contribute nothing; int64 ids that
+    would wrap into range as int32 too."""
+    experts = 8
+    x, w13, w2, w, ids = make(experts, 3, 11, seed=4)
+    ids = ids.long()
+    foreign = ids.clone()
+    foreign[0, 0] = -1
+    foreign[1, 2] = experts
+    foreign[3, 1] = 2**32 + 1  # int32 of it is 1: must not land on expert 1
+    foreign[5] = -7
+    want = fused_moe_reference(x, w13, w2, w, torch.where(foreign == ids, ids, -1))
+    got = fused_moe(*(t.to(DEVICE) for t in (x, w13, w2, w, foreign)))
+    torch.testing.assert_close(got.cpu(), want, atol=1e-5, rtol=1e-5)
+    assert (got[5] == 0).all()
+
+
+@pytest.mark.parametrize("tokens,k,experts,block", [(1, 1, 4, 16), (37, 4, 8, 16), (64, 8, 64, 4)])
+@pytest.mark.parametrize("id_dtype", [torch.int32, torch.int64])
+def test_align_kernel_contract(tokens, k, experts, block, id_dtype, monkeypatch):
+    g = torch.Generator().manual_seed(tokens + experts)
+    ids = torch.randint(0, experts, (tokens, k), generator=g).to(id_dtype)
+    ids[0, 0] = -1
+    if tokens > 3:
+        ids[3, :] = experts + 5
+    monkeypatch.setattr(torch, "empty", _poisoned_empty(torch.empty))
+    slots, block_expert, total = align_by_expert(ids.to(DEVICE), experts, block)
+    monkeypatch.undo()
+    assert slots.dtype == block_expert.dtype == torch.int32
+    slots, block_expert = slots.cpu().long(), block_expert.cpu().long()
+    num_slots = tokens * k
+    nb = max_blocks(num_slots, experts, block)
+    assert total == nb * block and slots.shape == (total,) and block_expert.shape == (nb,)
+    flat = ids.reshape(-1).long()
+    routed = (flat >= 0) & (flat < experts)
+    real = slots < num_slots
+    # Every routed slot exactly once, in a block of its own expert; nothing else.
+    assert sorted(slots[real].tolist()) == torch.nonzero(routed).flatten().tolist()
+    owner = block_expert.repeat_interleave(block)
+    assert torch.equal(flat[slots[real]], owner[real])
+    # Everything else is the sentinel; used blocks come first, ascending by expert,
+    # each expert's run padded to whole blocks; then expert -1 to the end.
+    assert (slots[~real] == num_slots).all()
+    used = int((block_expert >= 0).sum())
+    assert torch.equal(block_expert[:used], block_expert[:used].sort().values)
+    assert (block_expert[used:] == -1).all() and (slots[used * block :] == num_slots).all()
+    counts = torch.bincount(flat[routed], minlength=experts)
+    assert used == int(((counts + block - 1) // block).sum())
+    for e in range(experts):
+        rows = owner == e
+        assert int(real[rows].sum()) == int(counts[e])
+        # An expert's valid slots come before its padding.
+        assert bool(real[rows][: int(counts[e])].all())
+
+
+# Aten ops that allocate or alias but launch no GPU kernel.
+_NO_KERNEL = {
+    "empty",
+    "empty_strided",
+    "empty_like",
+    "new_empty",
+    "new_empty_strided",
+    "detach",
+    "lift_fresh",
+    "alias",
+    "view",
+    "_unsafe_view",
+    "as_strided",
+    "t",
+    "transpose",
+    "slice",
+    "select",
+    "unsqueeze",
+    "squeeze",
+    "expand",
+    "permute",
+    "split",
+    "split_with_sizes",
+    "unbind",
+    "_reshape_alias",
+}
+
+
+class _CountLaunches(TorchDispatchMode):
+    """Records every aten op that would launch a GPU kernel (views, metadata and
+    empty allocations aside) and every Triton launch, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.launches: list[str] = []
+        self.paused = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        aliases = any(
+            r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns
+        )
+        if not self.paused and not aliases and name not in _NO_KERNEL:
+            self.launches.append(f"aten.{name}")
+        return func(*args, **(kwargs or {}))
+
+    @contextlib.contextmanager
+    def counting_triton(self):
+        """Count `kernel[grid](...)` launches; the interpreter's own host copies
+        inside a launch are not the layer's kernels."""
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+
+        originals = {cls: cls.__getitem__ for cls in (JITFunction, InterpretedFunction)}
+        mode = self
+
+        def make(original):
+            def getitem(kernel, grid):
+                launch = original(kernel, grid)
+
+                def counted(*args, **kwargs):
+                    mode.launches.append(f"triton.{kernel.fn.__name__}")
+                    mode.paused = True
+                    try:
+                        return launch(*args, **kwargs)
+                    finally:
+                        mode.paused = False
+
+                return counted
+
+            return getitem
+
+        try:
+            for cls, original in originals.items():
+                cls.__getitem__ = make(original)
+            with self:
+                yield self
+        finally:
+            for cls, original in originals.items():
+                cls.__getitem__ = original
+
+
+@pytest.mark.parametrize("mode", ["bf16", "mxfp4", "a4w4"])
+def test_a_layer_takes_four_launches(mode):
+    """Issue 13's budget: align, GEMM1 (+SiLU-and-mul), GEMM2 (x router weight),
+    combine -- nothing else, torch ops included. A4W4 adds its two activation
+    quantizers (x, then act), which the GEMMs cannot do in their prologue."""
+    x, w13, w2, w, ids = make(8, 2, 5, dtype=torch.bfloat16, seed=2)
+    if mode == "bf16":
+        args = tuple(t.bfloat16().to(DEVICE) for t in (w13, w2))
+    else:
+        args = (_to(quantize_experts(w13, w2), DEVICE), None)
+    x, w, ids = x.to(DEVICE), w.to(DEVICE), ids.to(DEVICE)
+    counter = _CountLaunches()
+    with counter.counting_triton():
+        fused_moe(x, *args, w, ids, act_mxfp4=mode == "a4w4")
+    quant = ["triton._quantize_kernel"] if mode == "a4w4" else []
+    gemm = "triton._grouped_gemm_a4w4_kernel" if mode == "a4w4" else "triton._grouped_gemm_kernel"
+    want = ["triton._align_kernel", *quant, gemm, *quant, gemm, "triton._combine_kernel"]
+    assert counter.launches == want
+    assert len([n for n in counter.launches if "quantize" not in n]) <= 4

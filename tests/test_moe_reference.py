@@ -12,6 +12,9 @@ from sglang_amd.moe.routing import grouped_topk, softmax_topk
 from sglang_amd.quant.mxfp4 import fake_quantize_mxfp4
 from tests.hypothesis_compat import given, settings, st
 
+# align_by_expert is one Triton kernel: compiled on a GPU, the interpreter on CPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def _init(module, seed):
     g = torch.Generator().manual_seed(seed)
@@ -155,7 +158,8 @@ def test_align_by_expert(tokens, k, experts, block, seed):
     if ids is None:
         return
     ids[0, 0] = -1  # a slot routed nowhere (expert parallel)
-    slots, block_expert, total = align_by_expert(ids, experts, block)
+    slots, block_expert, total = align_by_expert(ids.to(DEVICE), experts, block)
+    slots, block_expert = slots.cpu(), block_expert.cpu()
     nb = max_blocks(tokens * k, experts, block)
     assert total == nb * block and slots.numel() == total and block_expert.numel() == nb
     flat = ids.reshape(-1)
@@ -181,7 +185,7 @@ def test_align_reads_nothing_back_to_the_host(monkeypatch):
     shapes = set()
     for seed in range(4):
         g = torch.Generator().manual_seed(seed)
-        ids = torch.randint(-1, 8, (5, 2), generator=g)
+        ids = torch.randint(-1, 8, (5, 2), generator=g).to(DEVICE)
         slots, block_expert, total = align_by_expert(ids, 8, 4)
         shapes.add((slots.shape, block_expert.shape, total))
     assert len(shapes) == 1

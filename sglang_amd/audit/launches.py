@@ -50,11 +50,11 @@ EXTEND_ATTENTION = (
     ("DeepSeek-V3 prefill 128 heads", 128, 128, 192, 128),
     ("DeepSeek-V3 MLA extend 16 heads", 16, 1, 576, 512),
 )
-# (model, hidden, moe intermediate per rank, top-k)
+# (model, hidden, moe intermediate per rank, top-k, experts)
 MOE = (
-    ("Qwen3-235B-A22B", 4096, 1536, 8),
-    ("DeepSeek-V3", 7168, 2048, 8),
-    ("gpt-oss-120b", 2880, 2880, 4),
+    ("Qwen3-235B-A22B", 4096, 1536, 8, 128),
+    ("DeepSeek-V3", 7168, 2048, 8, 256),
+    ("gpt-oss-120b", 2880, 2880, 4, 128),
 )
 DECODE_SIZES = tuple((b, ctx) for b in (1, 8, 64) for ctx in (1024, 8192, 65536))
 EXTEND_SIZES = (512, 4096)
@@ -65,6 +65,7 @@ _FLAG_USERS = (
     "sglang_amd.attention.decode",
     "sglang_amd.attention.extend",
     "sglang_amd.gemm.grouped_gemm",
+    "sglang_amd.moe.combine",
     "sglang_amd.moe.fused",
     "sglang_amd.quant.mxfp4_linear",
 )
@@ -107,25 +108,31 @@ def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
     )
 
 
-def _moe(hidden: int, inter: int, topk: int, tokens: int, weights: str) -> None:
+def _moe(hidden: int, inter: int, topk: int, experts: int, tokens: int, weights: str) -> None:
+    """One fused MoE layer: its four launches (align, gated GEMM1 with SiLU-and-mul,
+    GEMM2, top-k combine), plus the two activation quantizers with A4W4."""
     from sglang_amd.moe.fused import fused_moe
     from sglang_amd.moe.weights import Mxfp4Experts
 
-    experts = 2  # local experts handed in: the grid, not the kernel, grows with them
-    x = torch.empty(min(tokens, 64), hidden, dtype=BF16)
-    ids = torch.zeros(x.shape[0], topk, dtype=torch.int32)
-    w = torch.ones(x.shape[0], topk)
+    # The token count and the expert count size the alignment kernel's tiles
+    # (its sort chunk, its histogram bins); the GEMMs only see them in the grid, so
+    # one expert's weights stand for all of them (expanded: stride 0, nothing allocated).
+    x = torch.empty(tokens, hidden, dtype=BF16)
+    ids = torch.zeros(tokens, topk, dtype=torch.int32)
+    w = torch.ones(tokens, topk)
+
+    def stack(*shape: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty(1, *shape, dtype=dtype).expand(experts, *shape)
+
     if weights == "bf16":
-        w13 = torch.empty(experts, 2 * inter, hidden, dtype=BF16)
-        w2 = torch.empty(experts, hidden, inter, dtype=BF16)
-        fused_moe(x, w13, w2, w, ids)
+        fused_moe(x, stack(2 * inter, hidden, dtype=BF16), stack(hidden, inter, dtype=BF16), w, ids)
         return
     u8 = torch.uint8
     q = Mxfp4Experts(
-        torch.empty(experts, 2 * inter, hidden // 2, dtype=u8),
-        torch.empty(experts, 2 * inter, hidden // 32, dtype=u8),
-        torch.empty(experts, hidden, inter // 2, dtype=u8),
-        torch.empty(experts, hidden, inter // 32, dtype=u8),
+        stack(2 * inter, hidden // 2, dtype=u8),
+        stack(2 * inter, hidden // 32, dtype=u8),
+        stack(hidden, inter // 2, dtype=u8),
+        stack(hidden, inter // 32, dtype=u8),
     )
     fused_moe(x, q, None, w, ids, act_mxfp4=weights == "a4w4")
 
@@ -179,7 +186,7 @@ def _all_cases(quick: bool) -> list[Case]:
                     lambda a=(hq, hkv, dqk, dv, t): _extend(*a),
                 )
             )
-    for model, hidden, inter, topk in MOE:
+    for model, hidden, inter, topk, experts in MOE:
         for weights in ("bf16", "mxfp4", "a4w4"):
             for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:
                 out.append(
@@ -187,7 +194,7 @@ def _all_cases(quick: bool) -> list[Case]:
                         model,
                         f"moe.fused {weights}",
                         f"{t} tokens",
-                        lambda a=(hidden, inter, topk, t, weights): _moe(*a),
+                        lambda a=(hidden, inter, topk, experts, t, weights): _moe(*a),
                     )
                 )
     for rows in (1, 64) if not quick else (64,):

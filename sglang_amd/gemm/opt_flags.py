@@ -4,7 +4,7 @@ Where it sits: `gemm/grouped_gemm.py` takes its block_n/block_k from
 `grouped_gemm_flags`; `moe/fused.py` sizes its expert-aligned layout with
 `moe_block_m` and `quant/mxfp4_linear.py` its one-group layout with
 `linear_block_m` (block_m is the callers' choice because the slot layout they
-build must be padded to it). Per-arch values live in `opt_flags_amd.py` /
+build must be padded to it), and its top-k combine with `moe_combine_flags`. Per-arch values live in `opt_flags_amd.py` /
 `opt_flags_nvidia.py` (in the style of triton_kernels' `opt_flags.py`); the Triton
 interpreter is answered here. Flags depend on the `Target` only, so any known
 target's flags can be computed on a CPU-only machine
@@ -18,13 +18,21 @@ from dataclasses import dataclass
 from sglang_amd.gemm import opt_flags_amd, opt_flags_nvidia
 from sglang_amd.target_info import Target
 
-__all__ = ["GemmFlags", "grouped_gemm_flags", "linear_block_m", "moe_block_m"]
+__all__ = [
+    "CombineFlags",
+    "GemmFlags",
+    "grouped_gemm_flags",
+    "linear_block_m",
+    "moe_block_m",
+    "moe_combine_flags",
+]
 
 # The interpreter runs each program in numpy on the CPU: small tiles keep the
 # tests fast. (block_n, block_k of float/W4A16, block_k of A4W4), and the block
 # height of both callers -- the values chosen for CPU tensors before the split.
 _INTERPRETER_GROUPED_GEMM: tuple[int, int, int] = (32, 32, 64)
 _INTERPRETER_BLOCK_M = 16
+_INTERPRETER_COMBINE: tuple[int, int] = (64, 1)
 
 # A dense linear with at most this many rows (decode batches) runs one 16-row
 # block height on every target: a taller block would mostly compute padding.
@@ -37,13 +45,20 @@ class GemmFlags:
     block_k: int
 
 
-def grouped_gemm_flags(target: Target, *, a4w4: bool) -> GemmFlags:
+@dataclass(frozen=True)
+class CombineFlags:
+    block_h: int
+    num_warps: int
+
+
+def grouped_gemm_flags(target: Target, *, a4w4: bool, gated: bool = False) -> GemmFlags:
     """Grouped GEMM tiles on `target`; `a4w4` selects the kernel that takes MXFP4
-    activations (tl.dot_scaled) instead of float ones."""
+    activations (tl.dot_scaled) instead of float ones, `gated` the MoE's first GEMM
+    with SiLU-and-mul in its epilogue (two accumulators)."""
     if target.vendor == "amd":
-        return GemmFlags(*opt_flags_amd.grouped_gemm_tiles(target, a4w4=a4w4))
+        return GemmFlags(*opt_flags_amd.grouped_gemm_tiles(target, a4w4=a4w4, gated=gated))
     if target.vendor == "nvidia":
-        return GemmFlags(*opt_flags_nvidia.grouped_gemm_tiles(target, a4w4=a4w4))
+        return GemmFlags(*opt_flags_nvidia.grouped_gemm_tiles(target, a4w4=a4w4, gated=gated))
     block_n, block_k, block_k_a4w4 = _INTERPRETER_GROUPED_GEMM
     return GemmFlags(block_n, block_k_a4w4 if a4w4 else block_k)
 
@@ -55,6 +70,15 @@ def moe_block_m(target: Target) -> int:
     if target.vendor == "nvidia":
         return opt_flags_nvidia.moe_block_m(target)
     return _INTERPRETER_BLOCK_M
+
+
+def moe_combine_flags(target: Target) -> CombineFlags:
+    """Tile of the fused MoE's top-k combine (moe/combine.py) on `target`."""
+    if target.vendor == "amd":
+        return CombineFlags(*opt_flags_amd.moe_combine(target))
+    if target.vendor == "nvidia":
+        return CombineFlags(*opt_flags_nvidia.moe_combine(target))
+    return CombineFlags(*_INTERPRETER_COMBINE)
 
 
 def linear_block_m(target: Target, rows: int) -> int:

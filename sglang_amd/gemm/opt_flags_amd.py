@@ -23,6 +23,22 @@ _GROUPED_GEMM: dict[str, tuple[int, int, int]] = {
     "gfx950": (64, 64, 128),
 }
 
+# The MoE's first GEMM with SiLU-and-mul in its epilogue (gated: two float32
+# accumulators, gate and up), per arch: (block_n, block_k float/W4A16, block_k A4W4).
+# Same tiles as above: 2 x 64x64 float32 accumulators fit without spilling
+# (checked by `sglang-amd audit`).
+_GROUPED_GEMM_GATED: dict[str, tuple[int, int, int]] = {
+    "gfx942": (64, 64, 128),
+    "gfx950": (64, 64, 128),
+}
+
+# The MoE's top-k combine (moe/combine.py: one program per token and BLOCK_H
+# hidden columns), per arch: (block_h, num_warps).
+_MOE_COMBINE: dict[str, tuple[int, int]] = {
+    "gfx942": (1024, 4),
+    "gfx950": (1024, 4),
+}
+
 # Block height (expert-aligned rows per program) of the fused MoE, per arch.
 _MOE_BLOCK_M: dict[str, int] = {
     "gfx942": 64,
@@ -37,10 +53,16 @@ _LINEAR_BLOCK_M: dict[str, int] = {
 }
 
 
-def grouped_gemm_tiles(target: Target, *, a4w4: bool) -> tuple[int, int]:
-    """(block_n, block_k) of the grouped GEMM on `target`."""
-    block_n, block_k, block_k_a4w4 = _GROUPED_GEMM.get(target.arch, _GROUPED_GEMM[DEFAULT_ARCH])
+def grouped_gemm_tiles(target: Target, *, a4w4: bool, gated: bool = False) -> tuple[int, int]:
+    """(block_n, block_k) of the grouped GEMM on `target` (`gated`: SiLU-and-mul epilogue)."""
+    table = _GROUPED_GEMM_GATED if gated else _GROUPED_GEMM
+    block_n, block_k, block_k_a4w4 = table.get(target.arch, table[DEFAULT_ARCH])
     return block_n, block_k_a4w4 if a4w4 else block_k
+
+
+def moe_combine(target: Target) -> tuple[int, int]:
+    """(block_h, num_warps) of the MoE's top-k combine on `target`."""
+    return _MOE_COMBINE.get(target.arch, _MOE_COMBINE[DEFAULT_ARCH])
 
 
 def moe_block_m(target: Target) -> int:

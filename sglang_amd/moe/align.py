@@ -1,20 +1,32 @@
 """Sort and align routed token slots by expert, in blocks a grouped GEMM can tile.
 
 Slot s = t * k + j is token t's j-th choice. Each expert's slots are listed
-contiguously and padded up to a multiple of `block`, so every block of `block`
-rows belongs to one expert; padding rows hold the sentinel T * k. Experts that
-receive no token get no block.
+contiguously (in slot order) and padded up to a multiple of `block`, so every
+block of `block` rows belongs to one expert; padding rows hold the sentinel
+T * k. Experts that receive no token get no block.
 
-Everything runs on the device with no host sync, and every output's size
-depends only on (T, k, E, block): the layout is sized for the worst case
-(`max_blocks`), and blocks past the ones this routing fills are marked with
-expert -1, which the grouped GEMMs skip. That is what lets SGLang capture a MoE
-layer in a CUDA graph and replay it with another routing. Never imports sglang.
+Where it sits: the first of `moe/fused.py`'s launches; one Triton program
+(`align_details/_align.py`) builds the whole layout. Nothing is read back to
+the host and every output's size depends only on (T, k, E, block): the layout
+is sized for the worst case (`max_blocks`), and blocks past the ones this
+routing fills are marked with expert -1, which the grouped GEMMs skip. That is
+what lets SGLang capture a MoE layer in a CUDA graph and replay it with another
+routing. The torch tier (moe/reference.py) needs no layout, so there is no
+torch version. Never imports sglang.
 """
 
 from __future__ import annotations
 
 import torch
+import triton
+
+from sglang_amd.moe.align_details._align import _align_kernel
+
+# Slots the one program handles per step (histogram + sort of CHUNK keys), and
+# layout blocks per step of the block-owner pass. Not per target: the kernel is
+# one small program whatever the GPU.
+_CHUNK = 1024
+_BLOCK_CHUNK = 64
 
 
 def max_blocks(num_slots: int, num_experts: int, block: int) -> int:
@@ -26,11 +38,11 @@ def max_blocks(num_slots: int, num_experts: int, block: int) -> int:
 def align_by_expert(
     topk_ids: torch.Tensor, num_experts: int, block: int
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Expert-aligned slot layout of a routing.
+    """Expert-aligned slot layout of a routing, from one Triton launch.
 
     Args:
-        topk_ids: [T, k] int expert ids; -1 (or any id outside [0, E)) is routed
-            nowhere (expert parallel: another rank's expert).
+        topk_ids: [T, k] int expert ids (any integer dtype); -1 (or any id
+            outside [0, E)) is routed nowhere (expert parallel: another rank's expert).
         num_experts: E.
         block: rows per block (the grouped GEMM's BLOCK_M).
 
@@ -39,26 +51,29 @@ def align_by_expert(
         B = max_blocks(T * k, E, block). Blocks beyond the routing's own have
         expert -1 and only sentinel slots; padding slots in a block are T * k.
     """
-    flat = topk_ids.reshape(-1).long()
+    flat = topk_ids.reshape(-1)
+    if flat.stride(0) != 1:
+        flat = flat.contiguous()
     num_slots = flat.numel()
     device = flat.device
     nb = max_blocks(num_slots, num_experts, block)
-    valid = (flat >= 0) & (flat < num_experts)
-    key = torch.where(valid, flat, num_experts)  # bin E collects the unrouted slots
-    counts = torch.zeros(num_experts + 1, dtype=torch.int64, device=device)
-    counts.scatter_add_(0, key, torch.ones_like(key))
-    padded = (counts[:num_experts] + block - 1) // block * block
-    ends = torch.cumsum(padded, 0)
-    starts = torch.cat([ends.new_zeros(1), ends])  # [E + 1]; E's start is unused
-    order = torch.argsort(key, stable=True)
-    experts = key[order]
-    rank = torch.arange(num_slots, device=device) - (torch.cumsum(counts, 0) - counts)[experts]
-    # Unrouted slots land in one trash entry past the layout.
-    dest = torch.where(experts < num_experts, starts[experts] + rank, nb * block)
-    sorted_slots = torch.full((nb * block + 1,), num_slots, dtype=torch.int32, device=device)
-    sorted_slots[dest] = order.to(torch.int32)
-    block_ends = ends // block  # expert e owns blocks [block_ends[e-1], block_ends[e])
-    blocks = torch.arange(nb, device=device)
-    owner = torch.searchsorted(block_ends, blocks, right=True)
-    block_expert = torch.where(owner < num_experts, owner, -1).to(torch.int32)
-    return sorted_slots[: nb * block], block_expert, nb * block
+    sorted_slots = torch.empty(nb * block, dtype=torch.int32, device=device)
+    block_expert = torch.empty(nb, dtype=torch.int32, device=device)
+    num_bins = triton.next_power_of_2(num_experts + 1)
+    scratch = torch.empty(num_bins, dtype=torch.int32, device=device)
+    if nb:
+        chunk = min(_CHUNK, triton.next_power_of_2(max(num_slots, 16)))
+        _align_kernel[(1,)](
+            flat,
+            sorted_slots,
+            block_expert,
+            scratch,
+            num_slots,
+            num_experts,
+            nb,
+            BLOCK=block,
+            NUM_BINS=num_bins,
+            CHUNK=chunk,
+            BLOCK_CHUNK=_BLOCK_CHUNK,
+        )
+    return sorted_slots, block_expert, nb * block

@@ -1,26 +1,28 @@
 """Triton tier of the fused MoE: aligned grouped GEMMs with bf16 or MXFP4 (W4A16) experts.
 
-  slots aligned by expert (moe/align.py)
-  -> gate_up = x[token(slot)] @ W13[e]^T          (gemm/grouped_gemm.py, MXFP4 in-loop)
-  -> act = SiLU(gate) * up                         (torch)
-  -> y[slot] = w_route[slot] * act[slot] @ W2[e]^T (grouped GEMM)
-  -> out[t] = sum_j y[t * k + j]
+  slots aligned by expert                          (moe/align.py, 1 launch)
+  -> act = SiLU(x[token(slot)] @ W_gate[e]^T) * (x[token(slot)] @ W_up[e]^T)
+                                                   (gemm/grouped_gemm.py, gated epilogue)
+  -> y[slot] = w_route[slot] * act[slot] @ W2[e]^T (grouped GEMM, activation dtype)
+  -> out[t] = sum_j y[t * k + j]                   (moe/combine.py, float32 sum)
 
+Four launches a layer (W4A16 or float experts), no torch kernel in between.
 With `act_mxfp4` (A4W4) both GEMMs read MXFP4 activations and weights
-(`gemm/grouped_gemm_details/_grouped_gemm_a4w4.py`, tl.dot_scaled). Matches `moe/reference.py`
-(the torch tier). Reads nothing back to the host: every launch is sized from
-the shapes (align.py), so SGLang can capture a MoE layer in a CUDA graph. The
-aiter tier is not written yet. Never imports sglang.
+(`gemm/grouped_gemm_details/_grouped_gemm_a4w4.py`, tl.dot_scaled), so x and
+act (float32 there) each take one quantizer launch more: six. Matches
+`moe/reference.py` (the torch tier). Reads nothing back to the host: every
+launch is sized from the shapes (align.py), so SGLang can capture a MoE layer
+in a CUDA graph. The aiter tier is not written yet. Never imports sglang.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from sglang_amd.gemm.grouped_gemm import grouped_gemm
 from sglang_amd.gemm.opt_flags import moe_block_m
 from sglang_amd.moe.align import align_by_expert
+from sglang_amd.moe.combine import combine_topk
 from sglang_amd.moe.weights import Mxfp4Experts
 from sglang_amd.quant.mxfp4 import BLOCK
 from sglang_amd.quant.mxfp4_triton import gemm_operand
@@ -62,8 +64,11 @@ def fused_moe(
     block_m = block_m or moe_block_m(current_target(x.device))
     slots, block_expert, _ = align_by_expert(topk_ids, num_experts, block_m)
     num_slots = tokens * k
-    gate_up = torch.empty(num_slots, 2 * inter, dtype=x.dtype, device=x.device)
     common = dict(num_slots=num_slots, block_m=block_m)
+    # A4W4 quantizes act from float32: rounding it to x.dtype first would be a
+    # second rounding the oracle does not have.
+    act_dtype = torch.float32 if act_mxfp4 else x.dtype
+    act = torch.empty(num_slots, inter, dtype=act_dtype, device=x.device)
     a, a_scale = gemm_operand(x.contiguous(), act_mxfp4)
     grouped_gemm(
         a,
@@ -71,18 +76,16 @@ def fused_moe(
         s13,
         slots,
         block_expert,
-        n=2 * inter,
+        n=inter,
         k=hidden,
         row_div=k,
-        out=gate_up,
+        out=act,
         a_scale=a_scale,
+        gated=True,
         **common,
     )
-    gate, up = gate_up.chunk(2, dim=-1)
-    act = F.silu(gate.float()) * up.float()
-    act = act if act_mxfp4 else act.to(x.dtype)
-    y = torch.zeros(num_slots, hidden, dtype=torch.float32, device=x.device)
-    weights = topk_weights.reshape(-1).float().contiguous()
+    # Rows of slots routed nowhere stay unwritten: the combine never reads them.
+    y = torch.empty(num_slots, hidden, dtype=x.dtype, device=x.device)
     a, a_scale = gemm_operand(act, act_mxfp4)
     grouped_gemm(
         a,
@@ -94,8 +97,9 @@ def fused_moe(
         k=inter,
         row_div=1,
         out=y,
-        weights=weights,
+        weights=topk_weights.reshape(-1),
         a_scale=a_scale,
         **common,
     )
-    return y.view(tokens, k, hidden).sum(dim=1).to(x.dtype)
+    out = torch.empty(tokens, hidden, dtype=x.dtype, device=x.device)
+    return combine_topk(y, topk_ids, num_experts, out)

@@ -1,12 +1,21 @@
-"""Triton grouped GEMM over expert-aligned blocks, bf16 or MXFP4 weights (W4A16).
+"""Triton grouped GEMM over expert-aligned blocks, float or MXFP4 weights (W4A16).
 
 Program (m, n): block m of the aligned slot list (all its rows belong to one
 expert, see moe/align.py) times output columns [n * BLOCK_N, ...). Row r of the
 block is slot s; its activation row is s // A_ROW_DIV (the token for the first
-GEMM, the slot itself for the second). MXFP4 weights are decoded in the inner
-loop: the even and odd K elements come from the low and high nibbles, so A is
-read as two strided halves and no interleave is needed; each element takes the
-E8M0 scale of its 32-wide block. Output row = slot, optionally times its router weight.
+GEMM, the slot itself for the second). Output row = slot, optionally times its
+router weight.
+
+GATED (the MoE's first GEMM): W holds 2N rows, gate rows [0, N) then up rows
+[N, 2N); the program keeps one accumulator for gate columns n and one for the
+matching up columns N + n and writes act = SiLU(gate) * up, so no [slots, 2N]
+intermediate is ever stored.
+
+MXFP4 weights with bf16/fp16 activations go to `tl.dot_scaled` (codes and one
+E8M0 scale per 32 straight to the MMA, or its upcast). Float32 activations
+(the CPU path) decode in the loop: the even and odd K elements come from the
+low and high nibbles, so A is read as two strided halves, and the scale tile
+[BLOCK_K // 32, BLOCK_N] is loaded once and broadcast over its 32 elements.
 """
 
 from __future__ import annotations
@@ -23,6 +32,46 @@ def _fp4_value(code):
     man = (code & 1).to(tl.float32)
     mag = tl.where(exp == 0.0, man * 0.5, tl.exp2(exp - 1.0) * (1.0 + 0.5 * man))
     return tl.where((code & 8) != 0, -mag, mag)
+
+
+@triton.jit
+def _decoded_dot(
+    acc,
+    a_even,
+    a_odd,
+    w_ptrs,
+    s_ptrs,
+    wm,
+    sm,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """acc + [a_even | a_odd] @ decode(codes [BLOCK_K // 2, BLOCK_N], scales [BLOCK_K // 32, BLOCK_N])."""
+    byte = tl.load(w_ptrs, mask=wm, other=0)
+    sc = tl.load(s_ptrs, mask=sm, other=127)
+    # 0xFF is E8M0's NaN, not 2^128: the block decodes to NaN as in the oracle.
+    scale = tl.where(sc == 255, float("nan"), tl.exp2(sc.to(tl.float32) - 127.0))
+    # Byte row r holds K elements 2r, 2r + 1: 16 byte rows share one scale row.
+    scale = tl.reshape(
+        tl.broadcast_to(scale[:, None, :], (BLOCK_K // 32, 16, BLOCK_N)), (BLOCK_K // 2, BLOCK_N)
+    )
+    a_ty = a_even.dtype
+    acc += mma(a_even, (_fp4_value(byte & 0xF) * scale).to(a_ty), PRECISION, UPCAST)
+    acc += mma(a_odd, (_fp4_value(byte >> 4) * scale).to(a_ty), PRECISION, UPCAST)
+    return acc
+
+
+@triton.jit
+def _scaled_dot(acc, nan_cols, a, w_ptrs, s_ptrs, wm, sm, A_FORMAT: tl.constexpr):
+    """acc + a [BLOCK_M, BLOCK_K] @ e2m1 codes [BLOCK_K // 2, BLOCK_N] with scales
+    [BLOCK_N, BLOCK_K // 32]; nan_cols marks columns that met an E8M0 NaN scale."""
+    w = tl.load(w_ptrs, mask=wm, other=0)
+    sc = tl.load(s_ptrs, mask=sm, other=127)
+    # Backends decode 0xFF as 2^128 or NaN: the oracle's NaN is applied explicitly.
+    nan_cols |= tl.max((sc == 255).to(tl.int32), axis=1) != 0
+    return tl.dot_scaled(a, None, A_FORMAT, w, sc, "e2m1", acc), nan_cols
 
 
 @triton.jit
@@ -46,12 +95,20 @@ def _grouped_gemm_kernel(
     A_ROW_DIV: tl.constexpr,
     MUL_WEIGHT: tl.constexpr,
     W_MXFP4: tl.constexpr,
+    GATED: tl.constexpr,
+    A_FORMAT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
+    """A [rows, K] f16/bf16/f32; W [G, (2 if GATED else 1) * N, K] float, or with
+    W_MXFP4 [G, ., K // 2] uint8 codes + W_SCALE [G, ., K // 32] uint8;
+    C [num_slots, N] (any float dtype); SLOTS [num_blocks * BLOCK_M] int32;
+    BLOCK_EXPERT [num_blocks] int32; TOPK_WEIGHTS [num_slots] float (MUL_WEIGHT).
+    A_FORMAT "bf16"/"fp16": MXFP4 through tl.dot_scaled; "": decoded in the loop.
+    Grid (num_blocks, cdiv(N, BLOCK_N))."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     expert = tl.load(BLOCK_EXPERT + pid_m).to(tl.int64)
@@ -62,10 +119,39 @@ def _grouped_gemm_kernel(
     rows = (slots // A_ROW_DIV).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
+    up = N * stride_wn  # up rows follow the N gate rows (GATED)
+    up_s = N * stride_sn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    a_ty = A.dtype.element_ty
-    if W_MXFP4:
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    nan_cols = tl.zeros([BLOCK_N], dtype=tl.int1)
+    w_base = W + expert * stride_we
+    s_base = W_SCALE + expert * stride_se
+    if W_MXFP4 and A_FORMAT != "":
+        offs_k0 = tl.arange(0, BLOCK_K)
+        offs_b = tl.arange(0, BLOCK_K // 2)
+        offs_s = tl.arange(0, BLOCK_K // 32)
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + offs_k0
+            a = tl.load(
+                A + rows[:, None] * stride_am + offs_k[None, :],
+                mask=valid[:, None] & (offs_k < K)[None, :],
+                other=0.0,
+            )
+            kb = k0 // 2 + offs_b
+            ks = k0 // 32 + offs_s
+            wm = (kb < K // 2)[:, None] & n_mask[None, :]
+            sm = n_mask[:, None] & (ks < K // 32)[None, :]
+            w_ptrs = w_base + offs_n[None, :] * stride_wn + kb[:, None]
+            s_ptrs = s_base + offs_n[:, None] * stride_sn + ks[None, :]
+            acc, nan_cols = _scaled_dot(acc, nan_cols, a, w_ptrs, s_ptrs, wm, sm, A_FORMAT)
+            if GATED:
+                acc_up, nan_cols = _scaled_dot(
+                    acc_up, nan_cols, a, w_ptrs + up, s_ptrs + up_s, wm, sm, A_FORMAT
+                )
+        acc = tl.where(nan_cols[None, :], float("nan"), acc)
+    elif W_MXFP4:
         half = tl.arange(0, BLOCK_K // 2)
+        offs_s = tl.arange(0, BLOCK_K // 32)
         for k0 in range(0, K, BLOCK_K):
             k_even = k0 + 2 * half
             k_mask = k_even < K
@@ -73,26 +159,28 @@ def _grouped_gemm_kernel(
             am = valid[:, None] & k_mask[None, :]
             a_even = tl.load(a_ptr, mask=am, other=0.0)
             a_odd = tl.load(a_ptr + 1, mask=am, other=0.0)
+            ks = k0 // 32 + offs_s
             wm = k_mask[:, None] & n_mask[None, :]
-            byte = tl.load(
-                W + expert * stride_we + offs_n[None, :] * stride_wn + (k_even // 2)[:, None],
-                mask=wm,
-                other=0,
+            sm = (ks < K // 32)[:, None] & n_mask[None, :]
+            w_ptrs = w_base + offs_n[None, :] * stride_wn + (k_even // 2)[:, None]
+            s_ptrs = s_base + offs_n[None, :] * stride_sn + ks[:, None]
+            acc = _decoded_dot(
+                acc, a_even, a_odd, w_ptrs, s_ptrs, wm, sm, BLOCK_K, BLOCK_N, PRECISION, UPCAST
             )
-            sc = tl.load(
-                W_SCALE
-                + expert * stride_se
-                + offs_n[None, :] * stride_sn
-                + (k_even // 32)[:, None],
-                mask=wm,
-                other=127,
-            )
-            # 0xFF is E8M0's NaN, not 2^128: the block decodes to NaN as in the oracle.
-            scale = tl.where(sc == 255, float("nan"), tl.exp2(sc.to(tl.float32) - 127.0))
-            w_even = (_fp4_value(byte & 0xF) * scale).to(a_ty)
-            w_odd = (_fp4_value(byte >> 4) * scale).to(a_ty)
-            acc += mma(a_even, w_even, PRECISION, UPCAST)
-            acc += mma(a_odd, w_odd, PRECISION, UPCAST)
+            if GATED:
+                acc_up = _decoded_dot(
+                    acc_up,
+                    a_even,
+                    a_odd,
+                    w_ptrs + up,
+                    s_ptrs + up_s,
+                    wm,
+                    sm,
+                    BLOCK_K,
+                    BLOCK_N,
+                    PRECISION,
+                    UPCAST,
+                )
     else:
         offs_k0 = tl.arange(0, BLOCK_K)
         for k0 in range(0, K, BLOCK_K):
@@ -103,13 +191,15 @@ def _grouped_gemm_kernel(
                 mask=valid[:, None] & k_mask[None, :],
                 other=0.0,
             )
-            w = tl.load(
-                W + expert * stride_we + offs_n[None, :] * stride_wn + offs_k[:, None],
-                mask=k_mask[:, None] & n_mask[None, :],
-                other=0.0,
-            )
-            acc += mma(a, w.to(a_ty), PRECISION, UPCAST)
+            w_ptrs = w_base + offs_n[None, :] * stride_wn + offs_k[:, None]
+            wm = k_mask[:, None] & n_mask[None, :]
+            acc += mma(a, tl.load(w_ptrs, mask=wm, other=0.0).to(a.dtype), PRECISION, UPCAST)
+            if GATED:
+                w_up = tl.load(w_ptrs + up, mask=wm, other=0.0).to(a.dtype)
+                acc_up += mma(a, w_up, PRECISION, UPCAST)
+    if GATED:
+        acc = acc * tl.sigmoid(acc) * acc_up  # SiLU(gate) * up, in float32
     if MUL_WEIGHT:
-        acc *= tl.load(TOPK_WEIGHTS + slots, mask=valid, other=0.0)[:, None]
+        acc *= tl.load(TOPK_WEIGHTS + slots, mask=valid, other=0.0).to(tl.float32)[:, None]
     c_ptr = C + slots.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
     tl.store(c_ptr, acc.to(C.dtype.element_ty), mask=valid[:, None] & n_mask[None, :])

@@ -1,0 +1,1 @@
+"""Private: the Triton kernel behind `moe/align.py`."""
