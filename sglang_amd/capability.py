@@ -30,6 +30,7 @@ BUILTIN: tuple[str, ...] = (
     "sglang_amd.attention.capability",
     "sglang_amd.moe.capability",
     "sglang_amd.quant.capability",
+    "sglang_amd.serving.capability",
 )
 
 TierOf = Callable[[str], str]

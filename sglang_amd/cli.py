@@ -164,7 +164,9 @@ def env_report() -> str:
         lines.append(f"{'':<18} (force with {' or '.join(spec.env_vars)}=aiter|triton|torch)")
     lines += ["", "capabilities (flags -> ops)"]
     for cap in capabilities():
-        lines.append(f"  {cap.name:<10} {', '.join(cap.flags)} -> {', '.join(cap.ops)}")
+        flags = ", ".join(cap.flags) or "(always on)"
+        ops = ", ".join(cap.ops) or "request checks"
+        lines.append(f"  {cap.name:<10} {flags} -> {ops}")
     lines += ["", "not yet (refused at start or absent; see the README):"]
     lines += [f"  - {item}" for item in NOT_YET]
     lines += ["", *graph_report(device, _selected_tiers())]

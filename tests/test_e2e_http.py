@@ -20,7 +20,7 @@ import requests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sglang]
 
-START_TIMEOUT_S = 300
+START_TIMEOUT_S = 600
 
 
 def _free_port() -> int:
@@ -126,6 +126,32 @@ def test_completion_streams(server):
     texts = [json.loads(c)["choices"][0]["text"] for c in chunks[:-1] if json.loads(c)["choices"]]
     assert len([t for t in texts if t]) >= 2, chunks
     assert "Paris" in "".join(texts)
+
+
+BAD_TOKEN_REQUESTS = [
+    # (endpoint, body): token ids the model cannot embed, each once killed the scheduler
+    ("/v1/completions", {"prompt": [1000000000, 5], "max_tokens": 4}),
+    ("/v1/completions", {"prompt": [5, -1], "max_tokens": 4}),
+    ("/generate", {"input_ids": [1, 2, 49152], "sampling_params": {"max_new_tokens": 4}}),
+]
+
+
+@pytest.mark.parametrize("endpoint,body", BAD_TOKEN_REQUESTS, ids=["huge", "negative", "vocab"])
+def test_out_of_vocab_token_ids_get_400_and_the_server_serves_on(server, endpoint, body):
+    base, model, proc, _ = server
+    if endpoint.startswith("/v1"):
+        body = {**body, "model": model}
+    r = requests.post(f"{base}{endpoint}", json=body, timeout=60)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert "input_ids" in r.text and "vocabulary" in r.text, r.text
+    assert proc.poll() is None
+    ok = requests.post(
+        f"{base}/v1/completions",
+        json={"model": model, "prompt": [504, 3575, 282], "max_tokens": 2, "temperature": 0},
+        timeout=120,
+    )
+    assert ok.status_code == 200, ok.text
+    assert requests.get(f"{base}/health", timeout=10).status_code == 200
 
 
 def test_server_stops_cleanly(server):

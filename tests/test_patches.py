@@ -15,6 +15,7 @@ import pytest
 from sglang_amd.patches import (
     cpu_speculative,
     draft_backends,
+    request_validation,
     rocm_quantization,
     torch_native_mla,
     unquantized_moe,
@@ -55,6 +56,7 @@ def _resolve(target: str):
         *draft_backends.TARGETS.items(),
         *cpu_speculative.TARGETS.items(),
         *rocm_quantization.TARGETS.items(),
+        *request_validation.TARGETS.items(),
     ],
 )
 def test_patch_targets_exist_with_the_signature_we_wrap(target, params):
@@ -137,3 +139,47 @@ def test_rocm_gate_is_still_a_local_list():
 
     src = inspect.getsource(inspect.unwrap(ModelConfig._verify_quantization))
     assert "rocm_supported_quantization = [" in src and QUANTIZATION not in src
+
+
+class _Request:
+    def __init__(self, mm: bool = False, input_embeds=None):
+        self._mm, self.input_embeds = mm, input_embeds
+
+    def contains_mm_input(self) -> bool:
+        return self._mm
+
+
+def _manager(vocab: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model_config=SimpleNamespace(vocab_size=vocab))
+
+
+@pytest.mark.parametrize(
+    "ids,why",
+    [
+        ([1, 10, 2], "token id 10 at position 1"),
+        ([-3], "token id -3 at position 0"),
+        ([1, 2.5], "must be integers; position 1 holds float"),
+        ([True], "must be integers; position 0 holds bool"),
+    ],
+)
+def test_request_validation_refuses_ids_the_embedding_cannot_take(ids, why):
+    calls = []
+    with pytest.raises(ValueError, match=why) as err:
+        request_validation._validate_one_request(
+            lambda *a: calls.append(a), _manager(10), _Request(), ids
+        )
+    assert "input_ids" in str(err.value) and "[0, 10)" in str(err.value) or "integers" in why
+    assert not calls  # SGLang's own checks (and the scheduler) never see it
+
+
+def test_request_validation_passes_good_and_multimodal_requests_to_sglang():
+    calls = []
+    original = lambda self, obj, ids: calls.append(ids)  # noqa: E731
+    request_validation._validate_one_request(original, _manager(10), _Request(), [0, 9])
+    # Multimodal prompts hold processor placeholders; text given as embeddings has no ids.
+    request_validation._validate_one_request(original, _manager(10), _Request(mm=True), [99])
+    embeds = _Request(input_embeds=[[0.0]])
+    request_validation._validate_one_request(original, _manager(10), embeds, None)
+    assert calls == [[0, 9], [99], None]

@@ -1,0 +1,1 @@
+"""The serving family: what keeps an SGLang server up whatever its requests say."""
