@@ -10,6 +10,8 @@ sglang-amd bench attention|moe          our kernels against peers (table, JSON, 
 sglang-amd audit [--quick]              every kernel compiled for gfx942, gfx950,
                                         sm_90 and sm_100 (no GPU needed): registers,
                                         spills, LDS, occupancy, instructions, gates
+sglang-amd audit --traffic [--quick]    bytes each op moves against its ideal, and
+                                        launches per forward, under the interpreter
 """
 
 from __future__ import annotations
@@ -260,6 +262,8 @@ def _audit(ns: argparse.Namespace) -> int:
     import datetime
     from pathlib import Path
 
+    if ns.traffic:
+        return _traffic_audit(ns)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         print("sglang-amd audit: unset TRITON_INTERPRET (it compiles real kernels)", file=sys.stderr)
         return 2
@@ -282,6 +286,50 @@ def _audit(ns: argparse.Namespace) -> int:
     json_path, png_path = compile_audit.write(rows, Path(ns.out), header)
     print(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
     print(f"gates: {len(rows)} compiled launches, {len(failures)} failing")
+    for failure in failures:
+        print(f"  GATE: {failure}")
+    return 1 if failures else 0
+
+
+_TRAFFIC_CHILD = "SGLANG_AMD_TRAFFIC_CHILD"
+
+
+def _traffic_audit(ns: argparse.Namespace) -> int:
+    """`audit --traffic`: the kernels must be interpreted, and Triton picks the
+    interpreter when a kernel is decorated, so unless this process already has
+    TRITON_INTERPRET=1 set and no kernel imported, it runs again in a child that has
+    (the compile audit, in this process, must not see the variable)."""
+    import datetime
+    import subprocess
+    from pathlib import Path
+
+    if os.environ.get(_TRAFFIC_CHILD) != "1":
+        argv = [sys.executable, "-m", "sglang_amd.cli", *ns.argv]
+        env = {**os.environ, "TRITON_INTERPRET": "1", _TRAFFIC_CHILD: "1"}
+        return subprocess.run(argv, env=env).returncode
+    from sglang_amd.audit import traffic_audit
+
+    default = ",".join(traffic_audit.TARGETS)
+    targets = [t.strip() for t in (ns.targets if ns.targets_given else default).split(",")]
+    unknown = sorted(t for t in targets if t not in ("gfx942", "gfx950", "sm_90", "sm_100"))
+    if unknown:
+        print(f"sglang-amd audit --traffic: unknown --targets {unknown}", file=sys.stderr)
+        return 2
+    header = (
+        f"sglang-amd audit --traffic | {', '.join(targets)} flags, CPU interpreter | "
+        f"{datetime.date.today()} | commit {_commit()}" + (" | QUICK" if ns.quick else "")
+    )
+    print(header)
+    print(traffic_audit.HEAD, flush=True)
+    rows = traffic_audit.run(targets, quick=ns.quick, match=ns.match)
+    failures = traffic_audit.gate_failures(rows)
+    json_path, png_path = traffic_audit.write(rows, Path(ns.out), header)
+    print(
+        f"wrote {json_path}"
+        + (f" and {png_path}" if png_path else " (no PNG: pip install matplotlib)")
+    )
+    gates = sum(len(r.gates) for r in rows)
+    print(f"gates: {len(rows)} cases, {gates} gates, {len(failures)} failing")
     for failure in failures:
         print(f"  GATE: {failure}")
     return 1 if failures else 0
@@ -310,10 +358,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit = sub.add_parser(
         "audit", help="compile every kernel for gfx942/gfx950/sm_90/sm_100 and check the gates"
     )
-    audit.add_argument("--targets", default="gfx942,gfx950,sm_90,sm_100")
+    audit.add_argument(
+        "--targets", default=None, help="default gfx942,gfx950,sm_90,sm_100 (--traffic: gfx942,sm_90)"
+    )
     audit.add_argument("--quick", action="store_true", help="a few shapes (what make test runs)")
     audit.add_argument("--out", default="bench-out", help="folder for audit.json and audit.png")
+    audit.add_argument(
+        "--traffic",
+        action="store_true",
+        help="bytes moved against each op's ideal and launches per forward (traffic.json/png)",
+    )
+    audit.add_argument("--match", default=None, help="--traffic: only cases whose text has this")
     ns = parser.parse_args(argv)
+    if ns.cmd == "audit":
+        ns.argv = argv
+        ns.targets_given = ns.targets is not None
+        if ns.targets is None:
+            ns.targets = "gfx942,gfx950,sm_90,sm_100"
     if ns.cmd == "audit":
         return _audit(ns)
     if ns.cmd == "bench":

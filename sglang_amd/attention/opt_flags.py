@@ -14,6 +14,16 @@ with B sequences x H_kv heads there may be far fewer programs than compute
 units, so each sequence is cut into splits until the grid covers about two
 waves, but never into splits shorter than `MIN_TOKENS_PER_SPLIT` (below that the
 partial-output traffic and the reduce cost more than the parallelism gains).
+
+Each split also writes a float32 partial output (and its log-sum-exp) per query
+head, which the reduce reads back: group x (D_V + 1) x 8 bytes a split, against
+the K/V bytes the split reads. For MHA/GQA the split count is capped so that
+round trip stays within `PARTIAL_TRAFFIC_BUDGET` of the K/V bytes (16 query
+heads per KV head at 8K keys: 15 splits instead of 32, 1.16x -> ~1.07x the
+ideal bytes in `sglang-amd audit --traffic`); fewer, longer splits cost latency
+only where the grid was far from filling the GPU anyway. MLA (V wider than 256)
+is exempt: its 512-wide partials would leave a batch-1 decode one split, i.e.
+a handful of programs each reading the whole latent.
 Never imports sglang.
 """
 
@@ -27,17 +37,20 @@ from sglang_amd.target_info import Target
 __all__ = [
     "MAX_SPLITS",
     "MIN_TOKENS_PER_SPLIT",
+    "PARTIAL_TRAFFIC_BUDGET",
     "WAVES",
     "DecodeFlags",
     "ExtendFlags",
     "choose_num_splits",
     "decode_flags",
     "extend_flags",
+    "partial_traffic_cap",
 ]
 
 MIN_TOKENS_PER_SPLIT = 256
 MAX_SPLITS = 64
 WAVES = 2
+PARTIAL_TRAFFIC_BUDGET = 0.06
 
 # The interpreter's tiles. Decode: the values the CUDA branch chose before the
 # split by vendor -- the old rule was "ROCm, else these", so CPU tests ran the
@@ -77,6 +90,16 @@ def choose_num_splits(programs: int, max_kv_len: int, units: int) -> int:
     return max(1, min(want, by_length, MAX_SPLITS))
 
 
+def partial_traffic_cap(
+    max_kv_len: int, group: int, d_qk: int, d_v: int, kv_bytes: int = 2
+) -> int:
+    """Most splits whose float32 partials (written, then read by the reduce) stay
+    within PARTIAL_TRAFFIC_BUDGET of the K/V bytes one KV head's sequence reads."""
+    kv = max_kv_len * (d_qk + d_v) * kv_bytes
+    per_split = group * (d_v + 1) * 4 * 2
+    return max(1, int(PARTIAL_TRAFFIC_BUDGET * kv // per_split))
+
+
 def decode_flags(
     target: Target,
     batch: int,
@@ -97,6 +120,8 @@ def decode_flags(
     head_blocks = -(-group // block_h)
     programs = batch * num_kv_heads * head_blocks
     splits = choose_num_splits(programs, max_kv_len, target.compute_units)
+    if not wide:
+        splits = min(splits, partial_traffic_cap(max_kv_len, group, d_qk, d_v))
     if target.vendor == "amd":
         block_n, num_warps, num_stages = opt_flags_amd.decode_tiles(target, wide=wide)
     elif target.vendor == "nvidia":

@@ -1,0 +1,259 @@
+"""`sglang-amd audit --traffic`: bytes each op moves against its ideal, and its launches.
+
+Where it sits: runs every case of `audit/traffic_cases.py` for each target
+(gfx942, sm_90: our launch-flag heuristics answer as for that GPU) inside
+`audit.traffic.counting()`, checks the gates the cases carry, and writes the
+table, `traffic.json` and `traffic.png`. Needs TRITON_INTERPRET=1 set before any
+kernel module is imported: `cli.py` runs it in a child process with it set. Never
+imports sglang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from sglang_amd.audit.traffic import Traffic, counting
+from sglang_amd.audit.traffic_cases import TrafficCase, cases
+from sglang_amd.target_info import Target, target_for_arch
+
+TARGETS: tuple[str, ...] = ("gfx942", "sm_90")
+# Entry modules whose imports bring in every module that asks for a target.
+_ENTRY_MODULES = (
+    "sglang_amd.attention.decode",
+    "sglang_amd.attention.extend",
+    "sglang_amd.moe.fused",
+    "sglang_amd.quant.mxfp4_linear",
+)
+
+
+@dataclass
+class TrafficRow:
+    model: str
+    op: str
+    size: str
+    scaling: str
+    target: str
+    bytes: int = 0
+    ideal: int = 0
+    unique_bytes: int = 0
+    weight_bytes: int = 0
+    ideal_weights: int = 0
+    launches: int = 0
+    seconds: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes / self.ideal if self.ideal else 0.0
+
+    @property
+    def weights_ratio(self) -> float:
+        return self.weight_bytes / self.ideal_weights if self.ideal_weights else 0.0
+
+    def metric(self, name: str) -> float:
+        return {"ratio": self.ratio, "weights_ratio": self.weights_ratio}.get(
+            name, float(self.launches)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "weights_ratio": self.weights_ratio}
+
+
+@contextlib.contextmanager
+def flags_for(target: Target) -> Iterator[None]:
+    """Every loaded module of ours that asks `current_target` gets `target` (found by
+    name, so a module added or rewritten later is covered without a list here)."""
+    import importlib
+
+    from sglang_amd import target_info
+
+    for name in _ENTRY_MODULES:
+        importlib.import_module(name)
+    original = target_info.current_target
+    with contextlib.ExitStack() as stack:
+        for name, module in list(sys.modules.items()):
+            if name.startswith("sglang_amd.") and module is not None:
+                # target_info itself too: callers of `target_info.current_target(...)`.
+                if getattr(module, "current_target", None) is original:
+                    stack.enter_context(
+                        mock.patch.object(module, "current_target", lambda d=None: target)
+                    )
+        yield
+
+
+def measure(case: TrafficCase, arch: str, unique: bool = True) -> TrafficRow:
+    """One case on one target: counted, compared with its ideal, gates checked."""
+    row = TrafficRow(case.model, case.op, case.size, case.scaling, arch)
+    target = target_for_arch(arch)
+    start = time.perf_counter()
+    try:
+        with flags_for(target):
+            prepared = case.build(target)
+            with counting(prepared.named, unique=unique) as traffic:
+                prepared.run()
+    except Exception as exc:  # a kernel or wrapper refusing the shape is a finding too
+        row.error = f"{type(exc).__name__}: {exc}"[:400]
+        row.gates = [
+            {"gate": g.name, "limit": g.limit, "value": None, "ok": False} for g in case.gates
+        ]
+        return row
+    row.seconds = round(time.perf_counter() - start, 1)
+    _fill(row, traffic, prepared.ideal, prepared.weights, prepared.ideal_weights)
+    for gate in case.gates:
+        value = row.metric(gate.metric)
+        row.gates.append(
+            {
+                "gate": gate.name,
+                "limit": gate.limit,
+                "value": round(value, 3),
+                "ok": value <= gate.limit,
+            }
+        )
+    return row
+
+
+def _fill(row: TrafficRow, t: Traffic, ideal: int, weights: Sequence[str], ideal_w: int) -> None:
+    row.bytes = t.triton_bytes + t.torch_bytes
+    row.ideal = ideal
+    row.unique_bytes = t.unique_bytes
+    row.weight_bytes = sum(t.by_tensor.get(n, 0) for n in weights)
+    row.ideal_weights = ideal_w
+    row.launches = t.launches
+    row.detail = t.as_dict()
+
+
+def run(
+    targets: Sequence[str] = TARGETS,
+    quick: bool = False,
+    match: str | None = None,
+    progress: bool = True,
+) -> list[TrafficRow]:
+    """Every case (or `quick`'s, or those whose model/op/size contains `match`) on
+    every target."""
+    matrix = [c for c in cases(quick) if not match or match in f"{c.model} {c.op} {c.size}"]
+    rows = []
+    for arch in targets:
+        for case in matrix:
+            row = measure(case, arch)
+            rows.append(row)
+            if progress:
+                print(_line(row), flush=True)
+    return rows
+
+
+def gate_failures(rows: Sequence[TrafficRow]) -> list[str]:
+    """One line per failed gate; empty when every gate holds."""
+    bad = []
+    for r in rows:
+        for g in r.gates:
+            if not g["ok"]:
+                why = r.error or f"{g['value']} > {g['limit']}"
+                bad.append(f"{g['gate']}: {r.model} {r.op}, {r.size} on {r.target}: {why}")
+    return bad
+
+
+HEAD = (
+    f"{'op':<26} {'model':<31} {'size':<22} {'target':<7} {'bytes':>11} {'ideal':>11} "
+    f"{'ratio':>6} {'unique':>6} {'w ratio':>7} {'launch':>6}  gate"
+)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f}M"
+
+
+def _line(r: TrafficRow) -> str:
+    if r.error:
+        return f"{r.op:<26} {r.model:<31} {r.size:<22} {r.target:<7} ERROR {r.error}"
+    gate = (
+        "; ".join(f"{'ok' if g['ok'] else 'FAIL'} {g['value']}<={g['limit']}" for g in r.gates)
+        or "-"
+    )
+    unique = r.unique_bytes / r.ideal if r.ideal else 0.0
+    wr = f"{r.weights_ratio:.2f}" if r.ideal_weights else "-"
+    return (
+        f"{r.op:<26} {r.model[:31]:<31} {r.size:<22} {r.target:<7} {_mb(r.bytes):>11} "
+        f"{_mb(r.ideal):>11} {r.ratio:>6.2f} {unique:>6.2f} {wr:>7} {r.launches:>6}  {gate}"
+    )
+
+
+def table(rows: Sequence[TrafficRow]) -> str:
+    return "\n".join([HEAD, "-" * len(HEAD), *(_line(r) for r in rows)])
+
+
+def markdown(rows: Sequence[TrafficRow]) -> str:
+    """BENCHMARKS.md's table: one line per case and target."""
+    lines = [
+        "| op | model | size | target | run as | bytes | ideal | ratio | unique/ideal "
+        "| weights ratio | launches (triton + torch) | gate |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if r.error:
+            lines.append(
+                f"| {r.op} | {r.model} | {r.size} | {r.target} | {r.scaling} "
+                f"| error: {r.error} | | | | | | |"
+            )
+            continue
+        gate = (
+            "; ".join(
+                f"{'ok' if g['ok'] else '**FAIL**'} {g['value']} <= {g['limit']}" for g in r.gates
+            )
+            or "-"
+        )
+        d = r.detail
+        lines.append(
+            f"| {r.op} | {r.model} | {r.size} | {r.target} | {r.scaling} | {_mb(r.bytes)} "
+            f"| {_mb(r.ideal)} | {r.ratio:.2f} | {r.unique_bytes / r.ideal:.2f} "
+            f"| {f'{r.weights_ratio:.2f}' if r.ideal_weights else '-'} "
+            f"| {r.launches} ({d['triton_launches']} + {d['torch_launches']}) | {gate} |"
+        )
+    return "\n".join(lines)
+
+
+def write(rows: Sequence[TrafficRow], out: Path, header: str) -> tuple[Path, Path | None]:
+    """traffic.json (every row, its per-kernel bytes and torch ops, the gates),
+    traffic.md and, with matplotlib, traffic.png (ratio per case and target)."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "traffic.json"
+    json_path.write_text(
+        json.dumps(
+            {"header": header, "gates": gate_failures(rows), "rows": [r.as_dict() for r in rows]},
+            indent=1,
+        )
+    )
+    (out / "traffic.md").write_text(f"{header}\n\n{markdown(rows)}\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return json_path, None
+    ok = [r for r in rows if not r.error]
+    fig, axes = plt.subplots(1, 2, figsize=(15, max(4, 0.28 * len(ok))), sharey=True)
+    y = list(range(len(ok)))
+    axes[0].barh(y, [r.ratio for r in ok], color="tab:blue")
+    axes[0].axvline(1.0, color="k", lw=0.8)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("bytes moved / ideal (log)")
+    axes[1].barh(y, [r.launches for r in ok], color="tab:orange")
+    axes[1].set_xlabel("launches per forward (Triton + torch)")
+    axes[0].set_yticks(y, [f"{r.op} {r.model[:24]} {r.size} {r.target}" for r in ok], fontsize=6)
+    axes[0].invert_yaxis()
+    fig.suptitle(header, fontsize=9)
+    fig.tight_layout()
+    png_path = out / "traffic.png"
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return json_path, png_path

@@ -1,0 +1,342 @@
+"""The traffic audit's matrix: each op of each model at a few sizes, scaled down in proportion.
+
+Where it sits: `audit/traffic_audit.py` builds each `TrafficCase` for a target
+(gfx942, sm_90), runs it inside `audit.traffic.counting()` with our launch-flag
+heuristics answering for that target, and divides by the ideal from
+`audit/traffic_ideal.py`. The calls are our public entry points (`paged_decode`,
+`paged_extend`, `fused_moe`, `mxfp4_linear`).
+
+The interpreter runs every program in numpy, so shapes are scaled down, but only
+along axes whose programs are independent copies of each other, and the launch
+flags are those the heuristics pick for the real shape. Hence every ratio
+(bytes moved / ideal) is the real shape's, not the small one's:
+
+- decode: the KV heads of a GQA/MHA model run as 1 KV head with its real group of
+  query heads, and batch 8 as batch 1, with the flags (splits, tiles) chosen for
+  the real batch and KV heads. Context and head dims are real. MLA keeps all its
+  query heads (their head blocks each read the latent: that is measured).
+- extend: one KV head and its query group; DeepSeek's prefill, one head.
+- MoE: experts and tokens divided by the same factor (slots per expert, hence
+  blocks per expert, kept), top-k real; hidden and intermediate sizes cut to a
+  few of the real tiles (kept non-multiples of the A4W4 K tile where the model's
+  are). Weight traffic per expert is independent of those sizes; activation
+  traffic is not (it grows relative to weights), so the MoE gate is on weights.
+- the dense MXFP4 linear: N and K cut, rows real.
+Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from sglang_amd.audit import traffic_ideal
+from sglang_amd.target_info import Target
+
+BF16 = torch.bfloat16
+
+
+@dataclass(frozen=True)
+class Gate:
+    """`metric` of a row must stay <= `limit`."""
+
+    name: str
+    metric: str  # "ratio", "weights_ratio" or "launches"
+    limit: float
+
+
+@dataclass
+class Prepared:
+    """A case ready to count: the call, the tensors to attribute bytes to, ideals."""
+
+    run: Callable[[], object]
+    named: dict[str, torch.Tensor]
+    ideal: int
+    weights: tuple[str, ...] = ()
+    ideal_weights: int = 0
+
+
+@dataclass(frozen=True)
+class TrafficCase:
+    model: str
+    op: str
+    size: str  # the real size
+    scaling: str  # what runs instead
+    build: Callable[[Target], Prepared]
+    gates: tuple[Gate, ...] = field(default=())
+
+
+DECODE_GATE = Gate("decode <= 1.10x ideal (MHA/GQA, context >= 8K)", "ratio", 1.10)
+MLA_GATE = Gate("MLA decode <= 2x ideal (128 heads, context >= 8K)", "ratio", 2.0)
+MOE_WEIGHT_GATE = Gate("MXFP4 MoE weight bytes <= 1.2x ideal (<= 64 tokens)", "weights_ratio", 1.2)
+MOE_LAUNCH_GATE = Gate("MoE forward <= 4 launches", "launches", 4)
+
+# (model, q heads, kv heads, qk dim, v dim) per TP rank (as audit/launches.py).
+DECODE = (
+    ("Llama-3.1-8B", 32, 8, 128, 128),
+    ("Llama-3.1-70B tp8", 8, 1, 128, 128),
+    ("Qwen3-235B-A22B tp4", 16, 1, 128, 128),
+    ("DeepSeek-V3 MLA 128 heads", 128, 1, 576, 512),
+    ("DeepSeek-V3 MLA 16 heads (tp8)", 16, 1, 576, 512),
+)
+DECODE_SIZES = ((1, 1024), (1, 8192), (8, 1024), (8, 8192))
+EXTEND = (
+    ("Llama-3.1-8B", 32, 8, 128, 128),
+    ("DeepSeek-V3 prefill 128 heads", 128, 128, 192, 128),
+    ("DeepSeek-V3 MLA extend 16 heads", 16, 1, 576, 512),
+)
+EXTEND_TOKENS = 512
+# (model, experts, top-k, hidden, intermediate) real, then (experts, hidden,
+# intermediate) run. gpt-oss's 2880 is 45 tiles of 64 and 22.5 of A4W4's 128: 320 too.
+MOE = (
+    ("DeepSeek-V3", 256, 8, 7168, 2048, (32, 256, 128)),
+    ("Qwen3-235B-A22B", 128, 8, 4096, 1536, (16, 256, 128)),
+    ("gpt-oss-120b", 128, 4, 2880, 2880, (16, 320, 320)),
+)
+MOE_TOKENS = (1, 8, 64)
+MOE_WEIGHTS = ("bf16", "mxfp4", "a4w4")
+LINEAR = ("DeepSeek-V3 o_proj", 7168, 16384, (512, 1024))
+LINEAR_ROWS = (1, 64)
+
+
+def _randn(*shape: int, dtype: torch.dtype = BF16) -> torch.Tensor:
+    return (torch.randn(*shape) * 0.5).to(dtype)
+
+
+def _decode(model: tuple, batch: int, ctx: int) -> Callable[[Target], Prepared]:
+    _, hq, hkv, dqk, dv = model
+    mla = hkv == 1 and dv < dqk
+    group = hq // hkv
+    run_b = 1
+
+    def build(target: Target) -> Prepared:
+        from sglang_amd.attention.decode import paged_decode
+        from sglang_amd.attention.opt_flags import decode_flags
+
+        flags = decode_flags(target, batch, hkv, group, ctx, dqk, dv)  # the real shape's
+        q = _randn(run_b, group, dqk)
+        k = _randn(run_b * ctx, 1, dqk)
+        v = k[..., :dv] if mla else _randn(run_b * ctx, 1, dv)
+        r2t = torch.arange(run_b * ctx, dtype=torch.int32).view(run_b, ctx)
+        lens = torch.full((run_b,), ctx, dtype=torch.int32)
+        rows = torch.arange(run_b)
+        out = torch.empty(run_b, group, dv, dtype=BF16)
+
+        def run() -> object:
+            return paged_decode(
+                q, k, v, r2t, rows, lens, scale=0.1, max_kv_len=ctx, out=out, flags=flags
+            )
+
+        named = {"q": q, "kv" if mla else "k": k, "out": out}
+        if not mla:
+            named["v"] = v
+        return Prepared(run, named, traffic_ideal.attention(q, k, v, [ctx] * run_b, dv))
+
+    return build
+
+
+def _extend(model: tuple, tokens: int) -> Callable[[Target], Prepared]:
+    _, hq, hkv, dqk, dv = model
+    mla = hkv == 1 and dv < dqk
+    run_hq = hq // hkv if hkv > 1 else hq
+
+    def build(target: Target) -> Prepared:
+        from sglang_amd.attention.extend import paged_extend
+
+        q = _randn(tokens, run_hq, dqk)
+        k = _randn(tokens, 1, dqk)
+        v = k[..., :dv] if mla else _randn(tokens, 1, dv)
+        r2t = torch.arange(tokens, dtype=torch.int32).view(1, tokens)
+        lens = torch.tensor([tokens], dtype=torch.int32)
+        out = torch.empty(tokens, run_hq, dv, dtype=BF16)
+
+        def run() -> object:
+            return paged_extend(
+                q,
+                k,
+                v,
+                r2t,
+                torch.arange(1),
+                lens,
+                lens,
+                scale=0.1,
+                kv_lens_cpu=[tokens],
+                qo_lens_cpu=[tokens],
+                out=out,
+            )
+
+        named = {"q": q, "kv" if mla else "k": k, "out": out}
+        if not mla:
+            named["v"] = v
+        return Prepared(run, named, traffic_ideal.attention(q, k, v, [tokens], dv))
+
+    return build
+
+
+def _routing(tokens: int, experts: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform random routing (a balanced router's), the same on every run."""
+    g = torch.Generator().manual_seed(tokens * 1000 + experts)
+    scores = torch.rand(tokens, experts, generator=g)
+    weights, ids = scores.topk(topk, dim=-1)
+    return (weights / weights.sum(-1, keepdim=True)).float(), ids.to(torch.int32)
+
+
+def _moe(spec: tuple, tokens: int, kind: str) -> Callable[[Target], Prepared]:
+    _, experts, topk, _, _, (run_e, hidden, inter) = spec
+    run_t = max(1, tokens * run_e // experts)
+
+    def build(target: Target) -> Prepared:
+        from sglang_amd.moe.fused import fused_moe
+        from sglang_amd.moe.weights import Mxfp4Experts
+
+        x = _randn(run_t, hidden)
+        weights, ids = _routing(run_t, run_e, topk)
+        if kind == "bf16":
+            tensors = {
+                "w13": _randn(run_e, 2 * inter, hidden, dtype=BF16) * 0.1,
+                "w2": _randn(run_e, hidden, inter, dtype=BF16) * 0.1,
+            }
+            w13, w2 = tensors["w13"], tensors["w2"]
+        else:
+            g = torch.Generator().manual_seed(7)
+            u8 = torch.uint8
+
+            def codes(*shape: int) -> torch.Tensor:
+                return torch.randint(0, 256, shape, generator=g, dtype=u8)
+
+            def scales(*shape: int) -> torch.Tensor:
+                return torch.randint(120, 128, shape, generator=g, dtype=u8)
+
+            tensors = {
+                "w13": codes(run_e, 2 * inter, hidden // 2),
+                "w13_scale": scales(run_e, 2 * inter, hidden // 32),
+                "w2": codes(run_e, hidden, inter // 2),
+                "w2_scale": scales(run_e, hidden, inter // 32),
+            }
+            w13, w2 = Mxfp4Experts(**tensors), None
+
+        def run() -> object:
+            return fused_moe(x, w13, w2, weights, ids, act_mxfp4=kind == "a4w4")
+
+        listed = list(tensors.values())
+        return Prepared(
+            run,
+            {"x": x, **tensors},
+            traffic_ideal.moe(x, listed, ids),
+            tuple(tensors),
+            traffic_ideal.expert_bytes(listed, ids),
+        )
+
+    return build
+
+
+def _linear(rows: int, a4w4: bool) -> Callable[[Target], Prepared]:
+    n, k = LINEAR[3]
+
+    def build(target: Target) -> Prepared:
+        from sglang_amd.quant.mxfp4_linear import mxfp4_linear
+
+        g = torch.Generator().manual_seed(3)
+        x = _randn(rows, k)
+        w = torch.randint(0, 256, (n, k // 2), generator=g, dtype=torch.uint8)
+        s = torch.randint(120, 128, (n, k // 32), generator=g, dtype=torch.uint8)
+
+        def run() -> object:
+            return mxfp4_linear(x, w, s, act_mxfp4=a4w4)
+
+        return Prepared(
+            run,
+            {"x": x, "w": w, "w_scale": s},
+            traffic_ideal.linear(x, [w, s], n),
+            ("w", "w_scale"),
+            traffic_ideal.linear(x[:0], [w, s], n),
+        )
+
+    return build
+
+
+# What `make test` (tests/test_traffic_audit.py) runs: one case per gate.
+QUICK = {
+    ("Llama-3.1-8B", "attention.decode", "batch 1, context 8192"),
+    ("Llama-3.1-70B tp8", "attention.decode", "batch 8, context 8192"),
+    ("Qwen3-235B-A22B tp4", "attention.decode", "batch 1, context 8192"),
+    ("DeepSeek-V3 MLA 128 heads", "attention.decode", "batch 1, context 8192"),
+    ("DeepSeek-V3", "moe.fused mxfp4", "64 tokens"),
+    ("gpt-oss-120b", "moe.fused a4w4", "8 tokens"),
+    ("Qwen3-235B-A22B", "moe.fused bf16", "8 tokens"),
+}
+
+
+def cases(quick: bool = False) -> list[TrafficCase]:
+    """The matrix; `quick` keeps `QUICK` (one case per gate)."""
+    out = _all_cases()
+    return [c for c in out if (c.model, c.op, c.size) in QUICK] if quick else out
+
+
+def _all_cases() -> list[TrafficCase]:
+    out: list[TrafficCase] = []
+    for model in DECODE:
+        name, hq, hkv, dqk, dv = model
+        mla = dv < dqk
+        for batch, ctx in DECODE_SIZES:
+            scaled = [f"1 of {hkv} KV heads"] if hkv > 1 else []
+            scaled += [f"batch 1 of {batch}"] if batch > 1 else []
+            gates: tuple[Gate, ...] = ()
+            if ctx >= 8192:
+                gates = (MLA_GATE,) if mla and hq >= 128 else (() if mla else (DECODE_GATE,))
+            out.append(
+                TrafficCase(
+                    name,
+                    "attention.decode",
+                    f"batch {batch}, context {ctx}",
+                    (", ".join(scaled) + ", flags of the real shape") if scaled else "real",
+                    _decode(model, batch, ctx),
+                    gates,
+                )
+            )
+    for model in EXTEND:
+        name, hq, hkv = model[:3]
+        scaling = f"1 of {hkv} KV heads" if hkv > 1 else "real"
+        out.append(
+            TrafficCase(
+                name,
+                "attention.extend",
+                f"{EXTEND_TOKENS} new tokens",
+                scaling,
+                _extend(model, EXTEND_TOKENS),
+            )
+        )
+    for spec in MOE:
+        name, experts, topk, hidden, inter, (run_e, run_h, run_i) = spec
+        for kind in MOE_WEIGHTS:
+            for tokens in MOE_TOKENS:
+                run_t = max(1, tokens * run_e // experts)
+                gates = (MOE_LAUNCH_GATE,)
+                if kind != "bf16" and tokens <= 64:
+                    gates = (MOE_WEIGHT_GATE, MOE_LAUNCH_GATE)
+                out.append(
+                    TrafficCase(
+                        name,
+                        f"moe.fused {kind}",
+                        f"{tokens} token{'s' if tokens > 1 else ''}",
+                        f"{run_e} of {experts} experts, {run_t} token{'s' if run_t > 1 else ''}, "
+                        f"H {run_h} of {hidden}, I {run_i} of {inter}",
+                        _moe(spec, tokens, kind),
+                        gates,
+                    )
+                )
+    name, n, k, (run_n, run_k) = LINEAR
+    for rows in LINEAR_ROWS:
+        for a4w4 in (False, True):
+            out.append(
+                TrafficCase(
+                    name,
+                    f"quant.mxfp4_linear {'a4w4' if a4w4 else 'w4a16'}",
+                    f"{rows} row{'s' if rows > 1 else ''}",
+                    f"N {run_n} of {n}, K {run_k} of {k}",
+                    _linear(rows, a4w4),
+                )
+            )
+    return out

@@ -1,0 +1,55 @@
+"""The bytes each op must move at the least: what `audit/traffic_audit.py` divides by.
+
+Where it sits: `audit/traffic_cases.py` builds each case's tensors and asks here
+for the ideal; `audit/traffic.py` counts what the kernels actually moved. An
+ideal reads every input byte the math needs once and writes every output byte
+once; index tensors (page tables, lengths, routing ids) are left out, so small
+bookkeeping reads show as ratio above 1.0. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _kv_row_bytes(k: torch.Tensor, v: torch.Tensor) -> int:
+    """Bytes of one token's K and V over all KV heads; once when V aliases K (MLA:
+    V is the latent K already holds, so the ideal reads the latent once)."""
+    row_k = k.shape[1] * k.shape[2] * k.element_size()
+    shares = v.untyped_storage().data_ptr() == k.untyped_storage().data_ptr()
+    return row_k if shares else row_k + v.shape[1] * v.shape[2] * v.element_size()
+
+
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_lens: Sequence[int], dv: int
+) -> int:
+    """Decode or extend: q [T, Hq, Dqk] read once, out [T, Hq, Dv] (q's dtype) written
+    once, and each sequence's kv_len tokens of K and V read once."""
+    out = q.shape[0] * q.shape[1] * dv * q.element_size()
+    return _nbytes(q) + out + sum(kv_lens) * _kv_row_bytes(k, v)
+
+
+def expert_bytes(weights: Sequence[torch.Tensor], topk_ids: torch.Tensor) -> int:
+    """Bytes of the experts any token selected, each once: `weights` are [E, ...]
+    tensors (w13, w2, and their E8M0 scales for MXFP4)."""
+    ids = topk_ids.reshape(-1)
+    num_experts = weights[0].shape[0]
+    selected = int(torch.unique(ids[(ids >= 0) & (ids < num_experts)]).numel())
+    return selected * sum(_nbytes(w[0]) for w in weights)
+
+
+def moe(x: torch.Tensor, weights: Sequence[torch.Tensor], topk_ids: torch.Tensor) -> int:
+    """Fused MoE: the selected experts' weight (+ scale) bytes once, x read once and
+    the [T, H] output (x's dtype) written once."""
+    return expert_bytes(weights, topk_ids) + 2 * _nbytes(x)
+
+
+def linear(x: torch.Tensor, weights: Sequence[torch.Tensor], n: int) -> int:
+    """Dense linear: the weight (+ scales) once, x once, the [rows, N] output once."""
+    return sum(_nbytes(w) for w in weights) + _nbytes(x) + x.shape[0] * n * x.element_size()
