@@ -87,6 +87,8 @@ def test_decode_mla_absorbed(dtype):
     latent = batch.k_cache[..., :512]
     got = run_decode(batch, 0.07, v_cache=latent)
     check(got, reference(batch, 0.07, v_cache=latent), dtype)
+    # A V that only equals the latent (another tensor) is loaded, not taken from K.
+    check(run_decode(batch, 0.07, v_cache=latent.clone()), got, dtype)
 
 
 @pytest.mark.parametrize("window,cap", [(0, 0.0), (7, 0.0), (None, 4.0), (33, 30.0)])

@@ -93,6 +93,12 @@ def paged_decode(
     mid_lse = torch.empty(batch, hq, splits, dtype=torch.float32, device=q.device)
     head_blocks = triton.cdiv(group, flags.block_h)
     window = -1 if sliding_window is None or sliding_window < 0 else int(sliding_window)
+    # V is K's first D_V columns (MLA's latent): reuse the loaded K tile.
+    v_from_k = (
+        d_v == d_main
+        and v_cache.data_ptr() == k_cache.data_ptr()
+        and v_cache.stride() == k_cache.stride()
+    )
     _decode_split_kernel[(batch, hkv * head_blocks, splits)](
         q,
         k_cache,
@@ -127,6 +133,7 @@ def paged_decode(
         D_V=d_v,
         HAS_WINDOW=window >= 0,
         HAS_CAP=logit_cap > 0,
+        V_FROM_K=v_from_k,
         **dot_flags(q.dtype, v_cache.dtype),
         num_warps=flags.num_warps,
         num_stages=flags.num_stages,

@@ -18,10 +18,12 @@ DEFAULT_ARCH = "gfx942"
 # (block_n, num_warps, num_stages). 64-wide wavefronts: fewer, fatter warps and
 # no software pipelining (num_stages 1). Wide heads (the MLA latent, > 256) take
 # half the keys per tile so the [BLOCK_H, D_V] accumulator stays in registers.
-# gfx950 holds gfx942's values until it is tuned: change its row alone.
+# gfx950 holds gfx942's normal row until it is tuned: change its row alone.
 _DECODE: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "gfx942": ((64, 4, 1), (32, 4, 1)),
-    "gfx950": ((64, 4, 1), (32, 4, 1)),
+    # Wide (MLA) at 16 keys: the latent tile that serves as K and V kept 32-key
+    # tiles at one wave per SIMD on CDNA4 (sglang-amd audit: 256 VGPRs + 36 AGPRs).
+    "gfx950": ((64, 4, 1), (16, 4, 1)),
 }
 
 # Extend (prefill over a cached prefix), per arch: (normal heads, wide heads),

@@ -11,7 +11,9 @@ a partial output and its log-sum-exp. Stage 2 (`_decode_reduce_kernel`) merges
 the splits of each (sequence, query head).
 
 The QK dimension is split in a power-of-two main part and an optional extra part
-(MLA: 512 latent + 64 rope); V may alias K (MLA absorbed form). Scores are kept
+(MLA: 512 latent + 64 rope); V may alias K (MLA absorbed form), and then
+(V_FROM_K) the K tile's latent columns serve as V instead of being loaded
+again: the latent is read once, not twice. Scores are kept
 in base 2 (the softmax scale is pre-multiplied by log2(e)).
 """
 
@@ -58,6 +60,7 @@ def _decode_split_kernel(
     D_V: tl.constexpr,
     HAS_WINDOW: tl.constexpr,
     HAS_CAP: tl.constexpr,
+    V_FROM_K: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -99,8 +102,13 @@ def _decode_split_kernel(
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < end
         slots = tl.load(REQ_TO_TOKEN + row * stride_r2t + offs_n, mask=n_mask, other=0).to(tl.int64)
-        k_ptrs = K + slots[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None]
-        k = tl.load(k_ptrs, mask=n_mask[None, :], other=0.0)
+        if V_FROM_K:  # one [BLOCK_N, D_MAIN] tile of the latent serves as K and as V
+            kv_ptrs = K + slots[:, None] * stride_kt + kv_head * stride_kh + offs_d[None, :]
+            kv = tl.load(kv_ptrs, mask=n_mask[:, None], other=0.0)
+            k = tl.trans(kv)
+        else:
+            k_ptrs = K + slots[None, :] * stride_kt + kv_head * stride_kh + offs_d[:, None]
+            k = tl.load(k_ptrs, mask=n_mask[None, :], other=0.0)
         s = mma(q, k.to(q.dtype), PRECISION, UPCAST)
         if D_EXTRA > 0:
             ke_ptrs = K + slots[None, :] * stride_kt + kv_head * stride_kh + offs_de[:, None]
@@ -111,8 +119,11 @@ def _decode_split_kernel(
         m_new = tl.maximum(m_i, tl.max(s, 1))
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s - m_new[:, None])
-        v_ptrs = V + slots[:, None] * stride_vt + kv_head * stride_vh + offs_dv[None, :]
-        v = tl.load(v_ptrs, mask=n_mask[:, None], other=0.0)
+        if V_FROM_K:
+            v = kv
+        else:
+            v_ptrs = V + slots[:, None] * stride_vt + kv_head * stride_vh + offs_dv[None, :]
+            v = tl.load(v_ptrs, mask=n_mask[:, None], other=0.0)
         acc = acc * alpha[:, None] + mma(p.to(v.dtype), v, PRECISION, UPCAST)
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
