@@ -7,9 +7,10 @@ sglang-amd serve [launch_server args]   SGLang's launch_server with our plugin;
 sglang-amd env                          versions, device, and the tier each op uses
 sglang-amd model smollm2                convert (once) and print the model path
 sglang-amd bench attention|moe          our kernels against peers (table, JSON, PNG)
-sglang-amd audit [--quick]              every kernel compiled for gfx942, gfx950,
+sglang-amd audit [--quick] [--peers]    every kernel compiled for gfx942, gfx950,
                                         sm_90 and sm_100 (no GPU needed): registers,
-                                        spills, LDS, occupancy, instructions, gates
+                                        spills, LDS, occupancy, instructions, gates;
+                                        --peers: SGLang's kernels beside ours
 sglang-amd audit --traffic [--quick]    bytes each op moves against its ideal, and
                                         launches per forward, under the interpreter
 """
@@ -275,15 +276,30 @@ def _audit(ns: argparse.Namespace) -> int:
         print(f"sglang-amd audit: unknown --targets {unknown}; use {compile_audit.TARGETS}",
               file=sys.stderr)
         return 2
-    rows = compile_audit.run(targets, quick=ns.quick)
+    sources, notes = [compile_audit.OURS], []
+    want_peers = not ns.quick if ns.peers is None else ns.peers
+    if want_peers:
+        try:
+            from sglang_amd.audit import sglang_peer_launches
+        except ImportError as exc:  # the bare GPU image has no sglang: ours still run
+            notes.append(f"sglang peers: not importable here ({exc})")
+        else:
+            sources.append(sglang_peer_launches.SOURCE)
+            notes += sglang_peer_launches.notes()
+    rows = compile_audit.run(targets, quick=ns.quick, sources=sources)
     header = (
         f"sglang-amd audit | compiled for {', '.join(targets)} on a CPU machine | "
         f"{datetime.date.today()} | commit {_commit()}" + (" | QUICK" if ns.quick else "")
+        + (" | peers: sglang" if len(sources) > 1 else "")
     )
     print(header)
     print(compile_audit.table(rows))
+    if len(sources) > 1 or notes:
+        from sglang_amd.audit import peer_compare
+
+        print(peer_compare.table(peer_compare.pairs(rows), notes))
     failures = compile_audit.gate_failures(rows)
-    json_path, png_path = compile_audit.write(rows, Path(ns.out), header)
+    json_path, png_path = compile_audit.write(rows, Path(ns.out), header, notes)
     print(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
     print(f"gates: {len(rows)} compiled launches, {len(failures)} failing")
     for failure in failures:
@@ -369,6 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="bytes moved against each op's ideal and launches per forward (traffic.json/png)",
     )
     audit.add_argument("--match", default=None, help="--traffic: only cases whose text has this")
+    audit.add_argument(
+        "--peers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also compile SGLang's Triton kernels over the matrix, reported beside ours "
+        "(default: on for the full audit, off with --quick)",
+    )
     ns = parser.parse_args(argv)
     if ns.cmd == "audit":
         ns.argv = argv

@@ -1,7 +1,8 @@
 """`sglang-amd audit`: our kernels compiled for MI300X, MI355X, H100 and B200 on this
 CPU machine, and the gates it checks (every launch compiles, none spills, AMD
 split-KV decode keeps >= 2 waves per SIMD). The quick matrix runs here in its own
-process (the compile audit needs real JIT kernels, not the interpreter)."""
+process (the compile audit needs real JIT kernels, not the interpreter), with
+SGLang's kernels as peers where sglang is installed (reported, never gated)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def audit(tmp_path_factory):
     out = tmp_path_factory.mktemp("audit")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
-        [sys.executable, "-m", "sglang_amd.cli", "audit", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "sglang_amd.cli", "audit", "--quick", "--peers", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -45,7 +46,7 @@ def test_quick_audit_meets_every_gate(audit):
     proc, data = audit
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert data["gates"] == []
-    rows = data["rows"]
+    rows = [r for r in data["rows"] if r["owner"] == "ours"]
     assert {r["arch"] for r in rows} == {"gfx942", "gfx950", "sm_90", "sm_100"}
     for arch in ("gfx942", "gfx950", "sm_90", "sm_100"):
         assert {r["kernel"] for r in rows if r["arch"] == arch} == KERNELS, arch
@@ -55,7 +56,7 @@ def test_quick_audit_meets_every_gate(audit):
 def test_native_matrix_instructions_per_target(audit):
     """A4W4 takes scaled MFMA on gfx950 and tcgen05 on sm_100; bf16 tiles of 64 rows
     take MFMA on CDNA and wgmma on sm_90."""
-    rows = audit[1]["rows"]
+    rows = [r for r in audit[1]["rows"] if r["owner"] == "ours"]
 
     def mma(kernel, arch, **config):
         return {
@@ -71,6 +72,25 @@ def test_native_matrix_instructions_per_target(audit):
     assert mma("_grouped_gemm_kernel", "sm_90", BLOCK_M=64) == {"wgmma"}
     assert mma("_grouped_gemm_kernel", "gfx942") == {"MFMA"}
     assert mma("_decode_split_kernel", "gfx950") == {"MFMA"}
+
+
+@pytest.mark.sglang
+def test_sglang_peers_compile_beside_ours(audit):
+    """SGLang's grouped decode stage 1 compiles for every target and reports its
+    registers; each op has a peer row paired with ours; peers never fail a gate."""
+    data = audit[1]
+    peers = [r for r in data["rows"] if r["owner"] == "sglang"]
+    stage1 = [r for r in peers if r["kernel"] == "_fwd_grouped_kernel_stage1"]
+    assert {r["arch"] for r in stage1} == {"gfx942", "gfx950", "sm_90", "sm_100"}
+    assert all(r["ok"] and r["registers"] for r in stage1)
+    assert any("aiter" in n for n in data["notes"])
+    for arch in ("gfx942", "gfx950", "sm_90", "sm_100"):
+        ops = {p["op"] for p in data["peer_pairs"] if p["arch"] == arch}
+        assert ops == {"attention.decode", "attention.extend", "moe.fused bf16"}, arch
+    pair = next(p for p in data["peer_pairs"] if p["role"] == "split" and p["arch"] == "gfx942")
+    assert pair["ratios_ours_over_peer"]["registers"] > 0
+    assert "_fwd_grouped_kernel_stage1" in pair["theirs"]["kernels"]
+    assert not any("sglang" in g for g in data["gates"])
 
 
 def test_refuses_the_interpreter():

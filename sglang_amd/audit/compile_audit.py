@@ -10,14 +10,18 @@ and a PNG. Must run without TRITON_INTERPRET (its own process). Never imports sg
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from sglang_amd.audit import peer_compare
 from sglang_amd.audit.compile_for_target import TRITON_TARGETS, Compiled, compiling_for
 from sglang_amd.audit.isa import KernelReport, report
-from sglang_amd.audit.launches import cases, flags_for
+from sglang_amd.audit.launches import Case, cases, flags_for
+from sglang_amd.target_info import Target
 
 TARGETS: tuple[str, ...] = tuple(TRITON_TARGETS)
 # Constexprs that say nothing about the launch's cost; left out of the config text.
@@ -29,6 +33,20 @@ MIN_AMD_DECODE_OCCUPANCY = 2
 class AuditRow:
     report: KernelReport
     used_by: list[str] = field(default_factory=list)
+    owner: str = "ours"  # "ours" is gated; a peer ("sglang") is only reported
+
+
+@dataclass(frozen=True)
+class Source:
+    """Whose kernels: the matrix of launches for one arch, and what must be patched
+    while they compile so the launcher decides as on that arch's GPU."""
+
+    owner: str
+    cases: Callable[[str, bool], Sequence[Case]]
+    context: Callable[[str, Target], contextlib.AbstractContextManager[Any]]
+
+
+OURS = Source("ours", lambda arch, quick: cases(quick), lambda arch, target: flags_for(target))
 
 
 def _config(c: Compiled) -> str:
@@ -37,27 +55,30 @@ def _config(c: Compiled) -> str:
     return " ".join(parts)
 
 
-def run(targets: Sequence[str] = TARGETS, quick: bool = False) -> list[AuditRow]:
-    """Compile the matrix for `targets`; one row per distinct compiled launch."""
+def run(
+    targets: Sequence[str] = TARGETS, quick: bool = False, sources: Sequence[Source] = (OURS,)
+) -> list[AuditRow]:
+    """Compile each source's matrix for `targets`; one row per distinct compiled launch."""
     rows: dict[tuple, AuditRow] = {}
-    matrix = cases(quick)
-    for arch in targets:
-        for case in matrix:
-            sink: list[Compiled] = []
-            with compiling_for(arch, sink) as target, flags_for(target):
-                try:
-                    case.run()
-                except Exception as exc:  # a wrapper refusing the shape is a finding too
-                    sink.append(
-                        Compiled(case.op, arch, {}, {}, error=f"{type(exc).__name__}: {exc}")
-                    )
-            for c in sink:
-                key = (c.kernel, arch, _config(c))
-                if key not in rows:
-                    rows[key] = AuditRow(report(c, _config(c)))
-                label = f"{case.model}: {case.op}, {case.size}"
-                if len(rows[key].used_by) < 64:
-                    rows[key].used_by.append(label)
+    for source in sources:
+        for arch in targets:
+            for case in source.cases(arch, quick):
+                sink: list[Compiled] = []
+                with compiling_for(arch, sink) as target, source.context(arch, target):
+                    try:
+                        case.run()
+                    except Exception as exc:  # a wrapper refusing the shape is a finding too
+                        sink.append(
+                            Compiled(case.op, arch, {}, {}, error=f"{type(exc).__name__}: {exc}")
+                        )
+                for c in sink:
+                    key = (source.owner, c.kernel, arch, _config(c))
+                    if key not in rows:
+                        rows[key] = AuditRow(report(c, _config(c)), owner=source.owner)
+                    label = f"{case.model}: {case.op}, {case.size}"
+                    # Enough for every (model, op, size) of one kernel: the peer pairing reads them.
+                    if len(rows[key].used_by) < 256 and label not in rows[key].used_by:
+                        rows[key].used_by.append(label)
     return list(rows.values())
 
 
@@ -65,6 +86,8 @@ def gate_failures(rows: Sequence[AuditRow]) -> list[str]:
     """What breaks the audit's gates; empty when every gate holds."""
     bad = []
     for row in rows:
+        if row.owner != "ours":
+            continue
         r = row.report
         where = f"{r.kernel} on {r.arch} [{r.config}] (e.g. {row.used_by[0]})"
         if not r.ok:
@@ -81,18 +104,20 @@ def gate_failures(rows: Sequence[AuditRow]) -> list[str]:
 
 def table(rows: Sequence[AuditRow]) -> str:
     head = (
-        f"{'kernel':<28} {'arch':<7} {'ok':<3} {'regs':>5} {'agpr':>5} {'spill':>6} "
+        f"{'kernel':<36} {'arch':<7} {'ok':<3} {'regs':>5} {'agpr':>5} {'spill':>6} "
         f"{'smem':>7} {'occ':>4} {'load':>5}  {'mma':<44} config"
     )
     lines = [head, "-" * len(head)]
-    for row in sorted(rows, key=lambda r: (r.report.kernel, r.report.config, r.report.arch)):
+    for row in sorted(
+        rows, key=lambda r: (r.owner != "ours", r.report.kernel, r.report.config, r.report.arch)
+    ):
         r = row.report
 
         def n(v: int | None) -> str:
             return "-" if v is None else str(v)
 
         lines.append(
-            f"{r.kernel:<28} {r.arch:<7} {'yes' if r.ok else 'NO':<3} {n(r.registers):>5} "
+            f"{_name(row):<36} {r.arch:<7} {'yes' if r.ok else 'NO':<3} {n(r.registers):>5} "
             f"{n(r.agprs):>5} {n(r.spill_bytes):>6} {r.shared_bytes:>7} {n(r.occupancy):>4} "
             f"{n(r.load_bits):>5}  {r.mma[:44]:<44} {r.config}"
             + (f"\n    error: {r.error}" if r.error else "")
@@ -100,18 +125,30 @@ def table(rows: Sequence[AuditRow]) -> str:
     return "\n".join(lines)
 
 
-def write(rows: Sequence[AuditRow], out: Path, header: str) -> tuple[Path, Path | None]:
-    """JSON (every row, its users, the gates), the markdown summary (audit.md) and,
-    with matplotlib, a PNG of registers and occupancy per kernel and target."""
+def _name(row: AuditRow) -> str:
+    return row.report.kernel if row.owner == "ours" else f"{row.owner}:{row.report.kernel}"
+
+
+def write(
+    rows: Sequence[AuditRow], out: Path, header: str, notes: Sequence[str] = ()
+) -> tuple[Path, Path | None]:
+    """JSON (every row, its users, the gates, the peer pairs), the markdown summary
+    (audit.md) and, with matplotlib, a PNG of registers and occupancy per kernel and target."""
     out.mkdir(parents=True, exist_ok=True)
+    pairs = peer_compare.pairs(rows)
     data = {
         "header": header,
         "gates": gate_failures(rows),
-        "rows": [{**r.report.as_dict(), "used_by": r.used_by} for r in rows],
+        "notes": list(notes),
+        "rows": [{**r.report.as_dict(), "owner": r.owner, "used_by": r.used_by} for r in rows],
+        "peer_pairs": [p.as_dict() for p in pairs],
     }
     json_path = out / "audit.json"
     json_path.write_text(json.dumps(data, indent=1))
-    (out / "audit.md").write_text(f"{header}\n\n{markdown(rows)}\n")
+    md = f"{header}\n\n{markdown(rows)}\n"
+    if pairs or notes:
+        md += f"\n{peer_compare.markdown(pairs, notes)}\n"
+    (out / "audit.md").write_text(md)
     try:
         import matplotlib
 
@@ -119,7 +156,7 @@ def write(rows: Sequence[AuditRow], out: Path, header: str) -> tuple[Path, Path 
         import matplotlib.pyplot as plt
     except ImportError:
         return json_path, None
-    ok = [r.report for r in rows if r.report.ok]
+    ok = [r.report for r in rows if r.report.ok and r.owner == "ours"]
     labels = [f"{r.kernel.strip('_')} {r.arch}\n{r.config[:48]}" for r in ok]
     fig, axes = plt.subplots(1, 2, figsize=(16, max(4, 0.32 * len(ok))), sharey=True)
     y = range(len(ok))
@@ -143,7 +180,7 @@ def markdown(rows: Sequence[AuditRow]) -> str:
     the lowest occupancy, the matrix instructions and the widest global load."""
     groups: dict[tuple[str, str], list[KernelReport]] = {}
     for row in rows:
-        groups.setdefault((row.report.kernel, row.report.arch), []).append(row.report)
+        groups.setdefault((_name(row), row.report.arch), []).append(row.report)
     lines = [
         "| kernel | target | launches | compile | max regs | max spill B | max LDS/smem B "
         "| min occupancy | matrix instructions | widest load (bits) |",
