@@ -130,7 +130,7 @@ def test_triton_tiers_serve_tree_drafts_on_mla(engines, nextn_model, prompts):
     """Our Triton tiers inside SGLang (interpreted): tree-masked verify through the
     extend kernel, per-branch draft decode through the MLA decode kernel."""
     engine = _nextn_engine(engines, nextn_model, {"TRITON_INTERPRET": "1"}, 2, 6)
-    few = prompts[:4]
+    few = prompts[:2]  # interpreted kernels: few prompts keep CI's time bounded
     _check_against_hf(_generate_all(engine, few), HFOracle(nextn_model), few)
     tiers = {(e["event"], e.get("tier")) for e in _current_engine_events(engines)}
     assert {("forward_extend", "triton"), ("forward_decode", "triton")} <= tiers

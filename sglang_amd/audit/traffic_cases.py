@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from sglang_amd.audit import traffic_ideal
+from sglang_amd.audit.launches import DECODE_ATTENTION
 from sglang_amd.target_info import Target
 
 BF16 = torch.bfloat16
@@ -73,14 +74,8 @@ MLA_GATE = Gate("MLA decode <= 2x ideal (128 heads, context >= 8K)", "ratio", 2.
 MOE_WEIGHT_GATE = Gate("MXFP4 MoE weight bytes <= 1.2x ideal (<= 64 tokens)", "weights_ratio", 1.2)
 MOE_LAUNCH_GATE = Gate("MoE forward <= 4 launches", "launches", 4)
 
-# (model, q heads, kv heads, qk dim, v dim) per TP rank (as audit/launches.py).
-DECODE = (
-    ("Llama-3.1-8B", 32, 8, 128, 128),
-    ("Llama-3.1-70B tp8", 8, 1, 128, 128),
-    ("Qwen3-235B-A22B tp4", 16, 1, 128, 128),
-    ("DeepSeek-V3 MLA 128 heads", 128, 1, 576, 512),
-    ("DeepSeek-V3 MLA 16 heads (tp8)", 16, 1, 576, 512),
-)
+# (model, q heads, kv heads, qk dim, v dim) per TP rank: the compile audit's models.
+DECODE = DECODE_ATTENTION
 DECODE_SIZES = ((1, 1024), (1, 8192), (8, 1024), (8, 8192))
 EXTEND = (
     ("Llama-3.1-8B", 32, 8, 128, 128),

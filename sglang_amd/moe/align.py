@@ -26,7 +26,9 @@ from sglang_amd.moe.align_details._align import _align_kernel
 # layout blocks per step of the block-owner pass. Not per target: the kernel is
 # one small program whatever the GPU.
 _CHUNK = 1024
-_BLOCK_CHUNK = 64
+# The block-owner pass compares [BLOCK_CHUNK, NUM_BINS] values: at most this many,
+# 32 a thread on 4 warps (64 blocks x 256 bins spilled 8 bytes on sm_90).
+_OWNER_TILE = 4096
 
 
 def max_blocks(num_slots: int, num_experts: int, block: int) -> int:
@@ -74,6 +76,6 @@ def align_by_expert(
             BLOCK=block,
             NUM_BINS=num_bins,
             CHUNK=chunk,
-            BLOCK_CHUNK=_BLOCK_CHUNK,
+            BLOCK_CHUNK=max(1, min(64, _OWNER_TILE // num_bins)),
         )
     return sorted_slots, block_expert, nb * block
