@@ -163,7 +163,12 @@ def cases(quick: bool = False) -> list[Case]:
     return [c for c in out if c.model in QUICK_MODELS] if quick else out
 
 
-def _all_cases(quick: bool) -> list[Case]:
+def attention_cases(
+    quick: bool, decode: Callable[..., object], extend: Callable[..., object]
+) -> list[Case]:
+    """The matrix's decode and extend cases, labelled as the audit pairs ours with
+    a peer's: `decode(hq, hkv, dqk, dv, batch, ctx)` and `extend(hq, hkv, dqk, dv,
+    tokens)` make each case's launches."""
     out: list[Case] = []
     decode_sizes = ((8, 8192),) if quick else DECODE_SIZES
     for model, hq, hkv, dqk, dv in DECODE_ATTENTION:
@@ -173,7 +178,7 @@ def _all_cases(quick: bool) -> list[Case]:
                     model,
                     "attention.decode",
                     f"batch {b}, context {ctx}",
-                    lambda a=(hq, hkv, dqk, dv, b, ctx): _decode(*a),
+                    lambda a=(hq, hkv, dqk, dv, b, ctx): decode(*a),
                 )
             )
     for model, hq, hkv, dqk, dv in EXTEND_ATTENTION:
@@ -183,9 +188,14 @@ def _all_cases(quick: bool) -> list[Case]:
                     model,
                     "attention.extend",
                     f"{t} new tokens",
-                    lambda a=(hq, hkv, dqk, dv, t): _extend(*a),
+                    lambda a=(hq, hkv, dqk, dv, t): extend(*a),
                 )
             )
+    return out
+
+
+def _all_cases(quick: bool) -> list[Case]:
+    out = attention_cases(quick, _decode, _extend)
     for model, hidden, inter, topk, experts in MOE:
         for weights in ("bf16", "mxfp4", "a4w4"):
             for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:

@@ -25,6 +25,7 @@ says whether it is (it is not compiled here yet).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import math
@@ -42,13 +43,10 @@ from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_confi
 from sglang_amd.audit.compile_audit import Source
 from sglang_amd.audit.launches import (
     BF16,
-    DECODE_ATTENTION,
-    DECODE_SIZES,
-    EXTEND_ATTENTION,
-    EXTEND_SIZES,
     MOE,
     MOE_TOKENS,
     Case,
+    attention_cases,
 )
 
 # What each GPU answers to SGLang's device queries: CUs/SMs, torch's device name
@@ -310,29 +308,7 @@ PEER_WHAT = {
 
 def peer_cases(arch: str, quick: bool = False) -> list[Case]:
     """SGLang's launches for `arch` over our matrix, labelled like ours."""
-    out: list[Case] = []
-    decode_sizes = ((8, 8192),) if quick else DECODE_SIZES
-    for model, hq, hkv, dqk, dv in DECODE_ATTENTION:
-        for b, ctx in decode_sizes:
-            args = (arch, hq, hkv, dqk, dv, b, ctx)
-            out.append(
-                Case(
-                    model,
-                    "attention.decode",
-                    f"batch {b}, context {ctx}",
-                    lambda a=args: _decode(*a),
-                )
-            )
-    for model, hq, hkv, dqk, dv in EXTEND_ATTENTION:
-        for t in EXTEND_SIZES[:1] if quick else EXTEND_SIZES:
-            out.append(
-                Case(
-                    model,
-                    "attention.extend",
-                    f"{t} new tokens",
-                    lambda a=(hq, hkv, dqk, dv, t): _extend(*a),
-                )
-            )
+    out = attention_cases(quick, functools.partial(_decode, arch), _extend)
     for model, hidden, inter, topk, *_ in MOE:
         for ours, w4a16 in MOE_PEERS:
             for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:

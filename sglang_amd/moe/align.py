@@ -1,7 +1,9 @@
 """Sort and align routed token slots by expert, in blocks a grouped GEMM can tile.
 
 Slot s = t * k + j is token t's j-th choice. Each expert's slots are listed
-contiguously (in slot order) and padded up to a multiple of `block`, so every
+contiguously (in any order: each GEMM row is its own dot product and the combine
+adds in slot order, so results do not depend on it) and padded up to a multiple
+of `block`, so every
 block of `block` rows belongs to one expert; padding rows hold the sentinel
 T * k. Experts that receive no token get no block.
 
@@ -22,9 +24,8 @@ import triton
 
 from sglang_amd.moe.align_details._align import _align_kernel
 
-# Slots the one program handles per step (histogram + sort of CHUNK keys), and
-# layout blocks per step of the block-owner pass. Not per target: the kernel is
-# one small program whatever the GPU.
+# Slots the one program handles per step (histogram, then placement, of CHUNK
+# keys). Not per target: the kernel is one small program whatever the GPU.
 _CHUNK = 1024
 # The block-owner pass compares [BLOCK_CHUNK, NUM_BINS] values: at most this many,
 # 32 a thread on 4 warps (64 blocks x 256 bins spilled 8 bytes on sm_90).
