@@ -7,6 +7,7 @@ sglang-amd serve [launch_server args]   SGLang's launch_server with our plugin;
 sglang-amd env                          versions, device, and the tier each op uses
 sglang-amd model smollm2                convert (once) and print the model path
 sglang-amd bench attention|moe          our kernels against peers (table, JSON, PNG)
+sglang-amd bench serve [-- SERVE ARGS]  the load-and-fault suite against a live server
 sglang-amd audit [--quick] [--peers]    every kernel compiled for gfx942, gfx950,
                                         sm_90 and sm_100 (no GPU needed): registers,
                                         spills, LDS, occupancy, instructions, gates;
@@ -212,11 +213,34 @@ def graph_report(device: str, tiers: dict[str, str]) -> list[str]:
     return lines
 
 
+def _bench_serve(ns: argparse.Namespace) -> int:
+    import datetime
+    from pathlib import Path
+
+    from sglang_amd.bench import serve
+    from sglang_amd.serving import fault_suite
+
+    size = {"ci": fault_suite.CI, "full": fault_suite.FULL}[ns.size]
+    out = Path(ns.out)
+    result = serve.run(ns.serve_args, size, out)
+    header = (
+        f"sglang-amd bench serve ({size.name}) | {' '.join(result['args'])} | "
+        f"{datetime.date.today()} | commit {_commit()}"
+    )
+    print(serve.table(result, header))
+    json_path, png_path = serve.write(result, out, header)
+    print(f"wrote {json_path}, {out / 'serve.md'}" + (f" and {png_path}" if png_path else ""))
+    return 0
+
+
 def _bench(ns: argparse.Namespace) -> int:
     import datetime
     from pathlib import Path
 
     import torch
+
+    if ns.what == "serve":
+        return _bench_serve(ns)
 
     from sglang_amd.bench import attention, moe, report
     from sglang_amd.target_info import gpu_name
@@ -266,15 +290,19 @@ def _audit(ns: argparse.Namespace) -> int:
     if ns.traffic:
         return _traffic_audit(ns)
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        print("sglang-amd audit: unset TRITON_INTERPRET (it compiles real kernels)", file=sys.stderr)
+        print(
+            "sglang-amd audit: unset TRITON_INTERPRET (it compiles real kernels)", file=sys.stderr
+        )
         return 2
     from sglang_amd.audit import compile_audit
 
     targets = [t.strip() for t in ns.targets.split(",") if t.strip()]
     unknown = sorted(set(targets) - set(compile_audit.TARGETS))
     if unknown:
-        print(f"sglang-amd audit: unknown --targets {unknown}; use {compile_audit.TARGETS}",
-              file=sys.stderr)
+        print(
+            f"sglang-amd audit: unknown --targets {unknown}; use {compile_audit.TARGETS}",
+            file=sys.stderr,
+        )
         return 2
     sources, notes = [compile_audit.OURS], []
     want_peers = not ns.quick if ns.peers is None else ns.peers
@@ -289,7 +317,8 @@ def _audit(ns: argparse.Namespace) -> int:
     rows = compile_audit.run(targets, quick=ns.quick, sources=sources)
     header = (
         f"sglang-amd audit | compiled for {', '.join(targets)} on a CPU machine | "
-        f"{datetime.date.today()} | commit {_commit()}" + (" | QUICK" if ns.quick else "")
+        f"{datetime.date.today()} | commit {_commit()}"
+        + (" | QUICK" if ns.quick else "")
         + (" | peers: sglang" if len(sources) > 1 else "")
     )
     print(header)
@@ -364,18 +393,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.add_argument("name", choices=["smollm2"])
     model.add_argument("--quiet", action="store_true", help="no progress bar")
     bench = sub.add_parser("bench", help="benchmark our kernels against peers (table + PNG)")
-    bench.add_argument("what", choices=["attention", "moe"])
+    bench.add_argument("what", choices=["attention", "moe", "serve"])
     bench.add_argument("--out", default="bench-out", help="folder for the JSON and PNG")
     bench.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     bench.add_argument("--page-size", type=int, default=16, help="attention only")
     bench.add_argument(
         "--smoke", action="store_true", help="tiny shapes (the default without a GPU)"
     )
+    bench.add_argument(
+        "--size",
+        default="full",
+        choices=["ci", "full"],
+        help="serve only: the suite's size (ci: what make test runs; full: 200 requests at once)",
+    )
     audit = sub.add_parser(
         "audit", help="compile every kernel for gfx942/gfx950/sm_90/sm_100 and check the gates"
     )
     audit.add_argument(
-        "--targets", default=None, help="default gfx942,gfx950,sm_90,sm_100 (--traffic: gfx942,sm_90)"
+        "--targets",
+        default=None,
+        help="default gfx942,gfx950,sm_90,sm_100 (--traffic: gfx942,sm_90)",
     )
     audit.add_argument("--quick", action="store_true", help="a few shapes (what make test runs)")
     audit.add_argument("--out", default="bench-out", help="folder for audit.json and audit.png")
@@ -392,7 +429,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also compile SGLang's Triton kernels over the matrix, reported beside ours "
         "(default: on for the full audit, off with --quick)",
     )
+    # `bench serve [options] -- SERVE ARGS`: what follows `--` goes to `sglang-amd serve`.
+    serve_args: list[str] = []
+    if argv[:2] == ["bench", "serve"] and "--" in argv:
+        cut = argv.index("--")
+        argv, serve_args = argv[:cut], argv[cut + 1 :]
     ns = parser.parse_args(argv)
+    ns.serve_args = serve_args
     if ns.cmd == "audit":
         ns.argv = argv
         ns.targets_given = ns.targets is not None

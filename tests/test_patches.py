@@ -89,6 +89,24 @@ def test_cpu_speculative_blockers_are_still_there():
         assert "reject_out_of_tree_path" in inspect.getsource(inspect.unwrap(fn))
 
 
+def test_sampled_speculative_verify_has_no_kernel_off_cuda():
+    """When SGLang ships a tree sampling kernel for this platform, the greedy fallback in
+    patches/cpu_speculative.py stops applying by itself (it checks the kernel); this says so."""
+    import torch
+    from sglang.srt.speculative import eagle_utils
+
+    if torch.version.cuda and torch.cuda.is_available():
+        pytest.skip("SGLang's CUDA build has the kernel: the hook leaves it alone")
+    assert eagle_utils.tree_speculative_sampling_target_only is None
+    greedy = dict(is_cpu=False, is_hip=False, is_xpu=False, use_rejection_sampling=False)
+    # SGLang alone would take the sampling path and call None; the hook verifies greedily.
+    assert not inspect.unwrap(eagle_utils._verify_uses_greedy)(is_all_greedy=False, **greedy)
+    assert eagle_utils._verify_uses_greedy(is_all_greedy=False, **greedy)
+    # Rejection sampling has its own (Triton) kernel: left to SGLang.
+    rejection = {**greedy, "use_rejection_sampling": True}
+    assert not eagle_utils._verify_uses_greedy(is_all_greedy=False, **rejection)
+
+
 def test_draft_backend_maps_are_still_closed():
     """SGLang still picks draft backends from literal dicts (no registry to join)."""
     from sglang.srt.speculative.draft_utils import DraftBackendFactory
@@ -142,8 +160,17 @@ def test_rocm_gate_is_still_a_local_list():
 
 
 class _Request:
-    def __init__(self, mm: bool = False, input_embeds=None):
+    def __init__(
+        self,
+        mm: bool = False,
+        input_embeds=None,
+        return_logprob: bool = False,
+        top_logprobs_num: int = 0,
+        **sampling_params,
+    ):
         self._mm, self.input_embeds = mm, input_embeds
+        self.return_logprob, self.top_logprobs_num = return_logprob, top_logprobs_num
+        self.sampling_params = sampling_params
 
     def contains_mm_input(self) -> bool:
         return self._mm
@@ -183,3 +210,46 @@ def test_request_validation_passes_good_and_multimodal_requests_to_sglang():
     embeds = _Request(input_embeds=[[0.0]])
     request_validation._validate_one_request(original, _manager(10), embeds, None)
     assert calls == [[0, 9], [99], None]
+
+
+@pytest.mark.parametrize(
+    "request_kwargs,ids,why",
+    [
+        ({}, [], "holds no token after tokenization"),
+        ({"mm": True}, [], "holds no token after tokenization"),
+        ({"return_logprob": True, "top_logprobs_num": 11}, [1], "asks for 11 alternatives"),
+        ({"stop_regex": "(("}, [1], r"stop_regex\[0\] '\(\(' is not a valid regular"),
+        ({"stop_regex": ["a", 5]}, [1], r"stop_regex\[1\] must be a string"),
+        ({"logit_bias": {"5": 1e308}}, [1], r"logit_bias\['5'\] is 1e\+308"),
+        ({"logit_bias": {"5": -2e9}}, [1], r"logit_bias\['5'\] is -2000000000"),
+        ({"logit_bias": {"5": "x"}}, [1], r"logit_bias\['5'\] must be a number"),
+    ],
+)
+def test_request_validation_refuses_requests_that_killed_or_fooled_the_server(
+    request_kwargs, ids, why
+):
+    calls = []
+    with pytest.raises(ValueError, match=why):
+        request_validation._validate_one_request(
+            lambda *a: calls.append(a), _manager(10), _Request(**request_kwargs), ids
+        )
+    assert not calls
+
+
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [
+        {"return_logprob": True, "top_logprobs_num": 10},  # the whole vocabulary: served
+        {"return_logprob": False, "top_logprobs_num": 10**6},  # unused without logprobs
+        {"stop_regex": [r"\d+\.", "end$"]},
+        {"logit_bias": {"5": -1e9, "6": 100.0}},
+        {"logit_bias": None, "stop_regex": None},
+    ],
+)
+def test_request_validation_passes_requests_sglang_serves_right(request_kwargs):
+    calls = []
+    original = lambda self, obj, ids: calls.append(ids)  # noqa: E731
+    request_validation._validate_one_request(
+        original, _manager(10), _Request(**request_kwargs), [1]
+    )
+    assert calls == [[1]]

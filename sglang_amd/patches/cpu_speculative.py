@@ -15,6 +15,14 @@ CPU; on a GPU every call runs SGLang's code untouched.
   whole scheduler process (TRITON_INTERPRET=1, read when kernels are defined), as
   SGLang's other speculative helpers are Triton kernels too; `attention/support.py`
   refuses CPU speculative decoding without it, naming the variable.
+- `eagle_utils._verify_uses_greedy` sends a batch holding a sampled request
+  (temperature > 0) down the sampling-verify path, whose kernel
+  (`tree_speculative_sampling_target_only`) is None on every platform but CUDA
+  and MUSA: calling it killed the scheduler (found by the fault suite). SGLang's
+  own CPU engine and HIP verify such batches greedily instead; where the kernel
+  is missing, so does this hook (logged once), rather than crash. Sampled
+  requests under speculative decoding on the CPU platform therefore commit the
+  target's argmax, as on SGLang's CPU engine.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ SET_EMBED_AND_HEAD = "sglang.srt.models.deepseek_v2.DeepseekV2ForCausalLM.set_em
 _SPEC_TREE = "sglang.kernels.ops.speculative.spec_tree"
 BUILD_TREE = f"{_SPEC_TREE}.build_tree_kernel_efficient_func"
 VERIFY_GREEDY = f"{_SPEC_TREE}.verify_tree_greedy_func"
+USES_GREEDY = "sglang.srt.speculative.eagle_utils._verify_uses_greedy"
 TARGETS = {
+    USES_GREEDY: ("is_all_greedy", "is_cpu", "is_hip", "is_xpu", "use_rejection_sampling"),
     SET_EMBED_AND_HEAD: ("self", "embed", "head"),
     BUILD_TREE: (
         "parent_list",
@@ -88,6 +98,28 @@ def _verify_greedy(original, *args, **kwargs):
     return bound["predicts"], bound["accept_index"], bound["accept_token_num"]
 
 
+_warned_greedy = False
+
+
+def _verify_uses_greedy(original, **kwargs):
+    if original(**kwargs):
+        return True
+    from sglang.srt.speculative import eagle_utils
+
+    if kwargs["use_rejection_sampling"] or eagle_utils.tree_speculative_sampling_target_only:
+        return False
+    global _warned_greedy
+    if not _warned_greedy:
+        _warned_greedy = True
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "sglang-amd: speculative verify of sampled requests is greedy here: SGLang has no "
+            "tree sampling kernel on this platform (as on its own CPU engine and HIP)"
+        )
+    return True
+
+
 def register() -> None:
     """Register the hooks with SGLang's HookRegistry (idempotent)."""
     from sglang_amd.patches import register_around_hooks
@@ -98,5 +130,6 @@ def register() -> None:
             SET_EMBED_AND_HEAD: _set_embed_and_head,
             BUILD_TREE: _build_tree,
             VERIFY_GREEDY: _verify_greedy,
+            USES_GREEDY: _verify_uses_greedy,
         },
     )

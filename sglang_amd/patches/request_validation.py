@@ -1,30 +1,49 @@
-"""Refuse, with HTTP 400, a request whose token ids the model cannot embed.
+"""Refuse, with HTTP 400, a request that would kill the scheduler or be answered wrong.
 
 SGLang 0.5.23 checks a prompt's length (`TokenizerManager._validate_one_request`)
-but not the values of token ids a client sends (`input_ids`, or an OpenAI
-`prompt` given as a list of ids): one id outside [0, vocab) reaches the
-embedding and kills the scheduler, taking down the server and every request in
-flight. There is no request-validation extension point, so one AROUND hook on
-that method runs our checks (`serving/validation.py`) first; SGLang turns the
-ValueError into a 400 naming the field, as for its own length check, and the
-request never reaches the scheduler. Multimodal requests are left to SGLang:
-their processors put placeholder ids in the prompt that are not vocabulary ids.
-Runs in whichever process holds the tokenizer manager (HTTP server or Engine).
+but not the requests listed in `serving/validation.py` (token ids outside the
+vocabulary, a prompt that tokenizes to nothing, more top logprobs than the
+vocabulary, a stop_regex that does not compile, a non-finite logit_bias): each
+took the server down, answered 500, or answered wrong. There is no
+request-validation extension point, so one AROUND hook on that method runs our
+checks first; SGLang turns the ValueError into a 400 naming the field, as for
+its own length check, and the request never reaches the scheduler. The method
+runs once per prompt, for a batch too. Multimodal requests keep their ids
+unchecked: their processors put placeholder ids in the prompt that are not
+vocabulary ids. Runs in whichever process holds the tokenizer manager (HTTP
+server or Engine).
 """
 
 from __future__ import annotations
 
-from sglang_amd.serving.validation import token_id_problem
+from sglang_amd.serving import validation
 
 TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_request"
 TARGETS = {TARGET: ("self", "obj", "input_ids")}
 
 
+def _problem(obj, input_ids, vocab_size: int) -> str | None:
+    if getattr(obj, "input_embeds", None) is not None:
+        return None
+    problem = validation.empty_prompt_problem(input_ids)
+    if problem is None and not obj.contains_mm_input():
+        problem = validation.token_id_problem(input_ids, vocab_size)
+    if problem is None and getattr(obj, "return_logprob", False):
+        problem = validation.top_logprobs_problem(
+            getattr(obj, "top_logprobs_num", None), vocab_size
+        )
+    params = getattr(obj, "sampling_params", None)
+    if problem is None and isinstance(params, dict):
+        problem = validation.stop_regex_problem(
+            params.get("stop_regex")
+        ) or validation.logit_bias_problem(params.get("logit_bias"))
+    return problem
+
+
 def _validate_one_request(original, self, obj, input_ids):
-    if not obj.contains_mm_input() and getattr(obj, "input_embeds", None) is None:
-        problem = token_id_problem(input_ids, self.model_config.vocab_size)
-        if problem:
-            raise ValueError(problem)
+    problem = _problem(obj, input_ids, self.model_config.vocab_size)
+    if problem:
+        raise ValueError(problem)
     return original(self, obj, input_ids)
 
 
