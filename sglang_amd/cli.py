@@ -8,6 +8,9 @@ sglang-amd env                          versions, device, and the tier each op u
 sglang-amd model smollm2                convert (once) and print the model path
 sglang-amd bench attention|moe          our kernels against peers (table, JSON, PNG)
 sglang-amd bench serve [-- SERVE ARGS]  the load-and-fault suite against a live server
+sglang-amd eval gsm8k --base-url URL --data JSONL [--compare-url URL2]
+                                        few-shot GSM8K accuracy with its interval;
+                                        with two servers, whether they differ
 sglang-amd audit [--quick] [--peers]    every kernel compiled for gfx942, gfx950,
                                         sm_90 and sm_100 (no GPU needed): registers,
                                         spills, LDS, occupancy, instructions, gates;
@@ -270,6 +273,25 @@ def _bench(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(ns: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from sglang_amd.eval import gsm8k
+
+    result = gsm8k.evaluate(
+        ns.base_url.rstrip("/"), ns.data, ns.shots_data, ns.num_questions, ns.shots,
+        ns.parallel, ns.repeats, ns.max_tokens,
+        ns.compare_url.rstrip("/") if ns.compare_url else None,
+    )  # fmt: skip
+    print(gsm8k.table(result))
+    if ns.out:
+        Path(ns.out).write_text(json.dumps(result, indent=1))
+        print(f"wrote {ns.out}")
+    errors = sum(r["errors"] for s in result["servers"].values() for r in s["repeats"])
+    return 1 if errors else 0
+
+
 def _commit() -> str:
     import subprocess
 
@@ -406,6 +428,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["ci", "full"],
         help="serve only: the suite's size (ci: what make test runs; full: 200 requests at once)",
     )
+    ev = sub.add_parser("eval", help="accuracy against a running server")
+    ev_sub = ev.add_subparsers(dest="eval_cmd", required=True)
+    gsm = ev_sub.add_parser("gsm8k", help="few-shot GSM8K over /v1/completions")
+    gsm.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:30000")
+    gsm.add_argument("--data", required=True, help="GSM8K-format JSONL of questions")
+    gsm.add_argument(
+        "--shots-data", default=None, help="JSONL of few-shot examples (default: --data's head)"
+    )
+    gsm.add_argument("--num-questions", type=int, default=200)
+    gsm.add_argument("--shots", type=int, default=5)
+    gsm.add_argument("--parallel", type=int, default=16)
+    gsm.add_argument("--repeats", type=int, default=1)
+    gsm.add_argument("--max-tokens", type=int, default=256)
+    gsm.add_argument("--compare-url", default=None, help="a second server, same questions")
+    gsm.add_argument("--out", default=None, help="write the JSON record here")
     audit = sub.add_parser(
         "audit", help="compile every kernel for gfx942/gfx950/sm_90/sm_100 and check the gates"
     )
@@ -445,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _audit(ns)
     if ns.cmd == "bench":
         return _bench(ns)
+    if ns.cmd == "eval":
+        return _eval(ns)
     if ns.cmd == "env":
         print(env_report())
         return 0

@@ -72,7 +72,7 @@ def _synthetic_result() -> dict:
         10, 5, 6, 0, [], [], 3.0, 1.0, 2.0, 2.5, 0.5, 2**30, 2**30 + 5, [1.0, 2.0], [0.4, 0.5]
     )
     kv = fault_suite.KvFigures(
-        1024, 3, 409, 0, [], 2, 400, "Input length exceeds", "length", 22, 64, 1, 2, 1
+        1024, 3, 409, 0, [], 2, 1, 400, "Input length exceeds", "length", 22, 64, 1, 2, 1
     )
     term = fault_suite.SigtermFigures(6, 6, 0, 0, 0, 0, 9.4, 120.0, True)
     disc = fault_suite.DisconnectFigures(4, 2000, 0.5, True, True)

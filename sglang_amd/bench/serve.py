@@ -87,7 +87,7 @@ def summary_rows(r: dict) -> list[tuple[str, str]]:
         ("clients hanging up mid-stream", f"{disc['streams']} x {disc['max_tokens']} tokens asked; "
          f"scheduler empty after {disc['drained_s']:.1f} s" if disc["drained_s"] is not None else "never drained"),
         ("KV pool exhausted", f"{kv['requests']} x {kv['prompt_tokens']}-token prompts on a {kv['pool_tokens']}-token pool: "
-         f"at most {kv['peak_running']} running, {kv['lost']} lost, {len(kv['mismatched'])} differing"),
+         f"at most {kv['peak_running']} running and {kv['peak_waiting']} waiting, {kv['lost']} lost, {len(kv['mismatched'])} differing"),
         ("prompt longer than the pool", f"HTTP {kv['too_long_status']}: {kv['too_long_message'][:90]}"),
         ("output overflowing the pool", f"finish_reason {kv['overflow_finish']} after "
          f"{kv['overflow_completion_tokens']} of {kv['overflow_max_tokens']} tokens"),

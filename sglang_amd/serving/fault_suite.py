@@ -45,7 +45,7 @@ class SuiteSize:
     sigterm_max_tokens: int
 
 
-CI = SuiteSize("ci", 40, (1, 4), 3, 6, 12)
+CI = SuiteSize("ci", 24, (1, 4), 3, 4, 8)
 FULL = SuiteSize("full", 200, (1, 8), 8, 16, 24)
 
 
@@ -273,6 +273,7 @@ class KvFigures:
     lost: int
     mismatched: list[int]
     peak_running: int
+    peak_waiting: int  # > 0: requests queued for KV space (the pool ran out)
     too_long_status: int | None
     too_long_message: str
     overflow_finish: str
@@ -286,7 +287,7 @@ class KvFigures:
 
 def _ids(rng: random.Random, n: int, vocab: int) -> list[int]:
     # Away from the special tokens at the start of most vocabularies.
-    return [rng.randrange(100, min(vocab, 20000)) for _ in range(n)]
+    return [rng.randrange(min(100, vocab // 2), min(vocab, 20000)) for _ in range(n)]
 
 
 def _completion_ids(server: ServerProcess, ids: list[int], max_tokens: int) -> requests.Response:
@@ -308,7 +309,7 @@ def run_kv_exhaustion(
     prompt_len = int(0.4 * pool)  # two fit at once, the rest must wait
     prompts = [_ids(rng, prompt_len, vocab_size) for _ in range(size.kv_requests)]
     answers: list[tuple[int | None, str, str]] = [(None, "", "")] * len(prompts)
-    peak = 0
+    peak = waiting = 0
 
     def run(i: int) -> None:
         try:
@@ -325,7 +326,9 @@ def run_kv_exhaustion(
         for t in threads:
             t.start()
         while any(t.is_alive() for t in threads):
-            peak = max(peak, server_loads(server)["num_running_reqs"])
+            load = server_loads(server)
+            peak = max(peak, load["num_running_reqs"])
+            waiting = max(waiting, load["num_waiting_reqs"])
             time.sleep(0.5)
         solo = [_completion_ids(server, p, 8) for p in prompts]
         too_long = _completion_ids(server, _ids(rng, pool + 16, vocab_size), 4)
@@ -344,6 +347,7 @@ def run_kv_exhaustion(
             if a[0] == 200 and s.status_code == 200 and a[1] != s.json()["choices"][0]["text"]
         ],
         peak_running=peak,
+        peak_waiting=waiting,
         too_long_status=too_long.status_code,
         too_long_message="" if too_long.status_code == 200 else _message(too_long),
         overflow_finish=str(choice.get("finish_reason", f"HTTP {overflow.status_code}")),

@@ -1,0 +1,1 @@
+"""Accuracy evaluation against a running server (`sglang-amd eval ...`)."""
