@@ -237,13 +237,12 @@ def _bench_serve(ns: argparse.Namespace) -> int:
 
 
 def _bench(ns: argparse.Namespace) -> int:
+    if ns.what == "serve":
+        return _bench_serve(ns)
     import datetime
     from pathlib import Path
 
     import torch
-
-    if ns.what == "serve":
-        return _bench_serve(ns)
 
     from sglang_amd.bench import attention, moe, report
     from sglang_amd.target_info import gpu_name

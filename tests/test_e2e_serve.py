@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from sglang_amd.bench.serve import vocab_size
 from sglang_amd.serving import fault_suite
 from sglang_amd.serving.fault_cases import fault_cases
 from sglang_amd.serving.server_process import ServerProcess
@@ -40,26 +41,22 @@ class Variant:
     figures: dict = field(default_factory=dict)  # phase -> figures, shared by the tests
 
 
-def _vocab(model_path: str) -> int:
-    return json.loads((Path(model_path) / "config.json").read_text())["vocab_size"]
-
-
 def _variant(name: str, smollm2: str, tmp: Path) -> Variant:
     base = ["--device", "cpu", "--dtype", "float32", "--log-level", "warning",
             "--max-total-tokens", str(POOL_TOKENS), "--context-length", str(CONTEXT)]  # fmt: skip
     if name == "smollm2":
-        return Variant(name, base, _vocab(smollm2), True)
+        return Variant(name, base, vocab_size(smollm2), True)
     if name == "moe":
         from tests.tiny_models import tiny_qwen3_moe
 
         path = str(tiny_qwen3_moe(tmp / "qwen3-moe", smollm2))
         args = ["--model-path", path, "--moe-runner-backend", "amd", *base]
-        return Variant(name, args, _vocab(path), False)
+        return Variant(name, args, vocab_size(path), False)
     assert name == "speculative"
     spec = ["--speculative-algorithm", "STANDALONE", "--speculative-draft-model-path", smollm2,
             "--speculative-num-steps", "2", "--speculative-eagle-topk", "1",
             "--speculative-num-draft-tokens", "3"]  # fmt: skip
-    return Variant(name, [*base, *spec], _vocab(smollm2), True)
+    return Variant(name, [*base, *spec], vocab_size(smollm2), True)
 
 
 @pytest.fixture(

@@ -223,6 +223,8 @@ def test_request_validation_passes_good_and_multimodal_requests_to_sglang():
         ({"logit_bias": {"5": 1e308}}, [1], r"logit_bias\['5'\] is 1e\+308"),
         ({"logit_bias": {"5": -2e9}}, [1], r"logit_bias\['5'\] is -2000000000"),
         ({"logit_bias": {"5": "x"}}, [1], r"logit_bias\['5'\] must be a number"),
+        # a prompt given as embeddings skips the id checks only
+        ({"input_embeds": [[0.0]], "stop_regex": "(("}, None, "stop_regex"),
     ],
 )
 def test_request_validation_refuses_requests_that_killed_or_fooled_the_server(

@@ -26,7 +26,8 @@ DEFAULT_ARGS = ["--device", "cpu", "--dtype", "float32", "--max-total-tokens", "
                 "--context-length", "2048", "--log-level", "warning"]  # fmt: skip
 
 
-def _vocab_size(model_path: str) -> int:
+def vocab_size(model_path: str) -> int:
+    """The model's vocabulary size from its config (no weights read)."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(model_path)
@@ -41,7 +42,7 @@ def run(serve_args: list[str], size: fault_suite.SuiteSize, out: Path) -> dict:
     server = ServerProcess(serve_args or DEFAULT_ARGS, out / "serve-server.log", env)
     try:
         info = server.info()
-        vocab, context = _vocab_size(info["root"]), int(info["max_model_len"])
+        vocab, context = vocab_size(info["root"]), int(info["max_model_len"])
         result = {"args": serve_args or DEFAULT_ARGS, "size": dataclasses.asdict(size),
                   "model": info["root"], "vocab_size": vocab, "context": context,
                   "start_s": time.monotonic() - t0}  # fmt: skip

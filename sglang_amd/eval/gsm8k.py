@@ -25,6 +25,7 @@ import requests
 from tqdm import tqdm
 
 from sglang_amd.eval.stats import mcnemar_exact, wilson_interval
+from sglang_amd.serving.load import percentile
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 NOISE_P = 0.05  # below it the paired difference is reported as real
@@ -123,7 +124,6 @@ def summary(graded: list[Graded]) -> dict:
     n = len(graded)
     correct = sum(g.correct for g in graded)
     lo, hi = wilson_interval(correct, n)
-    lat = sorted(g.latency_s for g in graded)
     spec = [g for g in graded if g.verify_passes]
     passes = sum(g.verify_passes for g in spec)
     return {
@@ -133,7 +133,7 @@ def summary(graded: list[Graded]) -> dict:
         "interval_95": [lo, hi],
         "invalid_rate": sum(g.predicted is None for g in graded) / n if n else float("nan"),
         "errors": sum(bool(g.error) for g in graded),
-        "latency_p50_s": lat[n // 2] if n else float("nan"),
+        "latency_p50_s": percentile([g.latency_s for g in graded], 0.5),
         "completion_tokens": sum(g.completion_tokens for g in graded),
         # tokens committed per target verify pass, over the answers that report it
         "accept_length": sum(g.completion_tokens for g in spec) / passes if passes else None,

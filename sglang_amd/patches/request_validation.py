@@ -22,26 +22,24 @@ TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager._validate_one_r
 TARGETS = {TARGET: ("self", "obj", "input_ids")}
 
 
-def _problem(obj, input_ids, vocab_size: int) -> str | None:
-    if getattr(obj, "input_embeds", None) is not None:
-        return None
-    problem = validation.empty_prompt_problem(input_ids)
-    if problem is None and not obj.contains_mm_input():
-        problem = validation.token_id_problem(input_ids, vocab_size)
-    if problem is None and getattr(obj, "return_logprob", False):
-        problem = validation.top_logprobs_problem(
-            getattr(obj, "top_logprobs_num", None), vocab_size
-        )
+def _problems(obj, input_ids, vocab_size: int):
+    """Each check's finding (None: fine), in order; embedding requests lack the
+    generation fields, hence getattr."""
+    # A prompt given as embeddings has no ids; a multimodal one holds placeholder ids.
+    if getattr(obj, "input_embeds", None) is None:
+        yield validation.empty_prompt_problem(input_ids)
+        if not obj.contains_mm_input():
+            yield validation.token_id_problem(input_ids, vocab_size)
+    if getattr(obj, "return_logprob", False):
+        yield validation.top_logprobs_problem(getattr(obj, "top_logprobs_num", None), vocab_size)
     params = getattr(obj, "sampling_params", None)
-    if problem is None and isinstance(params, dict):
-        problem = validation.stop_regex_problem(
-            params.get("stop_regex")
-        ) or validation.logit_bias_problem(params.get("logit_bias"))
-    return problem
+    if isinstance(params, dict):
+        yield validation.stop_regex_problem(params.get("stop_regex"))
+        yield validation.logit_bias_problem(params.get("logit_bias"))
 
 
 def _validate_one_request(original, self, obj, input_ids):
-    problem = _problem(obj, input_ids, self.model_config.vocab_size)
+    problem = next(filter(None, _problems(obj, input_ids, self.model_config.vocab_size)), None)
     if problem:
         raise ValueError(problem)
     return original(self, obj, input_ids)

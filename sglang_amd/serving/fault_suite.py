@@ -1,6 +1,6 @@
 """The load-and-fault suite: phases run against one live server, each returning its figures.
 
-Where it sits: `tests/test_serve_faults.py` runs it CI-sized and gates on the
+Where it sits: `tests/test_e2e_serve.py` runs it CI-sized and gates on the
 figures; `sglang-amd bench serve` (`bench/serve.py`) runs it full-sized and
 reports them. The phases, in the order a server can take them (the last one
 stops it):
@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 import requests
 
 from sglang_amd.serving.fault_cases import REFUSED, SERVED, FaultCase
-from sglang_amd.serving.load import Answer, LoadRequest, percentile, send_all, send_one, workload
+from sglang_amd.serving.load import (
+    Answer,
+    InFlight,
+    LoadRequest,
+    percentile,
+    send_all,
+    send_each_alone,
+    send_one,
+    workload,
+)
 from sglang_amd.serving.server_process import ServerProcess
 
 PROBE = LoadRequest("The capital of France is", 8, stream=False)
@@ -110,15 +119,13 @@ def run_load(server: ServerProcess, size: SuiteSize, seed: int = 0) -> LoadFigur
         t0 = time.monotonic()
         got = send_all(server.base, server.model, reqs)
         wall = time.monotonic() - t0
-    solo = [
-        send_one(server.base, server.model, LoadRequest(r.prompt, r.max_tokens, False))
-        for r in reqs
-    ]
+    solo = send_each_alone(server.base, server.model, reqs)
     lat = [a.latency_s for a in got if a.ok]
+    solo_lat = [a.latency_s for a in solo if a.ok]
     return LoadFigures(
         requests=len(reqs),
         streamed=sum(r.stream for r in reqs),
-        behind_shared_prefix=sum(i % 3 != 0 for i in range(len(reqs))),
+        behind_shared_prefix=sum(r.shared_prefix for r in reqs),
         lost=sum(not a.ok for a in got),
         errors=[f"{a.status}: {a.error}" for a in got if not a.ok][:5],
         mismatched=_compare(got, solo),
@@ -126,11 +133,11 @@ def run_load(server: ServerProcess, size: SuiteSize, seed: int = 0) -> LoadFigur
         p50_s=percentile(lat, 0.5),
         p95_s=percentile(lat, 0.95),
         max_s=max(lat, default=float("nan")),
-        solo_p50_s=percentile([a.latency_s for a in solo if a.ok], 0.5),
+        solo_p50_s=percentile(solo_lat, 0.5),
         rss_before=rss.samples[0],
         rss_peak=max(rss.samples),
         latencies_s=lat,
-        solo_latencies_s=[a.latency_s for a in solo if a.ok],
+        solo_latencies_s=solo_lat,
     )
 
 
@@ -307,30 +314,20 @@ def run_kv_exhaustion(
     pool = int(server_loads(server)["max_total_num_tokens"])
     rng = random.Random(seed)
     prompt_len = int(0.4 * pool)  # two fit at once, the rest must wait
-    prompts = [_ids(rng, prompt_len, vocab_size) for _ in range(size.kv_requests)]
-    answers: list[tuple[int | None, str, str]] = [(None, "", "")] * len(prompts)
+    reqs = [
+        LoadRequest(_ids(rng, prompt_len, vocab_size), 8, stream=False)
+        for _ in range(size.kv_requests)
+    ]
     peak = waiting = 0
-
-    def run(i: int) -> None:
-        try:
-            r = _completion_ids(server, prompts[i], 8)
-            text = r.json()["choices"][0]["text"] if r.status_code == 200 else ""
-            answers[i] = (r.status_code, text, "" if r.status_code == 200 else _message(r))
-        except requests.RequestException as exc:
-            answers[i] = (None, "", repr(exc)[:200])
-
     with _RssSampler(server) as rss:
-        threads = [
-            threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(prompts))
-        ]
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
+        in_flight = InFlight(server.base, server.model, reqs)
+        while in_flight.running():
             load = server_loads(server)
             peak = max(peak, load["num_running_reqs"])
             waiting = max(waiting, load["num_waiting_reqs"])
             time.sleep(0.5)
-        solo = [_completion_ids(server, p, 8) for p in prompts]
+        answers = in_flight.join()
+        solo = send_each_alone(server.base, server.model, reqs)
         too_long = _completion_ids(server, _ids(rng, pool + 16, vocab_size), 4)
         overflow_max = 64
         overflow = _completion_ids(server, _ids(rng, pool - 24, vocab_size), overflow_max)
@@ -338,14 +335,10 @@ def run_kv_exhaustion(
     choice = (ob.get("choices") or [{}])[0]
     return KvFigures(
         pool_tokens=pool,
-        requests=len(prompts),
+        requests=len(reqs),
         prompt_tokens=prompt_len,
-        lost=sum(a[0] != 200 for a in answers),
-        mismatched=[
-            i
-            for i, (a, s) in enumerate(zip(answers, solo, strict=True))
-            if a[0] == 200 and s.status_code == 200 and a[1] != s.json()["choices"][0]["text"]
-        ],
+        lost=sum(not a.ok for a in answers),
+        mismatched=_compare(answers, solo),
         peak_running=peak,
         peak_waiting=waiting,
         too_long_status=too_long.status_code,
@@ -356,7 +349,7 @@ def run_kv_exhaustion(
         rss_before=rss.samples[0],
         rss_peak=max(rss.samples),
         rss_after=rss.samples[-1],
-        errors=[a[2] for a in answers if a[0] != 200][:5],
+        errors=[f"{a.status}: {a.error}" for a in answers if not a.ok][:5],
     )
 
 
@@ -380,18 +373,8 @@ def run_sigterm(server: ServerProcess, size: SuiteSize, bound_s: float = 120.0) 
         LoadRequest(f"Write a story about the number {i}.", size.sigterm_max_tokens, i % 2 == 0)
         for i in range(size.sigterm_requests)
     ]
-    solo = [
-        send_one(server.base, server.model, LoadRequest(r.prompt, r.max_tokens, False))
-        for r in reqs
-    ]
-    answers: list[Answer | None] = [None] * len(reqs)
-
-    def run(i: int) -> None:
-        answers[i] = send_one(server.base, server.model, reqs[i])
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(reqs))]
-    for t in threads:
-        t.start()
+    solo = send_each_alone(server.base, server.model, reqs)
+    in_flight = InFlight(server.base, server.model, reqs)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # every request reached the scheduler
         load = server_loads(server)
@@ -401,21 +384,20 @@ def run_sigterm(server: ServerProcess, size: SuiteSize, bound_s: float = 120.0) 
     t0 = time.monotonic()
     code = server.terminate(bound_s)
     exit_s = time.monotonic() - t0
-    for t in threads:
-        t.join(timeout=30)
+    answers = in_flight.join(timeout_s=30)
     right = errors = lost = mismatched = 0
     details = []
     for a, s in zip(answers, solo, strict=True):
-        if a is not None and a.ok and a.text == s.text:
+        if a.ok and a.text == s.text:
             right += 1
-        elif a is not None and a.ok:
+        elif a.ok:
             mismatched += 1
-        elif a is not None and a.status is not None:
+        elif a.status is not None:
             errors += 1
             details.append(f"HTTP {a.status}: {a.error}")
         else:
             lost += 1
-            details.append(a.error if a else "no answer")
+            details.append(a.error)
     gone = server.wait_group_gone(30)
     return SigtermFigures(
         len(reqs), right, errors, lost, mismatched, code, exit_s, bound_s, gone, details

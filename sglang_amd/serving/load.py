@@ -5,7 +5,7 @@ here (`workload`: prompts of mixed lengths, a third of them without a shared
 prefix and the rest behind one of a few long shared prefixes so the radix cache
 serves them, streaming and non-streaming alternating, output lengths mixed),
 sends it all at once (`send_all`), then sends each request again alone
-(`send_one`) and counts the answers that differ. Greedy decoding in float32
+(`send_each_alone`) and counts the answers that differ. Greedy decoding in float32
 must give the same text batched or alone. Never imports sglang.
 """
 
@@ -15,7 +15,7 @@ import json
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import requests
 
@@ -32,9 +32,10 @@ _WORDS = (
 
 @dataclass(frozen=True)
 class LoadRequest:
-    prompt: str
+    prompt: str | list[int]  # text, or token ids
     max_tokens: int
     stream: bool
+    shared_prefix: bool = False  # starts with a prefix other requests share
 
 
 @dataclass
@@ -67,8 +68,9 @@ def workload(
     out = []
     for i in range(n):
         body = _words(rng, rng.randint(*prompt_words))
-        prompt = body if i % 3 == 0 else f"{prefixes[i % shared_prefixes]} {body}"
-        out.append(LoadRequest(prompt, rng.randint(*max_tokens), stream=i % 2 == 1))
+        shared = i % 3 != 0
+        prompt = f"{prefixes[i % shared_prefixes]} {body}" if shared else body
+        out.append(LoadRequest(prompt, rng.randint(*max_tokens), i % 2 == 1, shared))
     return out
 
 
@@ -109,21 +111,44 @@ def send_one(base: str, model: str, req: LoadRequest, timeout_s: float = 600.0) 
         return Answer(None, "", time.monotonic() - t0, repr(exc)[:300])
 
 
+class InFlight:
+    """Requests sent at once, one client thread each, released together by a barrier;
+    the caller may watch the server while they run, then `join`."""
+
+    def __init__(self, base: str, model: str, reqs: list[LoadRequest]):
+        self._answers: list[Answer | None] = [None] * len(reqs)
+        start = threading.Barrier(len(reqs))
+
+        def run(i: int) -> None:
+            start.wait()
+            self._answers[i] = send_one(base, model, reqs[i])
+
+        self._threads = [
+            threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(reqs))
+        ]
+        for t in self._threads:
+            t.start()
+
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout_s: float | None = None) -> list[Answer]:
+        """Every answer in request order; a request still unanswered after `timeout_s`
+        (per thread) counts as lost."""
+        for t in self._threads:
+            t.join(timeout_s)
+        lost = Answer(None, "", float("nan"), "no answer (client still waiting, or died)")
+        return [a or lost for a in self._answers]
+
+
 def send_all(base: str, model: str, reqs: list[LoadRequest]) -> list[Answer]:
-    """Every request at once, one client thread each (all in flight together)."""
-    answers: list[Answer | None] = [None] * len(reqs)
-    start = threading.Barrier(len(reqs))
+    """Every request at once (all in flight together); the answers in request order."""
+    return InFlight(base, model, reqs).join()
 
-    def run(i: int) -> None:
-        start.wait()
-        answers[i] = send_one(base, model, reqs[i])
 
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(reqs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return [a or Answer(None, "", float("nan"), "client thread died") for a in answers]
+def send_each_alone(base: str, model: str, reqs: list[LoadRequest]) -> list[Answer]:
+    """The same requests one after the other, non-streamed: the reference answers."""
+    return [send_one(base, model, replace(r, stream=False)) for r in reqs]
 
 
 def percentile(values: list[float], q: float) -> float:
