@@ -40,8 +40,6 @@ NOT_YET: tuple[str, ...] = (
     "expert parallelism: --moe-a2a-backend / --ep-size with our MoE runner (refused at start)",
     "DeepSeek-V3.2 / GLM-5 sparse attention (DSA: lightning indexer + top-k sparse MLA)",
     "MTP beyond the wiring: acceptance reporting, more MTP families, draft-head training",
-    "sglang-amd eval compare (A/B of two configurations, --bisect) and sglang-amd doctor;"
-    " sglang-amd eval gsm8k exists",
     "day-0 models: Qwen3-Next linear attention, gpt-oss sinks and its MXFP4 format",
     "the aiter tier: no op has an aiter implementation yet (TIER_ORDER keeps its place)",
     "quantized (fp8/fp4) KV caches under --attention-backend amd",

@@ -11,6 +11,14 @@ sglang-amd bench serve [-- SERVE ARGS]  the load-and-fault suite against a live 
 sglang-amd eval gsm8k --base-url URL --data JSONL [--compare-url URL2]
                                         few-shot GSM8K accuracy with its interval;
                                         with two servers, whether they differ
+sglang-amd eval compare --a ARGS --b ARGS [--contexts 1k,8k] [--bisect]
+                                        two configurations token by token against
+                                        the dtype's thresholds; --bisect names the
+                                        change at fault
+sglang-amd doctor MODEL_DIR [--tp N --ep N --flags ...]
+                                        from config.json alone: SGLang's class, the
+                                        attention path, our tiers, KV bytes, graphs,
+                                        the launch command; exit 1 if it cannot serve
 sglang-amd audit [--quick] [--peers]    every kernel compiled for gfx942, gfx950,
                                         sm_90 and sm_100 (no GPU needed): registers,
                                         spills, LDS, occupancy, instructions, gates;
@@ -28,6 +36,8 @@ import sys
 from collections.abc import Sequence
 
 from sglang_amd import SGLANG_VERSION, __version__
+from sglang_amd.doctor import cli as doctor_cli
+from sglang_amd.eval import compare_cli
 
 
 def _has_flag(args: Sequence[str], flag: str) -> bool:
@@ -278,6 +288,9 @@ def _eval(ns: argparse.Namespace) -> int:
 
     from sglang_amd.eval import gsm8k
 
+    if ns.eval_cmd == "compare":
+        return compare_cli.main(ns)
+
     result = gsm8k.evaluate(
         ns.base_url.rstrip("/"), ns.data, ns.shots_data, ns.num_questions, ns.shots,
         ns.parallel, ns.repeats, ns.max_tokens,
@@ -442,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     gsm.add_argument("--max-tokens", type=int, default=256)
     gsm.add_argument("--compare-url", default=None, help="a second server, same questions")
     gsm.add_argument("--out", default=None, help="write the JSON record here")
+    compare_cli.add_parser(ev_sub)
+    doctor_cli.add_parser(sub)
     audit = sub.add_parser(
         "audit", help="compile every kernel for gfx942/gfx950/sm_90/sm_100 and check the gates"
     )
@@ -483,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _bench(ns)
     if ns.cmd == "eval":
         return _eval(ns)
+    if ns.cmd == "doctor":
+        return doctor_cli.main(ns)
     if ns.cmd == "env":
         print(env_report())
         return 0

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from sglang_amd import trace
+from sglang_amd import fault_injection, trace
 from sglang_amd.flags import TierError, TierUnavailableError
 from sglang_amd.target_info import Probe, probe_aiter, probe_triton
 
@@ -266,6 +266,8 @@ class TieredOp:
         self.spec = OPS[op]
         self.selection = selection or select(op, device)
         self._chain_of: tuple[Selection, list[Impl]] | None = None
+        # SGLANG_AMD_INJECT_FAULT (eval compare's own tests): None unless set for this op.
+        self.fault = fault_injection.for_op(op, set(OPS))
 
     @property
     def tier(self) -> Tier:
@@ -306,6 +308,8 @@ class TieredOp:
         if self.spec.trace_event is not None:
             fields = _resolve(self.spec.trace_fields)(*args, **kwargs) if self.spec.trace_fields else {}
             trace.record(self.spec.trace_event, tier=impl.tier.value, **fields)
+        if self.fault is not None:
+            return self.fault(impl, args, kwargs)
         return impl(*args, **kwargs)
 
 

@@ -62,6 +62,17 @@ def test_fp32_mla_moe_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     assert ("forward_moe", "torch") in _scheduler_events(engines)
 
 
+def test_doctor_says_what_the_mla_engine_does(engines, tiny_dir, smollm2_path):
+    """The engine of the test above (same arguments: no new start) against the doctor:
+    MLA's KV bytes are the latent and the rope part once per layer."""
+    from tests.doctor_twin import check_twin, tiers_seen
+
+    path = str(tiny_deepseek_v3(tiny_dir / "moe", smollm2_path))
+    kwargs = dict(moe_runner_backend="amd", **FP32)
+    out = check_twin(engines.get(model_path=path, **kwargs), path, kwargs, tiers_seen(engines.trace_file))
+    assert out["doctor"]["attention"]["path"] == "MLA"
+
+
 @pytest.mark.full
 def test_fp32_mla_moe_mxfp4_matches_fake_quantized_hf(engines, tiny_dir, smollm2_path, prompts):
     src = tiny_deepseek_v3(tiny_dir / "moe", smollm2_path)

@@ -76,6 +76,15 @@ def test_fp32_unquantized_runner_matches_hf(engines, moe_path, hf_moe, prompts):
     ], events
 
 
+def test_doctor_says_what_the_moe_engine_does(engines, moe_path):
+    """The engine of the test above (same arguments: no new start) against the doctor."""
+    from tests.doctor_twin import check_twin, tiers_seen
+
+    kwargs = dict(page_size=16, chunked_prefill_size=48, **FP32)
+    out = check_twin(engines.get(model_path=moe_path, **kwargs), moe_path, kwargs, tiers_seen(engines.trace_file))
+    assert out["doctor"]["tiers"]["moe.fused"] == "torch" and out["doctor"]["moe"]["experts"] > 1
+
+
 def test_fp32_mxfp4_matches_fake_quantized_hf(engines, moe_path, hf_moe, hf_moe_mxfp4, prompts):
     engine = engines.get(model_path=moe_path, quantization="amd_mxfp4", **FP32)
     check_fp32_against_hf(engine, hf_moe_mxfp4, prompts)
@@ -147,6 +156,7 @@ def _greedy_agreement(engine, oracle, prompts) -> int:
     )
 
 
+@pytest.mark.full  # bf16 noise is checked in make test on SmolLM2 (test_e2e_smollm2)
 def test_bf16_mxfp4_within_sglang_noise(engines, moe_path, moe_fq_path, hf_moe_mxfp4, prompts):
     """bf16 noise against HF fp32 on the same (fake-quantized) weights: ours serving
     the float checkpoint with `--quantization amd_mxfp4`, against SGLang's own bf16

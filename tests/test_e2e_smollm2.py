@@ -67,6 +67,15 @@ def test_our_backend_ran_in_the_scheduler_process(fp32_results, engines):
     assert ("forward_decode", "torch") in kinds, events
 
 
+def test_doctor_says_what_this_engine_does(fp32_results, engines, smollm2_path):
+    from tests.doctor_twin import check_twin, tiers_seen
+
+    kwargs = dict(attention_backend="amd", dtype="float32")
+    seen = tiers_seen(engines.trace_file)
+    out = check_twin(engines.get(**kwargs), smollm2_path, kwargs, seen)
+    print(out["doctor"]["kv_cache"], out["engine_memory"])
+
+
 @pytest.mark.full
 def test_bf16_no_worse_than_torch_native(engines, hf_oracle, prompts):
     ours, _ = logprob_errors(
