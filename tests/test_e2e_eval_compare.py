@@ -99,5 +99,6 @@ def test_tiny_families_amd_against_sglang_paths(quiet_env, smollm2_path, tmp_pat
     else:
         model = str(tiny_deepseek_v3(tmp_path / "dsv3", smollm2_path))
         a, b = "--attention-backend torch_native", "--attention-backend amd --moe-runner-backend amd"
-    r = _run(model, f"{a} {BASE}", f"{b} {BASE}", _work(model, [512], count=8), tmp_path)
+    tiny = BASE.replace("--context-length 4096", "--context-length 2048")  # their max positions
+    r = _run(model, f"{a} {tiny}", f"{b} {tiny}", _work(model, [512], count=8), tmp_path)
     assert r["passed"], r["comparisons"][0]["failures"]
