@@ -59,6 +59,20 @@ def test_gqa_kv_bytes_are_kv_heads_times_k_and_v_times_layers(reports):
     assert _kv(reports["qwen3-235b-a22b"]) == 4 * 128 * 2 * 94 * 2
     assert _kv(reports["qwen3-32b"]) == 8 * 128 * 2 * 64 * 2
     assert 14 < reports["llama-3.1-8b"]["weights"]["total_gib"] < 15.5  # 8.0e9 parameters, bf16
+    llama = reports["llama-3.1-8b"]["kv_cache"]
+    assert llama["context_length"] == 131072 and llama["one_request_at_context_gib_per_rank"] == 16.0
+
+
+def test_sliding_layers_hold_only_their_window():
+    from types import SimpleNamespace
+
+    from sglang_amd.doctor.model_facts import attention, kv_bytes_per_request
+
+    cfg = SimpleNamespace(num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2, head_dim=64,
+                          layer_types=["sliding_attention", "full_attention"] * 2, sliding_window=128)  # fmt: skip
+    att = attention(cfg)
+    assert att.layers == {"sliding": 2, "full": 2} and att.sliding_window == 128
+    assert kv_bytes_per_request(att, {"full": 10, "sliding": 10}, 1000) == 10 * 1000 + 10 * 128
 
 
 def test_hybrid_linear_attention_counts_only_full_layers(reports):

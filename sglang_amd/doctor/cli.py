@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _kv(report: dict) -> str:
     kv = report["kv_cache"]
     parts = ", ".join(f"{k} {v:,} B" for k, v in kv["bytes_per_token_per_rank"].items())
-    return f"{parts} per token per rank ({kv['dtype']}, page {kv['page_size']})"
+    return (f"{parts} per token per rank ({kv['dtype']}, page {kv['page_size']}); one request at "
+            f"the {kv['context_length']:,}-token context: {kv['one_request_at_context_gib_per_rank']} GiB per rank")  # fmt: skip
 
 
 def text(report: dict) -> str:

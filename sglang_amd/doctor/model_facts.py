@@ -140,3 +140,9 @@ def kv_bytes_per_token(att: AttentionFacts, kv_heads_per_rank: int, v_head_dim: 
     if att.layers.get("sliding"):
         out["sliding"] = per_layer * att.layers["sliding"]
     return out
+
+
+def kv_bytes_per_request(att: AttentionFacts, per_token: dict, context: int) -> int:
+    """KV bytes of one request filling the context: sliding layers keep only their window."""
+    window = min(att.sliding_window or context, context)
+    return per_token.get("full", 0) * context + per_token.get("sliding", 0) * window

@@ -201,7 +201,12 @@ def probe(model_dir: str, flags: list[str], tp: int = 1, ep: int = 1, weights: b
         "bytes_per_token_per_rank": model_facts.kv_bytes_per_token(
             att, kv_heads, getattr(mc, "v_head_dim", None), elem
         ),
+        "context_length": mc.context_len,
     }
+    report["kv_cache"]["one_request_at_context_gib_per_rank"] = round(
+        model_facts.kv_bytes_per_request(att, report["kv_cache"]["bytes_per_token_per_rank"], mc.context_len)
+        / 2**30, 3
+    )
     report["quantization"] = _quant(hf, mc.quantization, mtp)
     if report["quantization"] and report["quantization"].get("mtp_layers_excluded") is False:
         report["notes"].append("the exclude list does not cover the MTP layers: they load quantized")
