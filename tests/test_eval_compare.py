@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 from sglang_amd.eval import agreement, compare, compare_report, configs, logprobs, prompts
 from sglang_amd.eval.configs import Config
 from sglang_amd.eval.logprobs import Position
+from tests.stand_in_http import JsonServer
 
 V = 40
 
@@ -162,36 +161,17 @@ class StandIn:
                  context_length: int | None = None):  # fmt: skip
         self.model, self.fault, self.dtype, self.spec = model, fault, dtype, spec
         self.context_length = context_length
-        outer = self
+        self.http = JsonServer(self.get, self.post)
+        self.url = self.http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    def get(self, path: str) -> dict:
+        if path == "/get_server_info":
+            return {"dtype": self.dtype, "version": "stand-in", "attention_backend": self.fault,
+                    "context_length": self.context_length}  # fmt: skip
+        return {"data": [{"id": "bigram", "root": "bigram"}]}
 
-            def _send(self, obj):
-                raw = json.dumps(obj).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def do_GET(self):
-                if self.path == "/get_server_info":
-                    self._send({"dtype": outer.dtype, "version": "stand-in", "attention_backend": outer.fault,
-                                "context_length": outer.context_length})  # fmt: skip
-                else:
-                    self._send({"data": [{"id": "bigram", "root": "bigram"}]})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-                if self.path == "/flush_cache":
-                    return self._send({})
-                self._send(outer.generate(body))
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+    def post(self, path: str, body: dict) -> dict | list[dict]:
+        return {} if path == "/flush_cache" else self.generate(body)
 
     def generate(self, body: dict) -> list[dict]:
         k, n = body["top_logprobs_num"], body["sampling_params"]["max_new_tokens"]
@@ -224,7 +204,7 @@ class StandIn:
         return out
 
     def close(self):
-        self.http.shutdown()
+        self.http.close()
 
 
 @pytest.fixture

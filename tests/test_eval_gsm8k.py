@@ -5,8 +5,6 @@ whole run against a stand-in OpenAI server. The run against a real SGLang server
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from sglang_amd import cli
 from sglang_amd.eval import gsm8k
 from sglang_amd.eval.stats import mcnemar_exact, wilson_interval
+from tests.stand_in_http import JsonServer
 
 DATA = Path(__file__).parent / "data" / "gsm8k"
 
@@ -60,49 +59,29 @@ def test_mcnemar_exact(a, b, p):
     assert mcnemar_exact(b, a) == pytest.approx(p, abs=1e-4)
 
 
-class _StandIn(BaseHTTPRequestHandler):
-    """Answers every question right, or (`wrong`) every odd-numbered one wrong."""
+def _answer(wrong: bool):
+    """A stand-in /v1/completions: every question right, or (`wrong`) every odd-numbered one wrong."""
 
-    wrong = False
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, body: dict) -> None:
-        raw = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def do_GET(self):
-        self._send({"data": [{"id": "stand-in"}]})
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+    def post(path: str, body: dict) -> dict:
         question = body["prompt"].rsplit("Question: ", 1)[1]
         rec = next(r for r in gsm8k.load(DATA / "test_first16.jsonl") if r["question"] in question)
         answer = gsm8k.gold(rec["answer"])
-        if self.wrong and int(answer) % 2:
+        if wrong and int(answer) % 2:
             answer += 1
         out = {"choices": [{"text": f" so {answer:g}."}], "usage": {"completion_tokens": 4}}
-        if body.get("return_spec_tokens_details") and not self.wrong:  # as SGLang speculating
+        if body.get("return_spec_tokens_details") and not wrong:  # as SGLang speculating
             out["sglext"] = {"spec_tokens_details": {"spec_verify_ct": 2}}
-        self._send(out)
+        return out
+
+    return post
 
 
 @pytest.fixture
 def stand_ins():
-    servers = []
-    for wrong in (False, True):
-        handler = type("H", (_StandIn,), {"wrong": wrong})
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-    yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+    servers = [JsonServer(lambda path: {"data": [{"id": "stand-in"}]}, _answer(wrong)) for wrong in (False, True)]
+    yield [s.url for s in servers]
     for s in servers:
-        s.shutdown()
+        s.close()
 
 
 def test_a_run_grades_pairs_and_reports(stand_ins, tmp_path, capsys):
