@@ -4,37 +4,18 @@ The e2e modules call `check_twin` with an engine they already started (no extra
 start): the doctor is run in this process on the same model directory with the
 same arguments as flags, and its rows are compared with the engine's own
 account (`get_server_info`: resolved backends, KV pool bytes and token
-capacity, weight memory) and with the tiers our ops recorded in the scheduler
-process (SGLANG_AMD_TRACE).
+capacity) and with the tiers our ops recorded in the scheduler process
+(SGLANG_AMD_TRACE). The doctor runs in the environment the engine's processes
+saw (`engine_environment`: without the interpreter this process runs under,
+which would make it predict Triton where the engine runs torch).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
-
-from tests.e2e_engines import ENGINE_DEFAULTS
+from tests.e2e_engines import ENGINE_DEFAULTS, engine_environment
 
 GIB = 2**30
 ROUNDING_GB = 0.0005  # SGLang rounds its memory figures to 0.001 GB
-
-
-@contextlib.contextmanager
-def engine_environment() -> Iterator[None]:
-    """This process's environment as an engine's processes see it (`server_env` drops
-    the interpreter the test process runs under, which would make the doctor predict
-    Triton where the engine runs torch), restored after."""
-    from tests.e2e_engines import server_env
-
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(server_env())
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def engine_flags(kwargs: dict) -> list[str]:
@@ -61,21 +42,10 @@ def tiers_seen(trace_file) -> dict[str, set[str]]:
 
 
 def check_twin(engine, model_path: str, kwargs: dict, tiers_seen: dict[str, set[str]]) -> dict:
-    import os
-
     from sglang_amd.doctor.sglang_probe import probe
-    from tests.e2e_engines import server_env
 
-    # The doctor must see what the engine's processes saw (server_env drops the
-    # interpreter the test process runs under, which would make it predict Triton).
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(server_env())
-    try:
+    with engine_environment():
         report = probe(model_path, engine_flags(kwargs))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
     assert not report["blocking"], report["blocking"]
     info = engine.get_server_info()
     assert report["backends"]["attention"] == info["attention_backend"]

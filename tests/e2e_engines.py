@@ -7,7 +7,9 @@ previous one down first (two SmolLM2 engines would double the memory).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from sglang_amd.flags import CPU_PLATFORM
 
@@ -47,6 +49,18 @@ def _apply_env(wanted: dict[str, str], keys: dict[str, str | None]) -> None:
             os.environ.pop(k, None)
 
 
+@contextlib.contextmanager
+def engine_environment(**extra: str) -> Iterator[None]:
+    """os.environ as an engine's processes see it (`server_env`), restored after."""
+    wanted = server_env(**extra)
+    saved = {k: os.environ.get(k) for k in set(os.environ) | set(wanted)}
+    _apply_env(wanted, saved)
+    try:
+        yield
+    finally:
+        _apply_env({k: v for k, v in saved.items() if v is not None}, saved)
+
+
 class EngineCache:
     def __init__(self, model_path: str):
         self.model_path = model_path
@@ -62,13 +76,9 @@ class EngineCache:
             self.close()
             import sglang as sgl
 
-            wanted = server_env(**(env or {}))
-            saved = {k: os.environ.get(k) for k in set(os.environ) | set(wanted)}
-            _apply_env(wanted, saved)
-            try:  # the scheduler is spawned inside Engine() and copies os.environ
+            # the scheduler is spawned inside Engine() and copies os.environ
+            with engine_environment(**(env or {})):
                 self._engine = sgl.Engine(model_path=model_path, **{**ENGINE_DEFAULTS, **kwargs})
-            finally:
-                _apply_env({k: v for k, v in saved.items() if v is not None}, saved)
             self._key = key
         return self._engine
 

@@ -23,7 +23,7 @@ def reports() -> dict[str, dict]:
     """Each fixture through the doctor in this process (SGLang is imported once for the
     session), seeing the environment a server would."""
     from sglang_amd.doctor.sglang_probe import probe
-    from tests.doctor_twin import engine_environment
+    from tests.e2e_engines import engine_environment
 
     with engine_environment():
         return {name: probe(str(FIXTURES / name), []) for name in NAMES}

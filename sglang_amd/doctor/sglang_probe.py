@@ -192,7 +192,7 @@ def probe(model_dir: str, flags: list[str], tp: int = 1, ep: int = 1, weights: b
             report["notes"].append(f"MTP layers declared but SGLang has no draft class: {exc}")
     report["dtype"] = str(mc.dtype).replace("torch.", "")
     kv_dtype = str(view.kv_cache_dtype)
-    elem = 1 if "fp8" in kv_dtype else {"float32": 4}.get(report["dtype"], 2)
+    elem = 1 if "fp8" in kv_dtype else mc.dtype.itemsize
     kv_heads = mc.get_num_kv_heads(tp)
     report["kv_cache"] = {
         "dtype": kv_dtype if kv_dtype != "auto" else report["dtype"],
@@ -222,6 +222,5 @@ def probe(model_dir: str, flags: list[str], tp: int = 1, ep: int = 1, weights: b
         for ph in ("decode", "prefill")
     }
     if weights:
-        report["weights"] = weight_bytes_per_rank(model_dir, hf, {"float32": 4}.get(report["dtype"], 2),
-                                                  report["quantization"], tp, ep)  # fmt: skip
+        report["weights"] = weight_bytes_per_rank(model_dir, hf, mc.dtype.itemsize, report["quantization"], tp, ep)
     return report

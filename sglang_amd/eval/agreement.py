@@ -21,7 +21,7 @@ the dtype's tie margin: a near tie may flip under any change of summation order.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from sglang_amd.eval.logprobs import Generated, Position, Scored
@@ -92,12 +92,10 @@ class Agreement:
     disagreements: int = 0
     sum_kl: float = 0.0
     max_kl: float = 0.0
-    worst_at: int = -1  # index (among the positions added) of the largest |delta|
 
     def add(self, a: Position, b: Position, tie_margin: float, kl: bool = True) -> None:
         d = abs(a.logprob - b.logprob)
-        if d > self.max_abs_dlogprob:
-            self.max_abs_dlogprob, self.worst_at = d, self.positions
+        self.max_abs_dlogprob = max(self.max_abs_dlogprob, d)
         self.positions += 1
         self.sum_abs_dlogprob += d
         near_tie = lead(a) < tie_margin
@@ -192,10 +190,6 @@ def greedy(a: Generated, b: Generated, tie_margin: float) -> Divergence:
             gap = top[x] - top[y] if x in top and y in top else None
             return Divergence(i, x, y, gap, gap is not None and gap < tie_margin)
     return Divergence(None)
-
-
-def first_divergences(pairs: Iterable[tuple[Generated, Generated]], tie_margin: float) -> list[Divergence]:
-    return [greedy(a, b, tie_margin) for a, b in pairs]
 
 
 def greedy_failures(divs: Sequence[Divergence], t: Thresholds, what: str) -> list[str]:

@@ -15,6 +15,7 @@ with `--bisect` a failing pair is narrowed to the first of A-to-B's changes
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -54,8 +55,10 @@ class Workload:
     max_new_tokens: int = 32
     top_k: int = 20
 
+    @functools.cached_property
     def sequences(self) -> tuple[list[str], list[list[int]], list[int]]:
-        """Labels, token ids and the first scored position of every sequence sent."""
+        """Labels, token ids and the first scored position of every sequence sent
+        (built once: every server and every comparison reads them)."""
         labels = list(self.prompts.labels)
         ids = [list(p) for p in self.prompts.ids]
         starts = [1] * len(ids)
@@ -115,7 +118,7 @@ def collect(
     target: Target, base: str, work: Workload, reference: list[logprobs.Generated] | None
 ) -> Collected:
     t0 = time.monotonic()
-    labels, ids, starts = work.sequences()
+    labels, ids, starts = work.sequences
     info = server_info(base)
     limit = info.get("context_length")
     for label, seq in zip(labels, ids, strict=True):
@@ -181,7 +184,7 @@ class Comparison:
 
 def compare(ref: Collected, other: Collected, work: Workload, t: Thresholds) -> Comparison:
     """Every figure of `other` against `ref`, per sequence and per group (prompts, each context)."""
-    labels, ids, _ = work.sequences()
+    labels, ids, _ = work.sequences
     out = Comparison(ref.target.name, other.target.name, t.dtype)
     groups: dict[str, dict[str, Agreement]] = {}
     divs: dict[str, list[agreement.Divergence]] = {}
@@ -284,7 +287,7 @@ def run(
 ) -> dict:
     """The whole evaluation as a JSON-ready dict: protocol, comparisons, bisection."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels, ids, starts = work.sequences()
+    labels, ids, starts = work.sequences
     result: dict = {
         "protocol": {
             "model": model,
