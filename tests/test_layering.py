@@ -7,8 +7,9 @@
   importing sglang raises;
 - quant/ imports neither moe/ nor attention/; moe/ never imports attention/;
   gemm/ (shared matmuls) imports no family; attention/ imports neither moe/ nor
-  quant/; the `@triton.jit` folders (`*_details/`) import only triton and the
-  package-level `triton_utils`;
+  quant/; the `@triton.jit` folders (`*_details/`) import only triton, the
+  package-level `triton_utils` and the shared MXFP4 encoder
+  (`numerics_details/mxfp4.py`);
 - tier dispatch is written once: only `tiers.py` falls back between tiers, and
   every op's implementations resolve.
 """
@@ -118,9 +119,14 @@ def test_families_import_only_down_the_layers(folder, forbidden):
 
 
 def test_kernel_folders_import_only_triton():
-    allowed = {"sglang_amd.triton_utils"} | {
-        f"sglang_amd.triton_utils.{n}" for n in ("mma", "scale_scores", "dot_flags")
-    }
+    allowed = (
+        {"sglang_amd.triton_utils", "sglang_amd.numerics_details.mxfp4"}
+        | {f"sglang_amd.triton_utils.{n}" for n in ("mma", "scale_scores", "dot_flags")}
+        | {
+            f"sglang_amd.numerics_details.mxfp4.{n}"
+            for n in ("quantize_pairs", "quantize_tile", "e2m1_value")
+        }
+    )
     for path in sorted(PACKAGE.rglob("*_details/*.py")):
         ours = {n for n in _imports(path) if n.startswith("sglang_amd")}
         assert ours <= allowed, (path, ours)

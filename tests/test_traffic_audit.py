@@ -150,14 +150,8 @@ def test_a4w4_moe_reads_weights_at_most_1_2x_ideal(quick):
     [
         ("Qwen3-235B-A22B", "moe.fused bf16", "8 tokens"),
         ("DeepSeek-V3", "moe.fused mxfp4", "64 tokens"),
-        pytest.param(
-            ("gpt-oss-120b", "moe.fused a4w4", "8 tokens"),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 13: A4W4 takes 6 launches: the four of W4A16 plus the MXFP4 "
-                "quantizers of x and of act (not yet fused into the GEMM epilogues)",
-            ),
-        ),
+        # A4W4: x rounded in GEMM1's prologue, act in its epilogue.
+        ("gpt-oss-120b", "moe.fused a4w4", "8 tokens"),
     ],
 )
 def test_moe_forward_takes_at_most_4_launches(quick, key):

@@ -7,8 +7,10 @@ Row r of the output is slot `slots[r]`; its input row is slot // row_div.
 Kernels: `grouped_gemm_details/_grouped_gemm.py` (float weights, or MXFP4
 weights (W4A16): through tl.dot_scaled for bf16/fp16 activations, decoded in
 the loop for float32 ones) and `grouped_gemm_details/_grouped_gemm_a4w4.py`
-(both operands MXFP4 through tl.dot_scaled; the caller quantizes the
-activations, so this folder depends on no family). Never imports sglang.
+(both operands MXFP4 through tl.dot_scaled: A packed, or float rows it
+quantizes in its prologue; the gated GEMM can write its output as MXFP4 for
+the next one. The encoder is `numerics_details/mxfp4.py`, so this folder
+depends on no family). Never imports sglang.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def grouped_gemm(
     out: torch.Tensor,
     weights: torch.Tensor | None = None,
     a_scale: torch.Tensor | None = None,
+    quantize_a: bool = False,
+    out_scale: torch.Tensor | None = None,
     gated: bool = False,
 ) -> torch.Tensor:
     """out[slots[r]] = a[slots[r] // row_div] @ W[group(r)]^T (x weights[slots[r]]).
@@ -60,43 +64,65 @@ def grouped_gemm(
         block_group: [num_blocks] int32 group (expert) of each block; -1 skips the
             block (a worst-case-sized layout's unused tail, moe/align.py).
         num_slots, n, k, row_div, block_m: as above.
-        out: [num_slots, n] written at the listed slots only.
+        out: [num_slots, n] written at the listed slots only; with `out_scale`
+            [num_slots, n // 2] uint8 MXFP4 codes (A4W4 only, n % 32 == 0).
         weights: [num_slots] float per-slot factor (router weights), or None.
         a_scale: [rows, k // 32] uint8 E8M0 scales of packed `a` (A4W4), or None.
+        quantize_a: A4W4 from float `a`: each program rounds its rows to MXFP4
+            ("even" scales) as it loads them.
+        out_scale: [num_slots, n // 32] uint8: write the output as MXFP4 (A4W4).
     """
     if w.shape[1] != (2 * n if gated else n):
         raise ValueError(f"weight has {w.shape[1]} rows; expected {2 * n if gated else n}")
-    flags = grouped_gemm_flags(current_target(a.device), a4w4=a_scale is not None, gated=gated)
+    a4w4 = a_scale is not None or quantize_a
+    if a_scale is not None and quantize_a:
+        raise ValueError("quantize_a takes float `a`; a packed `a` comes with a_scale")
+    if out_scale is not None and not a4w4:
+        raise ValueError("an MXFP4 output (out_scale) is written by the A4W4 kernel only")
+    if out_scale is not None and (n % 32 or out.shape[-1] * 2 != n):
+        raise ValueError(f"MXFP4 output needs n % 32 == 0 and out [.., n // 2]; n {n}")
+    flags = grouped_gemm_flags(
+        current_target(a.device),
+        a4w4=a4w4,
+        gated=gated,
+        quantize_a_rows=block_m if quantize_a else 0,
+    )
     grid = (block_group.numel(), triton.cdiv(n, flags.block_n))
-    if a_scale is not None:
+    if a4w4:
         if w_scale is None:
-            raise ValueError("A4W4 (packed activations) needs MXFP4 weights; got float weights")
-        aq = a
+            raise ValueError("A4W4 (MXFP4 activations) needs MXFP4 weights; got float weights")
+        if quantize_a and a.stride(-1) != 1:
+            a = a.contiguous()
         _grouped_gemm_a4w4_kernel[grid](
-            aq,
-            a_scale,
+            a,
+            a if a_scale is None else a_scale,  # unused with QUANTIZE_A
             w,
             w_scale,
             out,
+            out if out_scale is None else out_scale,  # unused without C_MXFP4
             slots,
             block_group,
-            weights if weights is not None else a_scale,  # unused without MUL_WEIGHT
+            weights if weights is not None else w_scale,  # unused without MUL_WEIGHT
             num_slots,
             n,
             k,
-            aq.stride(0),
-            a_scale.stride(0),
+            a.stride(0),
+            0 if a_scale is None else a_scale.stride(0),
             w.stride(0),
             w.stride(1),
             w_scale.stride(0),
             w_scale.stride(1),
             out.stride(0),
+            0 if out_scale is None else out_scale.stride(0),
             A_ROW_DIV=row_div,
             MUL_WEIGHT=weights is not None,
             GATED=gated,
+            QUANTIZE_A=quantize_a,
+            C_MXFP4=out_scale is not None,
             BLOCK_M=block_m,
             BLOCK_N=flags.block_n,
             BLOCK_K=flags.block_k,
+            num_warps=flags.num_warps,
         )
         return out
     scale = w_scale if w_scale is not None else w  # unused when W_MXFP4 is False
@@ -125,6 +151,7 @@ def grouped_gemm(
         BLOCK_M=block_m,
         BLOCK_N=flags.block_n,
         BLOCK_K=flags.block_k,
+        num_warps=flags.num_warps,
         **dot_flags(a.dtype),
     )
     return out

@@ -25,6 +25,7 @@ __all__ = [
     "linear_block_m",
     "moe_block_m",
     "moe_combine_flags",
+    "quantize_a_in_gemm",
 ]
 
 # The interpreter runs each program in numpy on the CPU: small tiles keep the
@@ -38,11 +39,21 @@ _INTERPRETER_COMBINE: tuple[int, int] = (64, 1)
 # block height on every target: a taller block would mostly compute padding.
 SMALL_ROWS = 16
 
+# Rows of float activations up to which an A4W4 GEMM rounds them to MXFP4 itself
+# (in its prologue) rather than after a quantizer launch. Every one of the GEMM's
+# N / BLOCK_N programs then reads the float rows: for a dense linear (bf16, BLOCK_N
+# 64) that is rows / 16 of its weight bytes, so only decode-sized inputs; for the
+# MoE's first GEMM it stays under 1/8 of the expert weights it reads up to 64
+# tokens (each slot reads its token's row, and the experts read grow with the
+# slots), where the launch saved is worth more than the re-read.
+_QUANTIZE_A_IN_GEMM_ROWS = {"linear": SMALL_ROWS, "moe": 64}
+
 
 @dataclass(frozen=True)
 class GemmFlags:
     block_n: int
     block_k: int
+    num_warps: int = 4
 
 
 @dataclass(frozen=True)
@@ -51,14 +62,18 @@ class CombineFlags:
     num_warps: int
 
 
-def grouped_gemm_flags(target: Target, *, a4w4: bool, gated: bool = False) -> GemmFlags:
+def grouped_gemm_flags(
+    target: Target, *, a4w4: bool, gated: bool = False, quantize_a_rows: int = 0
+) -> GemmFlags:
     """Grouped GEMM tiles on `target`; `a4w4` selects the kernel that takes MXFP4
     activations (tl.dot_scaled) instead of float ones, `gated` the MoE's first GEMM
-    with SiLU-and-mul in its epilogue (two accumulators)."""
+    with SiLU-and-mul in its epilogue (two accumulators), `quantize_a_rows` the
+    block height of an A4W4 launch that rounds float activations itself (0: none)."""
+    kw = dict(a4w4=a4w4, gated=gated, quantize_a_rows=quantize_a_rows)
     if target.vendor == "amd":
-        return GemmFlags(*opt_flags_amd.grouped_gemm_tiles(target, a4w4=a4w4, gated=gated))
+        return GemmFlags(*opt_flags_amd.grouped_gemm_tiles(target, **kw))
     if target.vendor == "nvidia":
-        return GemmFlags(*opt_flags_nvidia.grouped_gemm_tiles(target, a4w4=a4w4, gated=gated))
+        return GemmFlags(*opt_flags_nvidia.grouped_gemm_tiles(target, **kw))
     block_n, block_k, block_k_a4w4 = _INTERPRETER_GROUPED_GEMM
     return GemmFlags(block_n, block_k_a4w4 if a4w4 else block_k)
 
@@ -79,6 +94,12 @@ def moe_combine_flags(target: Target) -> CombineFlags:
     if target.vendor == "nvidia":
         return CombineFlags(*opt_flags_nvidia.moe_combine(target))
     return CombineFlags(*_INTERPRETER_COMBINE)
+
+
+def quantize_a_in_gemm(caller: str, rows: int) -> bool:
+    """Whether an A4W4 GEMM of `caller` ("linear" or "moe") over `rows` float
+    activation rows quantizes them in its prologue (else: one quantizer launch first)."""
+    return rows <= _QUANTIZE_A_IN_GEMM_ROWS[caller]
 
 
 def linear_block_m(target: Target, rows: int) -> int:

@@ -32,6 +32,17 @@ _GROUPED_GEMM_GATED: dict[str, tuple[int, int, int]] = {
     "sm_100": (64, 64, 128),
 }
 
+# Warps of the A4W4 GEMM that rounds float activation tiles of 64+ rows to
+# MXFP4 in its prologue, per arch: (gated, plain) -- the MoE's first GEMM, the
+# dense linear's tall tile. It holds the float tile beside its accumulators;
+# with 4 warps both spill on sm_90 (255 registers, `sglang-amd audit`).
+# (sm_100's plain one spills 16 bytes at 8 warps, capped at 128 registers, and
+# fits at 4.) Every other launch runs 4 warps.
+_QUANTIZE_A_NUM_WARPS: dict[str, tuple[int, int]] = {
+    "sm_90": (8, 8),
+    "sm_100": (8, 4),
+}
+
 # The MoE's top-k combine (moe/combine.py: one program per token and BLOCK_H
 # hidden columns), per arch: (block_h, num_warps).
 _MOE_COMBINE: dict[str, tuple[int, int]] = {
@@ -53,11 +64,21 @@ _LINEAR_BLOCK_M: dict[str, int] = {
 }
 
 
-def grouped_gemm_tiles(target: Target, *, a4w4: bool, gated: bool = False) -> tuple[int, int]:
-    """(block_n, block_k) of the grouped GEMM on `target` (`gated`: SiLU-and-mul epilogue)."""
+def grouped_gemm_tiles(
+    target: Target, *, a4w4: bool, gated: bool = False, quantize_a_rows: int = 0
+) -> tuple[int, int, int]:
+    """(block_n, block_k, num_warps) of the grouped GEMM on `target` (`gated`:
+    SiLU-and-mul epilogue; `quantize_a_rows`: block height of an A4W4 launch that
+    rounds float activations in its prologue, 0 for none)."""
     table = _GROUPED_GEMM_GATED if gated else _GROUPED_GEMM
     block_n, block_k, block_k_a4w4 = table.get(target.arch, table[DEFAULT_ARCH])
-    return block_n, block_k_a4w4 if a4w4 else block_k
+    if not a4w4:
+        return block_n, block_k, 4
+    warps = 4
+    if quantize_a_rows >= 64:
+        row = _QUANTIZE_A_NUM_WARPS.get(target.arch, _QUANTIZE_A_NUM_WARPS[DEFAULT_ARCH])
+        warps = row[0] if gated else row[1]
+    return block_n, block_k_a4w4, warps
 
 
 def moe_combine(target: Target) -> tuple[int, int]:

@@ -6,10 +6,14 @@
   -> y[slot] = w_route[slot] * act[slot] @ W2[e]^T (grouped GEMM, activation dtype)
   -> out[t] = sum_j y[t * k + j]                   (moe/combine.py, float32 sum)
 
-Four launches a layer (W4A16 or float experts), no torch kernel in between.
-With `act_mxfp4` (A4W4) both GEMMs read MXFP4 activations and weights
-(`gemm/grouped_gemm_details/_grouped_gemm_a4w4.py`, tl.dot_scaled), so x and
-act (float32 there) each take one quantizer launch more: six. Matches
+Four launches a layer, no torch kernel in between, for float, W4A16 and A4W4
+experts alike. With `act_mxfp4` (A4W4) both GEMMs take MXFP4 activations and
+weights (`gemm/grouped_gemm_details/_grouped_gemm_a4w4.py`, tl.dot_scaled):
+the first rounds x's rows to MXFP4 in its prologue and writes SiLU(gate) * up
+as MXFP4 from its float32 accumulators (act crosses HBM at 4.25 bits), the
+second reads that packed act. Above 64 tokens x is quantized by one launch
+first (five), since every output-column program of the first GEMM would read
+its float rows (`gemm/opt_flags.quantize_a_in_gemm`). Matches
 `moe/reference.py` (the torch tier). Reads nothing back to the host: every
 launch is sized from the shapes (align.py), so SGLang can capture a MoE layer
 in a CUDA graph. The aiter tier is not written yet. Never imports sglang.
@@ -20,12 +24,12 @@ from __future__ import annotations
 import torch
 
 from sglang_amd.gemm.grouped_gemm import grouped_gemm
-from sglang_amd.gemm.opt_flags import moe_block_m
+from sglang_amd.gemm.opt_flags import moe_block_m, quantize_a_in_gemm
 from sglang_amd.moe.align import align_by_expert
 from sglang_amd.moe.combine import combine_topk
 from sglang_amd.moe.weights import Mxfp4Experts
 from sglang_amd.quant.mxfp4 import BLOCK
-from sglang_amd.quant.mxfp4_triton import gemm_operand
+from sglang_amd.quant.mxfp4_triton import a4w4_operand
 from sglang_amd.target_info import current_target
 
 
@@ -41,9 +45,10 @@ def fused_moe(
     """x [T, H] bf16/fp16/fp32; w13 [E, 2I, H] + w2 [E, H, I], or Mxfp4Experts (w2 None);
     topk_weights [T, k] float; topk_ids [T, k] int (-1: routed nowhere). Returns [T, H].
 
-    act_mxfp4: A4W4 (MXFP4 experts only). Each GEMM input (x, then SiLU(gate) * up
-    in float32) is quantized to MXFP4 per 32 by our Triton quantizer and the grouped
-    GEMMs take both packed operands through `tl.dot_scaled`."""
+    act_mxfp4: A4W4 (MXFP4 experts only). Each GEMM input is rounded to MXFP4 per
+    32 ("even" scales): x in the first GEMM's prologue (by a quantizer launch above
+    64 tokens), SiLU(gate) * up in float32 in its epilogue; both GEMMs take both
+    operands through `tl.dot_scaled`."""
     if isinstance(w13, Mxfp4Experts):
         q = w13
         w13, s13, w2, s2 = q.w13, q.w13_scale, q.w2, q.w2_scale
@@ -65,11 +70,16 @@ def fused_moe(
     slots, block_expert, _ = align_by_expert(topk_ids, num_experts, block_m)
     num_slots = tokens * k
     common = dict(num_slots=num_slots, block_m=block_m)
-    # A4W4 quantizes act from float32: rounding it to x.dtype first would be a
-    # second rounding the oracle does not have.
-    act_dtype = torch.float32 if act_mxfp4 else x.dtype
-    act = torch.empty(num_slots, inter, dtype=act_dtype, device=x.device)
-    a, a_scale = gemm_operand(x.contiguous(), act_mxfp4)
+    a, a_scale = x.contiguous(), None
+    if act_mxfp4:
+        a, a_scale = a4w4_operand(a, quantize_a_in_gemm("moe", tokens))
+        # act is quantized from GEMM1's float32 accumulators: rounding it to
+        # x.dtype first would be a second rounding the oracle does not have.
+        act = torch.empty(num_slots, inter // 2, dtype=torch.uint8, device=x.device)
+        act_scale = torch.empty(num_slots, inter // BLOCK, dtype=torch.uint8, device=x.device)
+    else:
+        act = torch.empty(num_slots, inter, dtype=x.dtype, device=x.device)
+        act_scale = None
     grouped_gemm(
         a,
         w13,
@@ -80,15 +90,16 @@ def fused_moe(
         k=hidden,
         row_div=k,
         out=act,
+        out_scale=act_scale,
         a_scale=a_scale,
+        quantize_a=act_mxfp4 and a_scale is None,
         gated=True,
         **common,
     )
     # Rows of slots routed nowhere stay unwritten: the combine never reads them.
     y = torch.empty(num_slots, hidden, dtype=x.dtype, device=x.device)
-    a, a_scale = gemm_operand(act, act_mxfp4)
     grouped_gemm(
-        a,
+        act,
         w2,
         s2,
         slots,
@@ -98,7 +109,7 @@ def fused_moe(
         row_div=1,
         out=y,
         weights=topk_weights.reshape(-1),
-        a_scale=a_scale,
+        a_scale=act_scale,
         **common,
     )
     out = torch.empty(tokens, hidden, dtype=x.dtype, device=x.device)

@@ -5,8 +5,9 @@ or Quark exports that quantize them) through `Mxfp4LinearOp`. Tiers
 (`tiers.OPS["quant.mxfp4_linear"]`, whose entries name the functions here):
   triton  the weight is decoded inside the GEMM (`gemm/grouped_gemm.py` with one
           group: 4.25 bits per weight read, no full-precision copy); with
-          act_mxfp4 the activations are quantized to MXFP4 too and both packed
-          operands go through tl.dot_scaled (A4W4).
+          act_mxfp4 both operands go through tl.dot_scaled (A4W4); decode-sized
+          inputs (<= 16 rows) are rounded to MXFP4 inside the GEMM (one launch),
+          taller ones by a quantizer launch first.
   torch   decode the weight, then F.linear (the oracle).
 Never imports sglang.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sglang_amd.gemm.opt_flags import linear_block_m
+from sglang_amd.gemm.opt_flags import linear_block_m, quantize_a_in_gemm
 from sglang_amd.quant.mxfp4 import BLOCK, dequantize_mxfp4, fake_quantize_mxfp4
 from sglang_amd.target_info import current_target
 from sglang_amd.tiers import Selection, TieredOp
@@ -48,7 +49,7 @@ def mxfp4_linear(
 ) -> torch.Tensor:
     """Triton tier; arguments as `mxfp4_linear_reference`. Accumulates in float32."""
     from sglang_amd.gemm.grouped_gemm import grouped_gemm
-    from sglang_amd.quant.mxfp4_triton import gemm_operand
+    from sglang_amd.quant.mxfp4_triton import a4w4_operand
 
     n, k = weight.shape[0], weight.shape[1] * 2
     if x.shape[-1] != k or weight_scale.shape != (n, k // BLOCK):
@@ -68,7 +69,9 @@ def mxfp4_linear(
         block_m = linear_block_m(current_target(x.device), rows)
         blocks = -(-rows // block_m)
         slots = torch.arange(blocks * block_m, dtype=torch.int32, device=x.device)
-        a, a_scale = gemm_operand(x2, act_mxfp4)
+        a, a_scale = x2, None
+        if act_mxfp4:
+            a, a_scale = a4w4_operand(x2, quantize_a_in_gemm("linear", rows))
         grouped_gemm(
             a,
             weight.unsqueeze(0),
@@ -82,6 +85,7 @@ def mxfp4_linear(
             block_m=block_m,
             out=out,
             a_scale=a_scale,
+            quantize_a=act_mxfp4 and a_scale is None,
         )
     if bias is not None:
         out = (out + bias.float()).to(x.dtype)

@@ -72,11 +72,12 @@ def dequantize_mxfp4_triton(
     return out.view(*packed.shape[:-1], k)
 
 
-def gemm_operand(
-    a: torch.Tensor, act_mxfp4: bool
+def a4w4_operand(
+    a: torch.Tensor, in_gemm: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A grouped-GEMM left operand: `a` as is (W4A16), or with `act_mxfp4` (A4W4)
-    its MXFP4 codes [M, K // 2] and E8M0 scales [M, K // 32] from one Triton pass."""
-    if not act_mxfp4:
+    """The left operand of an A4W4 grouped GEMM: `a` as is when the GEMM rounds it
+    to MXFP4 itself (`in_gemm`, scale None), else its codes [M, K // 2] and E8M0
+    scales [M, K // 32] from one Triton pass."""
+    if in_gemm:
         return a, None
     return quantize_mxfp4_triton(a)

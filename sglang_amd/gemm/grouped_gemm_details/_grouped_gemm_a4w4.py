@@ -1,21 +1,32 @@
 """Triton grouped GEMM over expert-aligned blocks with MXFP4 on both sides (A4W4).
 
 Same program layout as `_grouped_gemm.py` (block m of the aligned slot list x
-output columns n; activation row = slot // A_ROW_DIV), but both operands stay
-packed: two e2m1 codes per byte along K (even index in the low nibble) and one
-E8M0 scale per 32 K-elements, handed to `tl.dot_scaled`. Where the device has
-FP4 matrix cores (MI350, B200) Triton issues them directly; elsewhere it
-upcasts in registers, still reading a quarter of the bytes of bf16 operands.
+output columns n; activation row = slot // A_ROW_DIV), but both operands reach
+`tl.dot_scaled` as MXFP4: two e2m1 codes per byte along K (even index in the
+low nibble) and one E8M0 scale per 32 K-elements. Where the device has FP4
+matrix cores (MI350, B200) Triton issues them directly; elsewhere it upcasts
+in registers.
+
+A comes packed (codes + scales), or with QUANTIZE_A as float rows that each
+program quantizes in registers as it loads them (the MoE's x, the dense
+linear's input): no quantizer launch and no packed copy in HBM, at the price of
+reading the float row once per output-column block, as W4A16 does.
 
 GATED (the MoE's first GEMM), as in `_grouped_gemm.py`: gate rows [0, N) and up
-rows [N, 2N) of W go to two accumulators and the program writes
-SiLU(gate) * up (C is float32 there: the caller quantizes it for the second GEMM).
+rows [N, 2N) of W go to two accumulators and the program computes
+SiLU(gate) * up in float32. With C_MXFP4 it writes that as MXFP4 (C [slots,
+N // 2] codes, C_SCALE [slots, N // 32]), the second GEMM's packed A; BLOCK_N
+is then a multiple of 32 and N % 32 == 0, so no 32-block straddles two programs.
+Both quantizations use the shared encoder (`numerics_details/mxfp4.py`) with
+"even" scale rounding, bit-exact with `quant/mxfp4.quantize_mxfp4`.
 """
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+from sglang_amd.numerics_details.mxfp4 import quantize_tile
 
 
 @triton.jit
@@ -25,6 +36,7 @@ def _grouped_gemm_a4w4_kernel(
     W,
     W_SCALE,
     C,
+    C_SCALE,
     SLOTS,
     BLOCK_EXPERT,
     TOPK_WEIGHTS,
@@ -38,16 +50,21 @@ def _grouped_gemm_a4w4_kernel(
     stride_se,
     stride_sn,
     stride_cm,
+    stride_csm,
     A_ROW_DIV: tl.constexpr,
     MUL_WEIGHT: tl.constexpr,
     GATED: tl.constexpr,
+    QUANTIZE_A: tl.constexpr,
+    C_MXFP4: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    """A [rows, K // 2] uint8 codes + A_SCALE [rows, K // 32] uint8; W [G, (2 if
-    GATED else 1) * N, K // 2] uint8 + W_SCALE [G, ., K // 32] uint8; C [num_slots, N]
-    float; SLOTS [num_blocks * BLOCK_M] int32; BLOCK_EXPERT [num_blocks] int32;
+    """A [rows, K // 2] uint8 codes + A_SCALE [rows, K // 32] uint8, or with QUANTIZE_A
+    A [rows, K] float (A_SCALE, stride_asm unused); W [G, (2 if GATED else 1) * N,
+    K // 2] uint8 + W_SCALE [G, ., K // 32] uint8; C [num_slots, N] float, or with
+    C_MXFP4 C [num_slots, N // 2] uint8 + C_SCALE [num_slots, N // 32] uint8 (else
+    unused); SLOTS [num_blocks * BLOCK_M] int32; BLOCK_EXPERT [num_blocks] int32;
     TOPK_WEIGHTS [num_slots] float (MUL_WEIGHT). Grid (num_blocks, cdiv(N, BLOCK_N))."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -61,6 +78,7 @@ def _grouped_gemm_a4w4_kernel(
     n_mask = offs_n < N
     offs_b = tl.arange(0, BLOCK_K // 2)  # bytes along K
     offs_s = tl.arange(0, BLOCK_K // 32)  # scales along K
+    offs_k = tl.arange(0, BLOCK_K)  # elements along K (QUANTIZE_A)
     w_base = W + expert * stride_we + offs_n[None, :] * stride_wn
     ws_base = W_SCALE + expert * stride_se + offs_n[:, None] * stride_sn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
@@ -73,16 +91,27 @@ def _grouped_gemm_a4w4_kernel(
         ks = k0 // 32 + offs_s
         s_mask = ks < K // 32
         # Masked codes read as +0 and masked scales as 2^0: they add nothing.
-        a = tl.load(
-            A + rows[:, None] * stride_am + kb[None, :],
-            mask=valid[:, None] & b_mask[None, :],
-            other=0,
-        )
-        a_scale = tl.load(
-            A_SCALE + rows[:, None] * stride_asm + ks[None, :],
-            mask=valid[:, None] & s_mask[None, :],
-            other=127,
-        )
+        if QUANTIZE_A:
+            # Masked elements read as 0: whole zero blocks (K % 32 == 0), which
+            # encode as zero codes and add nothing whatever their scale.
+            kk = k0 + offs_k
+            a_float = tl.load(
+                A + rows[:, None] * stride_am + kk[None, :],
+                mask=valid[:, None] & (kk < K)[None, :],
+                other=0.0,
+            )
+            a, a_scale = quantize_tile(a_float, BLOCK_M, BLOCK_K, 0)
+        else:
+            a = tl.load(
+                A + rows[:, None] * stride_am + kb[None, :],
+                mask=valid[:, None] & b_mask[None, :],
+                other=0,
+            )
+            a_scale = tl.load(
+                A_SCALE + rows[:, None] * stride_asm + ks[None, :],
+                mask=valid[:, None] & s_mask[None, :],
+                other=127,
+            )
         wm = b_mask[:, None] & n_mask[None, :]
         sm = n_mask[:, None] & s_mask[None, :]
         w = tl.load(w_base + kb[:, None], mask=wm, other=0)
@@ -96,5 +125,21 @@ def _grouped_gemm_a4w4_kernel(
         acc = acc * tl.sigmoid(acc) * acc_up  # SiLU(gate) * up, in float32
     if MUL_WEIGHT:
         acc *= tl.load(TOPK_WEIGHTS + slots, mask=valid, other=0.0).to(tl.float32)[:, None]
-    c_ptr = C + slots.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
-    tl.store(c_ptr, acc.to(C.dtype.element_ty), mask=valid[:, None] & n_mask[None, :])
+    out_rows = slots.to(tl.int64)[:, None]
+    if C_MXFP4:
+        codes, scales = quantize_tile(acc, BLOCK_M, BLOCK_N, 0)
+        cb = pid_n * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        tl.store(
+            C + out_rows * stride_cm + cb[None, :],
+            codes,
+            mask=valid[:, None] & (cb < N // 2)[None, :],
+        )
+        cs = pid_n * (BLOCK_N // 32) + tl.arange(0, BLOCK_N // 32)
+        tl.store(
+            C_SCALE + out_rows * stride_csm + cs[None, :],
+            scales,
+            mask=valid[:, None] & (cs < N // 32)[None, :],
+        )
+    else:
+        c_ptr = C + out_rows * stride_cm + offs_n[None, :]
+        tl.store(c_ptr, acc.to(C.dtype.element_ty), mask=valid[:, None] & n_mask[None, :])
