@@ -72,9 +72,7 @@ def dequantize_mxfp4_triton(
     return out.view(*packed.shape[:-1], k)
 
 
-def a4w4_operand(
-    a: torch.Tensor, in_gemm: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def a4w4_operand(a: torch.Tensor, in_gemm: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The left operand of an A4W4 grouped GEMM: `a` as is when the GEMM rounds it
     to MXFP4 itself (`in_gemm`, scale None), else its codes [M, K // 2] and E8M0
     scales [M, K // 32] from one Triton pass."""
