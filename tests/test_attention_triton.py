@@ -80,10 +80,15 @@ def test_decode_grid(heads, head_dim, page_size, dtype):
     check(run_decode(batch, scale), reference(batch, scale), dtype)
 
 
+@pytest.mark.parametrize("heads", [16, 40, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_decode_mla_absorbed(dtype):
-    """DeepSeek MLA decode: 1 KV head of 512 latent + 64 rope; V is the latent."""
-    batch = make_paged_batch([(5, 1), (200, 1)], 16, 1, 576, dtype=dtype, device=DEVICE)
+def test_decode_mla_absorbed(dtype, heads):
+    """DeepSeek MLA decode: 1 KV head of 512 latent + 64 rope; V is the latent.
+    16 heads: one 16-head program; 40: one 64-head program with 24 masked rows;
+    128: two 64-head programs per split (opt_flags: FlashMLA's layout)."""
+    flags = decode_flags(current_target(torch.device(DEVICE)), 2, 1, heads, 200, 576, 512)
+    assert flags.block_h == (16 if heads == 16 else 64)
+    batch = make_paged_batch([(5, 1), (200, 1)], heads, 1, 576, dtype=dtype, device=DEVICE)
     latent = batch.k_cache[..., :512]
     got = run_decode(batch, 0.07, v_cache=latent)
     check(got, reference(batch, 0.07, v_cache=latent), dtype)

@@ -174,7 +174,7 @@ def test_mocked_cuda_device(monkeypatch, major, minor, units, arch):
 EXPECTED = {
     "gfx942": dict(
         gqa=(64, 64, 16, 4, 1),
-        mla=(32, 32, 16, 4, 1),
+        mla=(32, 16, 64, 8, 1),
         extend=((128, 64, 4, 1), (64, 32, 4, 1)),
         gemm=((64, 64), (64, 128)),
         moe_block_m=64,
@@ -182,9 +182,7 @@ EXPECTED = {
     ),
     "gfx950": dict(
         gqa=(64, 64, 16, 4, 1),
-        # 16-key MLA tiles: with the latent tile serving as K and V, 32 keys took 256
-        # VGPRs + 36 AGPRs (one wave per SIMD) on CDNA4; 16 take 210 (two).
-        mla=(32, 16, 16, 4, 1),
+        mla=(32, 16, 64, 8, 1),
         extend=((128, 64, 4, 1), (64, 32, 4, 1)),
         gemm=((64, 64), (64, 128)),
         moe_block_m=64,
@@ -192,7 +190,7 @@ EXPECTED = {
     ),
     "sm_90": dict(
         gqa=(33, 64, 16, 4, 2),
-        mla=(17, 32, 16, 8, 2),
+        mla=(32, 16, 64, 8, 2),
         extend=((128, 64, 8, 3), (64, 32, 4, 2)),
         gemm=((64, 64), (64, 128)),
         moe_block_m=64,
@@ -200,7 +198,7 @@ EXPECTED = {
     ),
     "sm_100": dict(
         gqa=(37, 64, 16, 4, 2),
-        mla=(19, 32, 16, 8, 2),
+        mla=(32, 16, 64, 8, 2),
         extend=((128, 64, 8, 3), (64, 32, 4, 2)),
         gemm=((64, 64), (64, 128)),
         moe_block_m=64,
@@ -209,7 +207,7 @@ EXPECTED = {
     # Decode: NVIDIA's tiles with 4 units (the old "ROCm, else" rule); the rest small.
     "interpreter": dict(
         gqa=(1, 64, 16, 4, 2),
-        mla=(1, 32, 16, 8, 2),
+        mla=(2, 16, 64, 8, 2),
         extend=((16, 16, 4, 1), (16, 16, 4, 1)),
         gemm=((32, 32), (32, 64)),
         moe_block_m=16,
@@ -229,7 +227,11 @@ def test_flags_per_target(arch):
     assert decode_flags(target, *GQA_D128) == DecodeFlags(*want["gqa"])
     mla = decode_flags(target, *MLA)
     assert mla == DecodeFlags(*want["mla"])
-    assert mla.block_h == 16 and mla.block_n == (16 if arch == "gfx950" else 32)  # wide heads
+    # 128 heads: two 64-head programs a split (FlashMLA's layout); at 16 heads the
+    # 16-head block and the wide row (16-key tiles on gfx950: with the latent tile
+    # serving as K and V, 32 keys took 256 VGPRs + 36 AGPRs there, one wave per SIMD).
+    mla16 = decode_flags(target, 2, 1, 16, 8192, 576, 512)
+    assert mla16.block_h == 16 and mla16.block_n == (16 if arch == "gfx950" else 32)
     assert extend_flags(target, 128, 128) == ExtendFlags(*want["extend"][0])
     assert extend_flags(target, 192, 128) == ExtendFlags(*want["extend"][1])
     assert grouped_gemm_flags(target, a4w4=False) == GemmFlags(*want["gemm"][0])
@@ -272,6 +274,16 @@ def _legacy_decode(kind, units, batch, num_kv_heads, group, max_kv_len, d_qk, d_
     return (splits, 32 if wide else 64, block_h, 8 if wide else 4, 2)
 
 
+def _latent_heads_decode(target, kind, units, shape):
+    """MLA with > 16 heads: heads per program up to 64, 16-key tiles, 8 warps."""
+    batch, num_kv_heads, group, max_kv_len, _, _ = shape
+    block_h = min(64, 1 << (group - 1).bit_length())
+    programs = batch * num_kv_heads * -(-group // block_h)
+    want = -(-2 * units // max(programs, 1))
+    splits = max(1, min(want, max(1, -(-max_kv_len // 256)), 64))
+    return DecodeFlags(splits, 16, block_h, 8, 1 if kind == "rocm" else 2)
+
+
 def _legacy_extend(kind, d_qk, d_v):
     wide = max(d_qk, d_v) > 128
     if kind == "cpu":
@@ -305,8 +317,11 @@ def test_flags_equal_the_old_rules(arch):
                         shape = (batch, num_kv_heads, group, max_kv_len, d_qk, d_v)
                         got = decode_flags(target, *shape)
                         want = DecodeFlags(*_legacy_decode(kind, units, *shape))
-                        if arch == "gfx950" and max(d_qk, d_v) > 256:  # on purpose, above
+                        wide = max(d_qk, d_v) > 256
+                        if arch == "gfx950" and wide:  # on purpose, above
                             want = replace(want, block_n=16)
+                        if wide and group > 16:  # on purpose: up to 64 MLA heads a program
+                            want = _latent_heads_decode(target, kind, units, shape)
                         if max(d_qk, d_v) <= 256:  # changed on purpose: partial traffic cap
                             cap = partial_traffic_cap(max_kv_len, group, d_qk, d_v)
                             want = replace(want, num_splits=min(want.num_splits, cap))

@@ -24,6 +24,10 @@ ideal bytes in `sglang-amd audit --traffic`); fewer, longer splits cost latency
 only where the grid was far from filling the GPU anyway. MLA (V wider than 256)
 is exempt: its 512-wide partials would leave a batch-1 decode one split, i.e.
 a handful of programs each reading the whole latent.
+
+MLA's head block: 16 heads while a KV head has at most 16; above, up to 64 per
+program (per-arch tiles), FlashMLA's layout: every program of a split reads the
+split's whole latent, so 128 heads read it twice instead of 8 times.
 Never imports sglang.
 """
 
@@ -60,6 +64,9 @@ PARTIAL_TRAFFIC_BUDGET = 0.06
 # num_warps and num_stages do not change what the interpreter computes.
 # Decode: (normal heads, wide heads), each (block_n, num_warps, num_stages).
 _INTERPRETER_DECODE: tuple[tuple[int, int, int], tuple[int, int, int]] = ((64, 4, 2), (32, 8, 2))
+# MLA with more than 16 heads: (most heads per program, block_n, num_warps,
+# num_stages), as on the GPUs, so CPU tests run the 64-head programs.
+_INTERPRETER_DECODE_LATENT_HEADS: tuple[int, int, int, int] = (64, 16, 8, 2)
 # Extend: (block_m, block_n, num_warps, num_stages) for every head width.
 _INTERPRETER_EXTEND: tuple[int, int, int, int] = (16, 16, 4, 1)
 
@@ -115,14 +122,25 @@ def decode_flags(
     # K/V loads); 16 is the smallest tile tl.dot takes.
     block_h = max(16, min(64, 1 << max(group - 1, 0).bit_length()))
     wide = d_qk > 256 or d_v > 256  # MLA latent: keep the [BLOCK_H, D_V] accumulator in registers
+    latent_heads = None
     if wide:
         block_h = 16
+        if group > 16:  # every program of a split reads the whole latent: fewer, taller ones
+            if target.vendor == "amd":
+                latent_heads = opt_flags_amd.decode_latent_heads_tiles(target)
+            elif target.vendor == "nvidia":
+                latent_heads = opt_flags_nvidia.decode_latent_heads_tiles(target)
+            else:
+                latent_heads = _INTERPRETER_DECODE_LATENT_HEADS
+            block_h = min(latent_heads[0], 1 << (group - 1).bit_length())
     head_blocks = -(-group // block_h)
     programs = batch * num_kv_heads * head_blocks
     splits = choose_num_splits(programs, max_kv_len, target.compute_units)
     if not wide:
         splits = min(splits, partial_traffic_cap(max_kv_len, group, d_qk, d_v))
-    if target.vendor == "amd":
+    if latent_heads is not None:
+        _, block_n, num_warps, num_stages = latent_heads
+    elif target.vendor == "amd":
         block_n, num_warps, num_stages = opt_flags_amd.decode_tiles(target, wide=wide)
     elif target.vendor == "nvidia":
         block_n, num_warps, num_stages = opt_flags_nvidia.decode_tiles(target, wide=wide)

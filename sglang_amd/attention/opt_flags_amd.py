@@ -26,6 +26,18 @@ _DECODE: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "gfx950": ((64, 4, 1), (16, 4, 1)),
 }
 
+# MLA decode with more than 16 query heads per KV head (DeepSeek at tp <= 4, or
+# 128 heads with DP attention), per arch: (most heads per program, block_n,
+# num_warps, num_stages). A program serves up to 64 heads, so each split's latent
+# is read by ceil(heads / 64) programs instead of heads / 16 (128 heads: 2 reads,
+# was 8), FlashMLA's layout. 8 warps and 16-key tiles hold the [64, 512] float32
+# accumulator: 223 VGPRs on gfx942, 238 on gfx950, no scratch, 2 waves per SIMD
+# (sglang-amd audit; 32-key tiles spill 204-840 bytes).
+_DECODE_LATENT_HEADS: dict[str, tuple[int, int, int, int]] = {
+    "gfx942": (64, 16, 8, 1),
+    "gfx950": (64, 16, 8, 1),
+}
+
 # Extend (prefill over a cached prefix), per arch: (normal heads, wide heads),
 # each (block_m, block_n, num_warps, num_stages); wide is a QK or V width > 128.
 _EXTEND: dict[str, tuple[tuple[int, int, int, int], tuple[int, int, int, int]]] = {
@@ -38,6 +50,12 @@ def decode_tiles(target: Target, *, wide: bool) -> tuple[int, int, int]:
     """(block_n, num_warps, num_stages) of split-KV decode on `target`."""
     normal, wide_row = _DECODE.get(target.arch, _DECODE[DEFAULT_ARCH])
     return wide_row if wide else normal
+
+
+def decode_latent_heads_tiles(target: Target) -> tuple[int, int, int, int]:
+    """(most heads per program, block_n, num_warps, num_stages) of MLA decode with
+    more than 16 query heads on `target`."""
+    return _DECODE_LATENT_HEADS.get(target.arch, _DECODE_LATENT_HEADS[DEFAULT_ARCH])
 
 
 def extend_tiles(target: Target, *, wide: bool, latent: bool = False) -> tuple[int, int, int, int]:

@@ -24,6 +24,18 @@ _DECODE: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "sm_100": ((64, 4, 2), (32, 8, 2)),
 }
 
+# MLA decode with more than 16 query heads per KV head (DeepSeek at tp <= 4, or
+# 128 heads with DP attention), per arch: (most heads per program, block_n,
+# num_warps, num_stages). A program serves up to 64 heads, so each split's latent
+# is read by ceil(heads / 64) programs instead of heads / 16 (128 heads: 2 reads,
+# was 8), FlashMLA's layout. 8 warps, 16-key tiles, two stages: 208 registers on
+# sm_90 and 216 on sm_100, no spill (sglang-amd audit; one stage spilled 48 bytes
+# on sm_100, 32-key tiles 120-296).
+_DECODE_LATENT_HEADS: dict[str, tuple[int, int, int, int]] = {
+    "sm_90": (64, 16, 8, 2),
+    "sm_100": (64, 16, 8, 2),
+}
+
 # Extend (prefill over a cached prefix), per arch: (normal heads, wide heads),
 # each (block_m, block_n, num_warps, num_stages); wide is a QK or V width > 128,
 # where deeper pipelining would not fit the tiles in shared memory.
@@ -46,6 +58,12 @@ def decode_tiles(target: Target, *, wide: bool) -> tuple[int, int, int]:
     """(block_n, num_warps, num_stages) of split-KV decode on `target`."""
     normal, wide_row = _DECODE.get(target.arch, _DECODE[DEFAULT_ARCH])
     return wide_row if wide else normal
+
+
+def decode_latent_heads_tiles(target: Target) -> tuple[int, int, int, int]:
+    """(most heads per program, block_n, num_warps, num_stages) of MLA decode with
+    more than 16 query heads on `target`."""
+    return _DECODE_LATENT_HEADS.get(target.arch, _DECODE_LATENT_HEADS[DEFAULT_ARCH])
 
 
 def extend_tiles(target: Target, *, wide: bool, latent: bool = False) -> tuple[int, int, int, int]:
