@@ -399,3 +399,16 @@ def test_a_layer_takes_four_launches(mode):
     gemm = "triton._grouped_gemm_a4w4_kernel" if mode == "a4w4" else "triton._grouped_gemm_kernel"
     want = ["triton._align_kernel", gemm, gemm, "triton._combine_kernel"]
     assert counter.launches == want
+
+
+def test_a4w4_above_64_tokens_quantizes_x_first():
+    """Past 64 tokens every output-column program of GEMM1 would read x's float
+    rows: one quantizer launch first (gemm/opt_flags.quantize_a_in_gemm)."""
+    x, w13, w2, w, ids = make(8, 2, 65, dtype=torch.bfloat16, seed=3)
+    q = _to(quantize_experts(w13, w2), DEVICE)
+    counter = _CountLaunches()
+    with counter.counting_triton():
+        fused_moe(x.to(DEVICE), q, None, w.to(DEVICE), ids.to(DEVICE), act_mxfp4=True)
+    gemm = "triton._grouped_gemm_a4w4_kernel"
+    want = ["triton._align_kernel", "triton._quantize_kernel", gemm, gemm, "triton._combine_kernel"]
+    assert counter.launches == want
