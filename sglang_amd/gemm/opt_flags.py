@@ -69,11 +69,13 @@ def grouped_gemm_flags(
     activations (tl.dot_scaled) instead of float ones, `gated` the MoE's first GEMM
     with SiLU-and-mul in its epilogue (two accumulators), `quantize_a_rows` the
     block height of an A4W4 launch that rounds float activations itself (0: none)."""
-    kw = dict(a4w4=a4w4, gated=gated, quantize_a_rows=quantize_a_rows)
-    if target.vendor == "amd":
-        return GemmFlags(*opt_flags_amd.grouped_gemm_tiles(target, **kw))
-    if target.vendor == "nvidia":
-        return GemmFlags(*opt_flags_nvidia.grouped_gemm_tiles(target, **kw))
+    vendor = {"amd": opt_flags_amd, "nvidia": opt_flags_nvidia}.get(target.vendor)
+    if vendor is not None:
+        block_n, block_k = vendor.grouped_gemm_tiles(target, a4w4=a4w4, gated=gated)
+        warps = 4
+        if a4w4 and quantize_a_rows >= 64:  # a tall float tile beside the accumulators
+            warps = vendor.quantize_a_num_warps(target, gated=gated)
+        return GemmFlags(block_n, block_k, warps)
     block_n, block_k, block_k_a4w4 = _INTERPRETER_GROUPED_GEMM
     return GemmFlags(block_n, block_k_a4w4 if a4w4 else block_k)
 

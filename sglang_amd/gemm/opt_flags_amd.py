@@ -63,21 +63,17 @@ _LINEAR_BLOCK_M: dict[str, int] = {
 }
 
 
-def grouped_gemm_tiles(
-    target: Target, *, a4w4: bool, gated: bool = False, quantize_a_rows: int = 0
-) -> tuple[int, int, int]:
-    """(block_n, block_k, num_warps) of the grouped GEMM on `target` (`gated`:
-    SiLU-and-mul epilogue; `quantize_a_rows`: block height of an A4W4 launch that
-    rounds float activations in its prologue, 0 for none)."""
+def grouped_gemm_tiles(target: Target, *, a4w4: bool, gated: bool = False) -> tuple[int, int]:
+    """(block_n, block_k) of the grouped GEMM on `target` (`gated`: SiLU-and-mul epilogue)."""
     table = _GROUPED_GEMM_GATED if gated else _GROUPED_GEMM
     block_n, block_k, block_k_a4w4 = table.get(target.arch, table[DEFAULT_ARCH])
-    if not a4w4:
-        return block_n, block_k, 4
-    warps = 4
-    if quantize_a_rows >= 64:
-        row = _QUANTIZE_A_NUM_WARPS.get(target.arch, _QUANTIZE_A_NUM_WARPS[DEFAULT_ARCH])
-        warps = row[0] if gated else row[1]
-    return block_n, block_k_a4w4, warps
+    return block_n, block_k_a4w4 if a4w4 else block_k
+
+
+def quantize_a_num_warps(target: Target, *, gated: bool) -> int:
+    """num_warps of an A4W4 GEMM on `target` that rounds a tall float tile in its prologue."""
+    row = _QUANTIZE_A_NUM_WARPS.get(target.arch, _QUANTIZE_A_NUM_WARPS[DEFAULT_ARCH])
+    return row[0] if gated else row[1]
 
 
 def moe_combine(target: Target) -> tuple[int, int]:

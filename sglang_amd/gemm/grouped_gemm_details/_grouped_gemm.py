@@ -23,15 +23,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from sglang_amd.numerics_details.mxfp4 import e2m1_value
 from sglang_amd.triton_utils import mma
-
-
-@triton.jit
-def _fp4_value(code):
-    exp = ((code >> 1) & 3).to(tl.float32)
-    man = (code & 1).to(tl.float32)
-    mag = tl.where(exp == 0.0, man * 0.5, tl.exp2(exp - 1.0) * (1.0 + 0.5 * man))
-    return tl.where((code & 8) != 0, -mag, mag)
 
 
 @triton.jit
@@ -58,8 +51,8 @@ def _decoded_dot(
         tl.broadcast_to(scale[:, None, :], (BLOCK_K // 32, 16, BLOCK_N)), (BLOCK_K // 2, BLOCK_N)
     )
     a_ty = a_even.dtype
-    acc += mma(a_even, (_fp4_value(byte & 0xF) * scale).to(a_ty), PRECISION, UPCAST)
-    acc += mma(a_odd, (_fp4_value(byte >> 4) * scale).to(a_ty), PRECISION, UPCAST)
+    acc += mma(a_even, (e2m1_value(byte & 0xF) * scale).to(a_ty), PRECISION, UPCAST)
+    acc += mma(a_odd, (e2m1_value(byte >> 4) * scale).to(a_ty), PRECISION, UPCAST)
     return acc
 
 
