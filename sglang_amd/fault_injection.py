@@ -6,13 +6,17 @@ fault instead of straight to the selected tier. Nothing else reads the
 variable, and it is off unless set: a server started with it logs a warning
 at the first layer that builds the op.
 
-  SGLANG_AMD_INJECT_FAULT=<op>:<fault>[:<arg>]
+  SGLANG_AMD_INJECT_FAULT=<op>[@<tier>]:<fault>[:<arg>]
 
   attention.decode:drop_newest_key   decode attends to all keys but the newest
                                      (the token's own): an off-by-one in the
                                      KV length, the kind a decode kernel gets wrong
   <op>:scale:<factor>                multiplies the op's output by factor (1.01:
                                      one percent, below what greedy text shows)
+
+`@<tier>` (aiter, triton, torch) confines the fault to calls that tier serves:
+a bug in one kernel tier, which `eval compare --bisect` must narrow to by
+forcing the op to another tier.
 
 Never imports sglang.
 """
@@ -59,9 +63,29 @@ def _scale(factor: float) -> Fault:
     return fault
 
 
+_TIERS = ("aiter", "triton", "torch")
+
+
+def _only_on(tier: str, fault: Fault) -> Fault:
+    def confined(impl: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if impl.tier.value != tier:
+            return impl(*args, **kwargs)
+        return fault(impl, args, kwargs)
+
+    return confined
+
+
 def parse(spec: str, known_ops: set[str] | None = None) -> tuple[str, Fault]:
-    """`<op>:<fault>[:<arg>]` as the op it targets and the fault to run."""
-    op, _, rest = spec.partition(":")
+    """`<op>[@<tier>]:<fault>[:<arg>]` as the op it targets and the fault to run."""
+    head, _, rest = spec.partition(":")
+    op, at, tier = head.partition("@")
+    if at and tier not in _TIERS:
+        raise FaultSpecError(f"{ENV}={spec!r}: unknown tier {tier!r}; tiers: {', '.join(_TIERS)}")
+    op, fault = _parse_fault(spec, op, rest, known_ops)
+    return op, (_only_on(tier, fault) if at else fault)
+
+
+def _parse_fault(spec: str, op: str, rest: str, known_ops: set[str] | None) -> tuple[str, Fault]:
     kind, _, arg = rest.partition(":")
     if known_ops is not None and op not in known_ops:
         raise FaultSpecError(f"{ENV}={spec!r}: unknown op {op!r}; known: {sorted(known_ops)}")

@@ -6,8 +6,9 @@ The pair must fail where the bug shows (greedy text, B's decode against B's own
 prefill) and nowhere else, and the bisection must try A + `--attention-backend amd`
 alone (ours against torch_native: it must pass) before naming the fault variable.
 make test-full: the tiny Qwen3-MoE (our MoE runner) and the tiny DeepSeek-V3 (MLA)
-against SGLang's own paths, and a one-percent output scale on extend caught by
-teacher forcing alone. Three servers at most per test, one at a time.
+against SGLang's own paths, a one-percent output scale on extend caught by
+teacher forcing alone, and a decode bug confined to our Triton tier that
+`--bisect` must narrow from `--attention-backend amd` to attention.decode. Three servers at most per test, one at a time.
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def test_smollm2_decode_bug_is_caught_and_bisected(quiet_env, smollm2_path, tmp_
     [step] = bis["tried"]
     assert step["applied"] == 1 and step["passed"], step  # amd against torch_native, float32
     assert bis["culprit"].startswith("SGLANG_AMD_INJECT_FAULT")
+
+
+@pytest.mark.full
+def test_a_triton_only_decode_bug_is_narrowed_to_its_op(quiet_env, smollm2_path, tmp_path):
+    """Both sides interpret Triton (our ops then serve on it); the fault hits only
+    the Triton tier of attention.decode. Bisection blames the backend flag, and
+    narrowing must find that forcing attention.decode to torch passes."""
+    env = "TRITON_INTERPRET=1 SGLANG_AMD_INJECT_FAULT=attention.decode@triton:drop_newest_key"
+    r = _run(smollm2_path, f"{env} --attention-backend torch_native {BASE}",
+             f"{env} --attention-backend amd {BASE}", _work(smollm2_path, [], count=4), tmp_path,
+             bisect_changes=True)  # fmt: skip
+    bis = r["bisect"]
+    assert not r["passed"] and bis["culprit"] == "attention: --attention-backend amd"
+    nar = bis["narrowed"]
+    assert [s["passed"] for s in nar["tried"]] == [True], nar["tried"]
+    assert nar["at_fault"].startswith("attention.decode: its faster tier"), nar
 
 
 @pytest.mark.full

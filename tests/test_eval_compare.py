@@ -306,3 +306,97 @@ def test_the_cli_refuses_bisect_on_urls_and_bad_contexts(capsys):
     assert rc == 2 and "--bisect starts servers" in capsys.readouterr().err
     rc = cli.main(["eval", "compare", "--model", ".", "--a", "--port 1", "--b", "--dtype float32"])
     assert rc == 2 and "set by eval compare" in capsys.readouterr().err
+
+
+def test_bisect_narrows_our_backend_flag_to_the_op_tier_at_fault(tmp_path, work, servers, monkeypatch):
+    """A and B differ only in `--attention-backend`: bisection can only blame the flag;
+    narrowing then forces each attention op to torch and names the one whose faster
+    tier breaks decode (the stand-ins: wrong unless attention.decode is at torch)."""
+    model = Bigram()
+    started: list[str] = []
+
+    def fake_serving(target, model_path, log_dir):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def cm():
+            env = target.config.env
+            ours = target.config.flag("--attention-backend") == "amd"
+            bad = ours and env.get("SGLANG_AMD_ATTENTION_DECODE_TIER") != "torch"
+            started.append(target.config.text())
+            yield servers(model, fault="decode" if bad else "").url
+
+        return cm()
+
+    monkeypatch.setattr(compare, "serving", fake_serving)
+    a = Config.parse("--attention-backend torch_native --dtype float32")
+    b = Config.parse("--attention-backend amd --dtype float32")
+    r = compare.run("m", compare.Target("A", config=a), compare.Target("B", config=b), work, tmp_path,
+                    bisect_changes=True)  # fmt: skip
+    nar = r["bisect"]["narrowed"]
+    assert r["bisect"]["culprit"] == "attention: --attention-backend amd"
+    assert [s["label"] for s in nar["tried"]] == [
+        "failing + SGLANG_AMD_ATTENTION_DECODE_TIER=torch"
+    ]
+    assert nar["tried"][0]["passed"] and nar["at_fault"].startswith("attention.decode: its faster tier")
+    assert "SGLANG_AMD_ATTENTION_DECODE_TIER=torch" in started[-1]
+    table = compare_report.table(r)
+    assert "narrowed to: attention.decode" in table
+
+
+class _Trial:
+    """narrow()'s trial, answering from a rule over the configuration."""
+
+    def __init__(self, passes):
+        self.passes, self.labels = passes, []
+
+    def __call__(self, cfg, label):
+        self.labels.append(label)
+        return compare.Step(1, cfg.text(), self.passes(cfg), [])
+
+
+def _culprit(text: str):
+    a, b = Config.parse(""), Config.parse(text)
+    return configs.changes(a, b)[0], b
+
+
+def test_narrowing_tries_each_op_then_all_then_eager_then_blames_the_adapter():
+    from sglang_amd.eval import narrow
+
+    change, failing = _culprit("--attention-backend amd")
+    both = _Trial(lambda c: c.env.get("SGLANG_AMD_ATTENTION_DECODE_TIER") == "torch"
+                  and c.env.get("SGLANG_AMD_ATTENTION_EXTEND_TIER") == "torch")  # fmt: skip
+    got = narrow.narrow(change, failing, both)
+    assert len(both.labels) == 3 and got["at_fault"].startswith("the tiers of attention.decode")
+    graphs = _Trial(lambda c: "--disable-cuda-graph" in c.flags)
+    got = narrow.narrow(change, failing, graphs)
+    assert graphs.labels[-1] == "failing + --disable-cuda-graph"
+    assert got["at_fault"].startswith("CUDA graphs: eager passes")
+    never = _Trial(lambda c: False)
+    got = narrow.narrow(change, failing, never)
+    assert len(never.labels) == 4 and "attention adapter" in got["at_fault"]
+    # Already eager, and decode already forced to torch: neither is tried again.
+    change, failing = _culprit(
+        "SGLANG_AMD_ATTENTION_DECODE_TIER=torch --attention-backend amd --disable-cuda-graph"
+    )
+    never = _Trial(lambda c: False)
+    got = narrow.narrow(change, failing, never)
+    assert never.labels == ["failing + SGLANG_AMD_ATTENTION_EXTEND_TIER=torch"]
+    assert "still fail" in got["at_fault"] and "and eager" not in got["at_fault"]
+
+
+def test_narrowing_covers_only_flags_that_select_ours():
+    from sglang_amd.eval import narrow
+
+    for text, ops in (
+        ("--moe-runner-backend amd", ["SGLANG_AMD_MOE_FUSED_TIER"]),
+        ("--quantization amd_mxfp4", ["SGLANG_AMD_QUANT_MXFP4_LINEAR_TIER",
+                                      "SGLANG_AMD_MOE_FUSED_TIER", "SGLANG_AMD_QUANT_MXFP4_TIER"]),
+    ):  # fmt: skip
+        change, failing = _culprit(text)
+        trial = _Trial(lambda c: False)
+        narrow.narrow(change, failing, trial)
+        assert [lab.split(" + ")[1].split("=")[0] for lab in trial.labels[: len(ops)]] == ops
+    for text in ("--attention-backend triton", "--dtype bfloat16", "--moe-runner-backend triton"):
+        change, failing = _culprit(text)
+        assert narrow.narrow(change, failing, _Trial(lambda c: True)) is None

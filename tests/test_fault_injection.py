@@ -82,3 +82,22 @@ def test_bad_fault_values_are_refused_by_name(monkeypatch, spec, match):
 def test_unset_means_no_fault(monkeypatch):
     monkeypatch.delenv(fault_injection.ENV, raising=False)
     assert all(tiers.TieredOp(op, "cpu").fault is None for op in tiers.OPS)
+
+
+def test_a_tier_qualified_fault_touches_only_that_tier(monkeypatch):
+    """`op@tier:...`: the CPU serves attention.decode on torch, so a Triton-only fault
+    leaves it exact and a torch-only one applies (what `--bisect` narrows by)."""
+    want = tiers.TieredOp("attention.decode", "cpu")(*_decode_call(1, [6, 3])).clone()
+    monkeypatch.setenv(fault_injection.ENV, "attention.decode@triton:scale:2")
+    op = tiers.TieredOp("attention.decode", "cpu")
+    assert op.fault is not None and op.tier is tiers.Tier.TORCH
+    torch.testing.assert_close(op(*_decode_call(1, [6, 3])), want, rtol=0, atol=0)
+    monkeypatch.setenv(fault_injection.ENV, "attention.decode@torch:scale:2")
+    got = tiers.TieredOp("attention.decode", "cpu")(*_decode_call(1, [6, 3]))
+    torch.testing.assert_close(got, want * 2, rtol=1e-6, atol=1e-6)
+
+
+def test_an_unknown_fault_tier_is_refused_by_name(monkeypatch):
+    monkeypatch.setenv(fault_injection.ENV, "attention.decode@cuda:scale:2")
+    with pytest.raises(fault_injection.FaultSpecError, match="unknown tier 'cuda'; tiers: aiter"):
+        tiers.TieredOp("attention.decode", "cpu")

@@ -9,7 +9,8 @@ registry, or the Transformers fallback), the draft class when the checkpoint
 declares MTP layers, the CUDA-graph phases left on, and asks `tiers` which
 implementation serves each of our ops on this machine. The sglang-free facts
 (attention path, MoE shape, KV bytes) come from `model_facts.py`; the weight
-estimate counts parameters on the meta device (no memory, no weights).
+estimate counts parameters on the meta device (no memory, no weights); the
+linear-attention state and the GPU budget come from `sglang_memory.py`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ import os
 import shlex
 from typing import Any
 
-from sglang_amd.doctor import model_facts
+from sglang_amd.doctor import model_facts, sglang_memory
+from sglang_amd.doctor.gpu_budget import Gpu
 
 # A representative linear of an MTP layer, per part, for the exclude-list check.
-_MTP_PARTS = ("eh_proj", "self_attn.o_proj", "mlp.experts.0.down_proj", "mlp.shared_experts.down_proj")
+_MTP_PARTS = (
+    "eh_proj",
+    "self_attn.o_proj",
+    "mlp.experts.0.down_proj",
+    "mlp.shared_experts.down_proj",
+)
 _FP8_BYTES = 1 + 4 / (128 * 128)  # e4m3 weight + one fp32 scale per 128x128 block
 _MXFP4_BYTES = 0.5 + 1 / 32  # e2m1 weight + one e8m0 scale per 32
 
@@ -53,7 +60,12 @@ def _quant(hf_config: Any, resolved: str | None, mtp: int) -> dict | None:
         return None
     q = q if isinstance(q, dict) else (q.to_dict() if hasattr(q, "to_dict") else {})
     out = {"checkpoint_method": q.get("quant_method"), "served_by": resolved}
-    exclude = q.get("exclude") or q.get("ignore") or q.get("modules_to_not_convert") or q.get("ignored_layers")
+    exclude = (
+        q.get("exclude")
+        or q.get("ignore")
+        or q.get("modules_to_not_convert")
+        or q.get("ignored_layers")
+    )
     if exclude is not None:
         out["exclude_entries"] = len(exclude)
         out["exclude"] = list(exclude)
@@ -110,7 +122,9 @@ def weight_bytes_per_rank(
         n = p.numel()
         expert = ".experts." in name or name.endswith(".experts")
         module = name.rsplit(".", 1)[0]
-        weight = p.dim() >= 2 and "embed" not in name and "lm_head" not in name and ".layers." in name
+        weight = (
+            p.dim() >= 2 and "embed" not in name and "lm_head" not in name and ".layers." in name
+        )
         if weight and exclude and should_ignore_layer(module, ignore=exclude, fused_mapping={}):
             weight = False  # kept in float by the checkpoint's exclude list
         if method == "fp8" and weight:
@@ -129,11 +143,20 @@ def weight_bytes_per_rank(
         else:
             per_rank += size / tp
     return {"total_gib": round(total / 2**30, 2), "per_rank_gib": round(per_rank / 2**30, 2),
+            "per_rank_bytes": int(per_rank),
             "method": "meta-device parameter count (MTP layers not counted)"}  # fmt: skip
 
 
-def probe(model_dir: str, flags: list[str], tp: int = 1, ep: int = 1, weights: bool = True) -> dict:
-    """The doctor's report for one model directory (config.json; no weights read)."""
+def probe(
+    model_dir: str,
+    flags: list[str],
+    tp: int = 1,
+    ep: int = 1,
+    weights: bool = True,
+    gpu: Gpu | None = None,
+) -> dict:
+    """The doctor's report for one model directory (config.json; no weights read), with
+    the GPU budget on `gpu` when one is named."""
     from sglang_amd.cli import serve_args
 
     launch = _launch(model_dir, flags, tp, ep)
@@ -170,6 +193,7 @@ def probe(model_dir: str, flags: list[str], tp: int = 1, ep: int = 1, weights: b
     try:
         sa = _quiet(prepare_server_args, argv)
         view = resolved_view(sa)
+        tp, ep = view.tp_size, view.ep_size  # --flags may set them too: serve what SGLang parsed
         mc = ModelConfig.from_server_args(sa)
         # The launcher may resolve before the model config exists; the model runner
         # then runs these same checks with it. Run them here with it.
@@ -204,23 +228,31 @@ def probe(model_dir: str, flags: list[str], tp: int = 1, ep: int = 1, weights: b
         "context_length": mc.context_len,
     }
     report["kv_cache"]["one_request_at_context_gib_per_rank"] = round(
-        model_facts.kv_bytes_per_request(att, report["kv_cache"]["bytes_per_token_per_rank"], mc.context_len)
-        / 2**30, 3
+        model_facts.kv_bytes_per_request(
+            att, report["kv_cache"]["bytes_per_token_per_rank"], mc.context_len
+        )
+        / 2**30,
+        3,
     )
+    state = sglang_memory.linear_state(mc, view, tp)
+    if state is not None:
+        report["linear_state"] = state
     report["quantization"] = _quant(hf, mc.quantization, mtp)
     if report["quantization"] and report["quantization"].get("mtp_layers_excluded") is False:
-        report["notes"].append("the exclude list does not cover the MTP layers: they load quantized")
+        report["notes"].append(
+            "the exclude list does not cover the MTP layers: they load quantized"
+        )
     device = server_device(view)
     caps = capability.active(view)
     report["ours"] = {cap.name: cap.used(view) for cap in caps}
     report["tiers"] = {op: select(op, device).tier.value for cap in caps for op in cap.ops}
     report["backends"] = {"attention": view.attention_backend, "moe_runner": view.moe_runner_backend,
                           "device": device}  # fmt: skip
-    graphs = view.cuda_graph_config  # None where the device has no graphs (CPU)
-    report["cuda_graphs"] = {
-        ph: str(getattr(getattr(graphs, ph, None), "backend", "disabled")).split(".")[-1].lower()
-        for ph in ("decode", "prefill")
-    }
+    report["cuda_graphs"] = sglang_memory.graph_phases(view, device, gpu)
     if weights:
-        report["weights"] = weight_bytes_per_rank(model_dir, hf, mc.dtype.itemsize, report["quantization"], tp, ep)
+        report["weights"] = weight_bytes_per_rank(
+            model_dir, hf, mc.dtype.itemsize, report["quantization"], tp, ep
+        )
+    if gpu is not None:
+        sglang_memory.add_budget(report, view, mc, gpu)
     return report

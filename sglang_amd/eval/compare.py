@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from sglang_amd.eval import agreement, logprobs
+from sglang_amd.eval import agreement, logprobs, narrow
 from sglang_amd.eval.agreement import Agreement, Thresholds
 from sglang_amd.eval.configs import Change, Config, apply, changes
 from sglang_amd.eval.prompts import PromptSet, long_context
@@ -224,11 +224,26 @@ def compare(ref: Collected, other: Collected, work: Workload, t: Thresholds) -> 
 
 @dataclass
 class Step:
-    applied: int  # how many of the changes are applied to A
+    applied: int  # how many of the changes are applied to A (narrowing: all of them)
     config: str
     passed: bool
     failures: list[str]
     error: str = ""
+
+
+def _trial(a: Collected, cfg: Config, label: str, applied: int, model: str, work: Workload,
+           log_dir: Path, given_dtype: str | None) -> Step:  # fmt: skip
+    """Serve `cfg`, compare it with A: one step of a bisection or a narrowing.
+    A configuration that does not start or answer fails (its error is kept)."""
+    target = Target(label, config=cfg)
+    try:
+        with serving(target, model, log_dir) as base:
+            got = collect(target, base, work, a.generated)
+        t = agreement.thresholds_for(verdict_dtype(a.server, got.server, given=given_dtype))
+        cmp = compare(a, got, work, t)
+        return Step(applied, cfg.text(), cmp.passed, cmp.failures)
+    except Exception as exc:  # noqa: BLE001 - a step that cannot start or answer fails
+        return Step(applied, cfg.text(), False, [], f"{type(exc).__name__}: {str(exc)[-500:]}")
 
 
 def bisect(
@@ -236,22 +251,14 @@ def bisect(
 ) -> tuple[Change | None, list[Step]]:
     """The first change (A plus changes[:k] fails, plus changes[:k-1] passes), by binary search.
 
-    Assumes that once a prefix fails, longer ones do too; a configuration that
-    does not start counts as failing (its error is kept)."""
+    Assumes that once a prefix fails, longer ones do too."""
     tried: list[Step] = []
     lo, hi = 0, len(steps)  # A + steps[:lo] passes (A itself); A + steps[:hi] fails (B)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         cfg = apply(a.target.config, steps[:mid])
-        target = Target(f"A + {mid} change{'s' if mid > 1 else ''}", config=cfg)
-        try:
-            with serving(target, model, log_dir) as base:
-                got = collect(target, base, work, a.generated)
-            t = agreement.thresholds_for(verdict_dtype(a.server, got.server, given=given_dtype))
-            cmp = compare(a, got, work, t)
-            tried.append(Step(mid, cfg.text(), cmp.passed, cmp.failures))
-        except Exception as exc:  # noqa: BLE001 - a step that cannot start or answer fails
-            tried.append(Step(mid, cfg.text(), False, [], f"{type(exc).__name__}: {str(exc)[-500:]}"))
+        label = f"A + {mid} change{'s' if mid > 1 else ''}"
+        tried.append(_trial(a, cfg, label, mid, model, work, log_dir, given_dtype))
         if tried[-1].passed:
             lo = mid
         else:
@@ -334,5 +341,14 @@ def run(
                 "tried": [asdict(s) for s in tried],
                 "culprit": culprit.describe() if culprit else None,
             }
+            if culprit is not None:
+                failing = apply(a.config, steps[: steps.index(culprit) + 1])
+
+                def trial(cfg: Config, label: str) -> Step:
+                    return _trial(collected["a"], cfg, label, len(steps), model, work, out_dir, dtype)
+
+                narrowed = narrow.narrow(culprit, failing, trial)
+                if narrowed is not None:
+                    result["bisect"]["narrowed"] = narrowed
     (out_dir / "compare.json").write_text(json.dumps(result, indent=1))
     return result
