@@ -24,7 +24,8 @@ sglang-amd audit [--quick] [--peers]    every kernel compiled for gfx942, gfx950
                                         spills, LDS, occupancy, instructions, gates;
                                         --peers: SGLang's kernels beside ours
 sglang-amd audit --traffic [--quick]    bytes each op moves against its ideal, and
-                                        launches per forward, under the interpreter
+                 [--peers]              launches per forward, under the interpreter;
+                                        --peers: SGLang's kernels counted beside ours
 """
 
 from __future__ import annotations
@@ -398,9 +399,11 @@ def _traffic_audit(ns: argparse.Namespace) -> int:
         f"sglang-amd audit --traffic | {', '.join(targets)} flags, CPU interpreter | "
         f"{datetime.date.today()} | commit {_commit()}" + (" | QUICK" if ns.quick else "")
     )
+    peer, note = _traffic_peer(not ns.quick if ns.peers is None else ns.peers)
+    header += f" | peers: {note}" if note else ""
     print(header)
     print(traffic_audit.HEAD, flush=True)
-    rows = traffic_audit.run(targets, quick=ns.quick, match=ns.match)
+    rows = traffic_audit.run(targets, quick=ns.quick, match=ns.match, peer=peer)
     failures = traffic_audit.gate_failures(rows)
     json_path, png_path = traffic_audit.write(rows, Path(ns.out), header)
     print(
@@ -412,6 +415,22 @@ def _traffic_audit(ns: argparse.Namespace) -> int:
     for failure in failures:
         print(f"  GATE: {failure}")
     return 1 if failures else 0
+
+
+def _traffic_peer(want: bool):  # noqa: ANN202  (a PeerLookup or None, and a note)
+    """SGLang's kernels beside ours in `audit --traffic`, where sglang imports."""
+    if not want:
+        return None, ""
+    try:
+        from sglang_amd.audit import sglang_peer_traffic as peers
+    except ImportError as exc:  # the bare GPU image has no sglang: ours still run
+        return None, f"sglang not importable here ({exc})"
+
+    def lookup(case, arch):  # noqa: ANN001, ANN202
+        what, build = peers.peer_for(case, arch)
+        return what, build, peers.peer_context(arch)
+
+    return lookup, "sglang (same counter, same shapes)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -477,8 +496,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--peers",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also compile SGLang's Triton kernels over the matrix, reported beside ours "
-        "(default: on for the full audit, off with --quick)",
+        help="also compile (with --traffic: count) SGLang's Triton kernels over the matrix, "
+        "reported beside ours (default: on for the full audit, off with --quick)",
     )
     # `bench serve [options] -- SERVE ARGS`: what follows `--` goes to `sglang-amd serve`.
     serve_args: list[str] = []

@@ -139,6 +139,15 @@ def test_mla_decode_128_heads_moves_at_most_2x_ideal(quick):
     )
 
 
+def test_sparse_decode_moves_at_most_1_2x_its_selected_rows(quick):
+    """DSA (issue 14): a query token reading its top-2048 latent rows, 16 heads."""
+    _gate(
+        quick,
+        ("DeepSeek-V3.2 MLA 16 heads (tp8)", "attention.sparse", "1 query token, top-2048 of 8192"),
+        "DSA sparse decode",
+    )
+
+
 def test_mxfp4_moe_reads_weights_at_most_1_2x_ideal(quick):
     _gate(quick, ("DeepSeek-V3", "moe.fused mxfp4", "64 tokens"), "MXFP4 MoE weight bytes")
 

@@ -75,37 +75,67 @@ def paged_decode(
     reason = unsupported_reason(q, k_cache, v_cache)
     if reason:
         raise ValueError(f"paged_decode: {reason}")
+    if out is None:
+        out = q.new_empty(q.shape[0], q.shape[1], v_cache.shape[2])
+    if q.shape[0] == 0:
+        return out
+    if max_kv_len is None:
+        max_kv_len = int(kv_lens.max().item())
+    window = -1 if sliding_window is None or sliding_window < 0 else int(sliding_window)
+    return split_kv_attention(
+        q, k_cache, v_cache, req_to_token, req_pool_indices, kv_lens, None,
+        length=max_kv_len, scale=scale, window=window, logit_cap=logit_cap, out=out, flags=flags,
+    )  # fmt: skip
+
+
+def split_kv_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    kv_lens: torch.Tensor | None,
+    topk: torch.Tensor | None,
+    *,
+    length: int,
+    scale: float,
+    window: int,
+    logit_cap: float,
+    out: torch.Tensor,
+    flags: DecodeFlags | None,
+) -> torch.Tensor:
+    """The two launches (split-KV stage 1, merge) shared by dense and sparse decode.
+
+    Dense (`topk` None): row b walks positions 0..kv_lens[b]-1 of its request;
+    `length` bounds kv_lens and sizes the grid. Sparse: row b walks the entries of
+    topk[b] ([B, length] token positions, -1 none); `kv_lens` is unused.
+    """
     batch, hq, d_qk = q.shape
     hkv, d_v = k_cache.shape[1], v_cache.shape[2]
     group = hq // hkv
     d_main, d_extra = split_qk_dim(d_qk)
-    if out is None:
-        out = q.new_empty(batch, hq, d_v)
-    if batch == 0:
-        return out
-    if max_kv_len is None:
-        max_kv_len = int(kv_lens.max().item())
     target = current_target(q.device)
-    flags = flags or decode_flags(target, batch, hkv, group, max_kv_len, d_qk, d_v)
+    flags = flags or decode_flags(target, batch, hkv, group, length, d_qk, d_v)
     splits = flags.num_splits
     block_s = max(triton.next_power_of_2(splits), 2)
     mid_o = torch.empty(batch, hq, splits, d_v, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(batch, hq, splits, dtype=torch.float32, device=q.device)
     head_blocks = triton.cdiv(group, flags.block_h)
-    window = -1 if sliding_window is None or sliding_window < 0 else int(sliding_window)
     # V is K's first D_V columns (MLA's latent): reuse the loaded K tile.
     v_from_k = (
         d_v == d_main
         and v_cache.data_ptr() == k_cache.data_ptr()
         and v_cache.stride() == k_cache.stride()
     )
+    sparse = topk is not None
     _decode_split_kernel[(batch, hkv * head_blocks, splits)](
         q,
         k_cache,
         v_cache,
         req_to_token,
         req_pool_indices,
-        kv_lens,
+        req_pool_indices if kv_lens is None else kv_lens,
+        topk if sparse else req_to_token,
         mid_o,
         mid_lse,
         q.stride(0),
@@ -115,6 +145,7 @@ def paged_decode(
         v_cache.stride(0),
         v_cache.stride(1),
         req_to_token.stride(0),
+        topk.stride(0) if sparse else 0,
         mid_o.stride(0),
         mid_o.stride(1),
         mid_o.stride(2),
@@ -125,6 +156,7 @@ def paged_decode(
         window,
         splits,
         max(1, flags.min_split_len),
+        length if sparse else 0,
         GROUP=group,
         BLOCK_H=flags.block_h,
         BLOCK_N=flags.block_n,
@@ -134,6 +166,7 @@ def paged_decode(
         HAS_WINDOW=window >= 0,
         HAS_CAP=logit_cap > 0,
         V_FROM_K=v_from_k,
+        SPARSE=sparse,
         **dot_flags(q.dtype, v_cache.dtype),
         num_warps=flags.num_warps,
         num_stages=flags.num_stages,

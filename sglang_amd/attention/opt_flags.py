@@ -33,7 +33,7 @@ Never imports sglang.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sglang_amd.attention import opt_flags_amd, opt_flags_nvidia
 from sglang_amd.target_info import Target
@@ -55,6 +55,11 @@ MIN_TOKENS_PER_SPLIT = 256
 MAX_SPLITS = 64
 WAVES = 2
 PARTIAL_TRAFFIC_BUDGET = 0.06
+# Sparse (DSA) rows read only their top-k latent rows, so the float32 partials
+# of a split and the query each split re-reads weigh more against them: this
+# share of the rows' bytes bounds both (issue 13's sparse gate: <= 1.2x of the
+# k rows). At top-k 2048 and 16 heads a row takes 5 splits instead of 8.
+SPARSE_SPLIT_BUDGET = 0.18
 
 # The interpreter's tiles. Decode: the values the CUDA branch chose before the
 # split by vendor -- the old rule was "ROCm, else these", so CPU tests ran the
@@ -97,9 +102,7 @@ def choose_num_splits(programs: int, max_kv_len: int, units: int) -> int:
     return max(1, min(want, by_length, MAX_SPLITS))
 
 
-def partial_traffic_cap(
-    max_kv_len: int, group: int, d_qk: int, d_v: int, kv_bytes: int = 2
-) -> int:
+def partial_traffic_cap(max_kv_len: int, group: int, d_qk: int, d_v: int, kv_bytes: int = 2) -> int:
     """Most splits whose float32 partials (written, then read by the reduce) stay
     within PARTIAL_TRAFFIC_BUDGET of the K/V bytes one KV head's sequence reads."""
     kv = max_kv_len * (d_qk + d_v) * kv_bytes
@@ -147,6 +150,28 @@ def decode_flags(
     else:
         block_n, num_warps, num_stages = _INTERPRETER_DECODE[wide]
     return DecodeFlags(splits, block_n, block_h, num_warps, num_stages)
+
+
+def sparse_flags(
+    target: Target, rows: int, num_kv_heads: int, group: int, topk: int, d_qk: int, d_v: int
+) -> DecodeFlags:
+    """Flags for `rows` query tokens each attending to `topk` selected tokens:
+    decode's, with the splits a row takes capped so that what each split adds
+    (its float32 partials written and read back, the query it reloads) stays
+    within SPARSE_SPLIT_BUDGET of the selected K/V bytes of one KV head. Only
+    where one program holds all the group's heads: with several head blocks
+    each already re-reads the rows (MLA at 128 heads: 2x), and fewer splits
+    would only starve the GPU."""
+    flags = decode_flags(target, rows, num_kv_heads, group, topk, d_qk, d_v)
+    if group > flags.block_h:
+        return flags
+    latent = d_qk > 256 and d_v < d_qk  # MLA: V is the latent K already holds
+    row_bytes = topk * (d_qk if latent else d_qk + d_v) * 2
+    per_split = group * ((d_v + 1) * 4 * 2 + d_qk * 2)
+    cap = max(1, int(SPARSE_SPLIT_BUDGET * row_bytes // per_split))
+    if cap >= flags.num_splits:
+        return flags
+    return replace(flags, num_splits=cap)
 
 
 def extend_flags(target: Target, d_qk: int, d_v: int) -> ExtendFlags:

@@ -144,3 +144,50 @@ def paged_attention_reference(
         out[q_start:q_end] = o.to(out.dtype)
         q_start = q_end
     return out
+
+
+def sparse_attention_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor | list[int],
+    topk: torch.Tensor,
+    *,
+    scale: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Top-k sparse attention (DeepSeek-V3.2's DSA): each query token attends to the
+    tokens its indexer selected, and only to them.
+
+    Args:
+        q: [T, Hq, Dqk] one row per query token.
+        k_cache, v_cache: [S, Hkv, Dqk] / [S, Hkv, Dv] pool rows (V may alias K).
+        req_to_token: [R, max_context] slot of each token of each request.
+        req_pool_indices: [T] request row of each query token.
+        topk: [T, K] token positions in that request; -1 entries select nothing
+            (a position listed twice counts once).
+        scale: softmax scale.
+        out: [T, Hq, Dv] written in place when given.
+
+    Returns:
+        [T, Hq, Dv]; a row that selects nothing is zero.
+    """
+    rows = _as_list(req_pool_indices)
+    total, hq, _ = q.shape
+    hkv, dv = k_cache.shape[1], v_cache.shape[2]
+    group = hq // hkv
+    if out is None:
+        out = q.new_empty(total, hq, dv)
+    for t in range(total):
+        pos = topk[t].long()
+        pos = torch.unique(pos[pos >= 0])
+        if pos.numel() == 0:
+            out[t] = 0
+            continue
+        slots = req_to_token[rows[t], pos].long()
+        k, v = k_cache[slots].float(), v_cache[slots].float()
+        qs = q[t].float().view(hkv, group, -1)
+        probs = torch.softmax(torch.einsum("hgd,khd->hgk", qs, k) * scale, dim=-1)
+        out[t] = torch.einsum("hgk,khd->hgd", probs, v).reshape(hq, dv).to(out.dtype)
+    return out

@@ -42,6 +42,14 @@ DECODE_ATTENTION = (
     ("DeepSeek-V3 MLA 128 heads", 128, 1, 576, 512),
     ("DeepSeek-V3 MLA 16 heads (tp8)", 16, 1, 576, 512),
 )
+# DeepSeek-V3.2 (DSA) sparse attention: each query token reads its top-k
+# (index_topk 2048) latent rows; rows = decode batch or extend tokens.
+SPARSE_ATTENTION = (
+    ("DeepSeek-V3.2 MLA 128 heads", 128, 1, 576, 512),
+    ("DeepSeek-V3.2 MLA 16 heads (tp8)", 16, 1, 576, 512),
+)
+SPARSE_TOPK = 2048
+SPARSE_ROWS = (1, 64, 4096)
 # Extend: MHA as above; DeepSeek's fresh prefill (decompressed 192 / 128 per head)
 # and its absorbed prefix-extend over the latent.
 EXTEND_ATTENTION = (
@@ -92,6 +100,22 @@ def _decode(hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: int) -> None:
     r2t = torch.zeros(batch, _SLOTS, dtype=torch.int32)
     lens = torch.full((batch,), _SLOTS, dtype=torch.int32)
     paged_decode(q, k, v, r2t, torch.arange(batch), lens, scale=0.1, max_kv_len=ctx)
+
+
+def _sparse(hq: int, hkv: int, dqk: int, dv: int, rows: int) -> None:
+    from sglang_amd.attention import decode
+    from sglang_amd.attention.opt_flags import sparse_flags
+    from sglang_amd.attention.sparse import sparse_attention
+
+    q = torch.empty(1, hq, dqk, dtype=BF16)
+    k = torch.empty(_SLOTS, hkv, dqk, dtype=BF16)
+    topk = torch.zeros(1, SPARSE_TOPK, dtype=torch.int32)
+    r2t = torch.zeros(1, _SLOTS, dtype=torch.int32)
+    # The rows only size the grid and the split count: flags for all of them
+    # (`decode.current_target` answers for the audited target), one row handed in.
+    flags = sparse_flags(decode.current_target(None), rows, hkv, hq // hkv, SPARSE_TOPK, dqk, dv)
+    sparse_attention(q, k, k[..., :dv], r2t, torch.zeros(1, dtype=torch.long), topk, scale=0.1,
+                     flags=flags)  # fmt: skip
 
 
 def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
@@ -149,6 +173,7 @@ def _linear(n: int, k: int, rows: int, a4w4: bool) -> None:
 # The subset `make test` compiles: one shape per kernel family and code path.
 QUICK_MODELS = {
     "Llama-3.1-8B",
+    "DeepSeek-V3.2 MLA 16 heads (tp8)",
     "DeepSeek-V3 MLA 16 heads (tp8)",
     "DeepSeek-V3 prefill 128 heads",
     "DeepSeek-V3 MLA extend 16 heads",
@@ -196,6 +221,16 @@ def attention_cases(
 
 def _all_cases(quick: bool) -> list[Case]:
     out = attention_cases(quick, _decode, _extend)
+    for model, hq, hkv, dqk, dv in SPARSE_ATTENTION:
+        for rows in SPARSE_ROWS[1:2] if quick else SPARSE_ROWS:
+            out.append(
+                Case(
+                    model,
+                    "attention.sparse",
+                    f"{rows} query tokens, top-{SPARSE_TOPK}",
+                    lambda a=(hq, hkv, dqk, dv, rows): _sparse(*a),
+                )
+            )
     for model, hidden, inter, topk, experts in MOE:
         for weights in ("bf16", "mxfp4", "a4w4"):
             for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:

@@ -32,10 +32,14 @@ ROLE = {
     "_grouped_gemm_a4w4_kernel": "gemm",
     "fused_moe_kernel": "gemm",
     "fused_moe_kernel_gptq_awq": "gemm",
+    "_sparse_mla_split_k_kernel": "split",
+    "_sparse_mla_reduce_kernel": "reduce",
+    "_sparse_mla_fused_kernel": "fused",
 }
 # A peer role with no kernel of ours of its own: SGLang's lean decode is one
 # persistent kernel (split and merge in one), set beside our split kernel.
-OURS_FOR = {"lean": "split"}
+# SGLang's one-split sparse MLA decode (split and merge in one kernel) likewise.
+OURS_FOR = {"lean": "split", "fused": "split"}
 
 
 class _Row(Protocol):  # compile_audit.AuditRow, without the import cycle

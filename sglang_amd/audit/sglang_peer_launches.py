@@ -4,7 +4,8 @@ Where it sits: `sglang-amd audit --peers` runs these cases inside
 `compile_for_target.compiling_for(arch)` and `sglang_sees(arch)` (below), beside
 `audit.launches`; each case carries the same (model, op, size) label as ours so
 `audit.peer_compare` can pair the rows. Each calls SGLang's real launcher
-(`decode_attention_fwd`, `extend_attention_fwd`, `invoke_fused_moe_kernel` with
+(`decode_attention_fwd`, `extend_attention_fwd`, `triton_sparse_mla_decode_splitk`,
+`invoke_fused_moe_kernel` with
 the config `try_get_optimal_moe_config` picks) on small CPU tensors whose
 per-row shapes are the model's, with the arguments SGLang's Triton attention
 backend / fused-MoE runner would pass (mirrored here, see each helper).
@@ -37,6 +38,8 @@ import torch
 import triton.language as tl
 from sglang.kernels.ops.attention import decode_attention as _da
 from sglang.kernels.ops.attention import extend_attention as _ea
+from sglang.kernels.ops.attention.dsa import triton_sparse_mla as _tsm
+from sglang.kernels.ops.attention.dsa import triton_sparse_mla_decode as _tsmd
 from sglang.kernels.ops.moe import fused_moe_triton_kernels as _fk
 from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_config as _fc
 
@@ -45,6 +48,9 @@ from sglang_amd.audit.launches import (
     BF16,
     MOE,
     MOE_TOKENS,
+    SPARSE_ATTENTION,
+    SPARSE_ROWS,
+    SPARSE_TOPK,
     Case,
     attention_cases,
 )
@@ -57,6 +63,10 @@ _DEVICE: dict[str, dict] = {
     "sm_90": {"cores": 132, "name": "NVIDIA H100 80GB HBM3", "capability": (9, 0)},
     "sm_100": {"cores": 148, "name": "NVIDIA B200", "capability": (10, 0)},
 }
+
+# LDS / shared memory per workgroup / block (what SGLang's sparse MLA asks the
+# driver for to size its K tile): CDNA3 64 KB, CDNA4 160 KB, Hopper/Blackwell 227 KB.
+SHARED_MEMORY = {"gfx942": 65536, "gfx950": 163840, "sm_90": 232448, "sm_100": 232448}
 
 # Global experts per model: SGLang's MoE config files are keyed by E and the
 # per-rank intermediate N (the launch itself does not grow with E).
@@ -171,6 +181,24 @@ def _decode(arch: str, hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: in
         lean_locks=torch.zeros(programs, dtype=torch.int32),
         uneven_batch=torch.zeros(1, dtype=torch.int32),
     )
+
+
+def _sparse(arch: str, hq: int, dqk: int, dv: int, rows: int) -> None:
+    """`triton_sparse_mla_decode_splitk` (SGLang's DSA backend, bf16 KV) for `rows`
+    query tokens: its CU count and K tile as on `arch`, a backend-owned workspace."""
+    # Real strides: this launcher passes them as constexprs (a 0 would be another
+    # kernel). Never touched (compiled, not run), so the pages stay unallocated.
+    q = torch.empty(rows, hq, dqk, dtype=BF16)
+    kv = torch.empty(64, 1, dqk, dtype=BF16)
+    indices = torch.empty(rows, 1, SPARSE_TOPK, dtype=torch.int32)
+    block_k = _tsm._block_k_for_shared_memory(dqk, 2, SHARED_MEMORY[arch])
+    with (
+        mock.patch.object(_tsmd, "_cu_count", lambda device=None: _DEVICE[arch]["cores"]),
+        mock.patch.object(_tsmd, "_sparse_mla_block_k", lambda kv: block_k),
+    ):
+        _tsmd.triton_sparse_mla_decode_splitk(
+            q[..., :dv], q[..., dv:], kv, indices, 0.1, d_v=dv, workspace=[]
+        )
 
 
 def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
@@ -309,6 +337,16 @@ PEER_WHAT = {
 def peer_cases(arch: str, quick: bool = False) -> list[Case]:
     """SGLang's launches for `arch` over our matrix, labelled like ours."""
     out = attention_cases(quick, functools.partial(_decode, arch), _extend)
+    for model, hq, _, dqk, dv in SPARSE_ATTENTION:
+        for rows in SPARSE_ROWS[1:2] if quick else SPARSE_ROWS:
+            out.append(
+                Case(
+                    model,
+                    "attention.sparse",
+                    f"{rows} query tokens, top-{SPARSE_TOPK}",
+                    lambda a=(arch, hq, dqk, dv, rows): _sparse(*a),
+                )
+            )
     for model, hidden, inter, topk, *_ in MOE:
         for ours, w4a16 in MOE_PEERS:
             for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:

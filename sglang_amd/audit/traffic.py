@@ -25,6 +25,9 @@ What is counted, in a process with TRITON_INTERPRET=1:
   ops whose outputs are all empty. Torch ops' bytes are estimated as their tensor
   inputs read once plus their outputs written once. Host-built tensors copied to
   the device (`torch.tensor(...).to(device)`) are not seen on a CPU run.
+- Kernels this CPU cannot run (a vendor library's CUDA/HIP op, e.g. a peer's
+  sgl_kernel): `one_launch(name, reads, writes)` counts what runs inside it as
+  one launch of `name` that reads and writes the given tensors once each.
 Never imports sglang.
 """
 
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +43,14 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["KernelTraffic", "Traffic", "counting", "launches_kernel"]
+__all__ = [
+    "KernelTraffic",
+    "Traffic",
+    "counting",
+    "launches_kernel",
+    "one_launch",
+    "programs_in_reverse",
+]
 
 # aten ops that launch nothing on a GPU (allocation, metadata, host reads).
 _NO_KERNEL = frozenset(
@@ -233,6 +243,66 @@ class _State:
         self.regions.touch(addrs.astype(np.uint64, copy=False), elem, self.traffic.by_tensor)
 
 
+_ACTIVE: list[_State] = []  # the innermost `counting()` block's state
+
+
+@contextlib.contextmanager
+def one_launch(
+    name: str, reads: Sequence[torch.Tensor], writes: Sequence[torch.Tensor]
+) -> Iterator[None]:
+    """Inside `counting()`: the block stands for one GPU kernel that is not Triton
+    (the torch ops in it are not counted); it reads `reads` and writes `writes`
+    once each, attributed to their storages like Triton bytes. Outside
+    `counting()` the block just runs."""
+    if not _ACTIVE:
+        yield
+        return
+    state = _ACTIVE[-1]
+    kernel = state.traffic.kernels.setdefault(name, KernelTraffic(name))
+    kernel.launches += 1
+    state.kernel = kernel  # torch ops inside are this kernel's, not launches of their own
+    try:
+        yield
+    finally:
+        state.kernel = None
+    for kind, tensors in (("load", reads), ("store", writes)):
+        for t in tensors:
+            nbytes = _nbytes(t)
+            if kind == "load":
+                kernel.load_bytes += nbytes
+            else:
+                kernel.store_bytes += nbytes
+            start = t.data_ptr()
+            state.regions.add(*_storage_span(t))
+            addrs = np.arange(start, start + nbytes, t.element_size(), dtype=np.uint64)
+            state.regions.touch(addrs, t.element_size(), state.traffic.by_tensor)
+
+
+@contextlib.contextmanager
+def programs_in_reverse() -> Iterator[None]:
+    """Inside: the interpreter runs each grid's programs last first.
+
+    For persistent kernels whose programs spin on a lock a *later* program sets
+    (SGLang's lean decode: a tile's first CTA waits for the CTAs that share its
+    tile): the interpreter runs programs one at a time in order, so in order the
+    first waits forever. What a program loads and stores does not depend on the
+    order, so the bytes counted are the same."""
+    from triton.runtime import interpreter
+
+    builder = interpreter.interpreter_builder
+    cls = type(builder)
+
+    def set_grid_idx(x, y, z):  # noqa: ANN001, ANN202
+        gx, gy, gz = builder.grid_dim
+        return cls.set_grid_idx(builder, gx - 1 - x, gy - 1 - y, gz - 1 - z)
+
+    builder.set_grid_idx = set_grid_idx
+    try:
+        yield
+    finally:
+        builder.__dict__.pop("set_grid_idx", None)
+
+
 class _TorchOps(TorchDispatchMode):
     """Counts aten ops that would launch a GPU kernel, outside Triton launches."""
 
@@ -350,10 +420,12 @@ def counting(
     for attr, hook in hooks.items():
         setattr(builder, attr, hook)  # the instance shadows the class's method
     interpreter.InterpretedFunction.run = run
+    _ACTIVE.append(state)
     try:
         with _TorchOps(state):
             yield traffic
     finally:
+        _ACTIVE.pop()
         interpreter.InterpretedFunction.run = original_run
         for attr in hooks:
             builder.__dict__.pop(attr, None)

@@ -14,14 +14,14 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 from sglang_amd.audit.traffic import Traffic, counting
-from sglang_amd.audit.traffic_cases import TrafficCase, cases
+from sglang_amd.audit.traffic_cases import Prepared, TrafficCase, cases
 from sglang_amd.target_info import Target, target_for_arch
 
 TARGETS: tuple[str, ...] = ("gfx942", "sm_90")
@@ -35,12 +35,9 @@ _ENTRY_MODULES = (
 
 
 @dataclass
-class TrafficRow:
-    model: str
-    op: str
-    size: str
-    scaling: str
-    target: str
+class Counted:
+    """What the counter saw for one op's launches, against the op's ideal."""
+
     bytes: int = 0
     ideal: int = 0
     unique_bytes: int = 0
@@ -48,8 +45,8 @@ class TrafficRow:
     ideal_weights: int = 0
     launches: int = 0
     seconds: float = 0.0
+    note: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
-    gates: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -60,13 +57,48 @@ class TrafficRow:
     def weights_ratio(self) -> float:
         return self.weight_bytes / self.ideal_weights if self.ideal_weights else 0.0
 
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ratio": self.ratio, "weights_ratio": self.weights_ratio}
+
+
+@dataclass
+class PeerRow(Counted):
+    """A peer's kernels (SGLang's) on the same case; `what` names them, or says why
+    there are none."""
+
+    what: str = ""
+
+
+@dataclass
+class TrafficRow(Counted):
+    model: str = ""
+    op: str = ""
+    size: str = ""
+    scaling: str = ""
+    target: str = ""
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    peer: PeerRow | None = None
+
     def metric(self, name: str) -> float:
         return {"ratio": self.ratio, "weights_ratio": self.weights_ratio}.get(
             name, float(self.launches)
         )
 
+    def over_peer(self) -> tuple[float, float] | None:
+        """(our bytes / the peer's, our launches / the peer's), where both ran."""
+        p = self.peer
+        if self.error or p is None or p.error or not p.bytes:
+            return None
+        return self.bytes / p.bytes, self.launches / max(1, p.launches)
+
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ratio": self.ratio, "weights_ratio": self.weights_ratio}
+        out = super().as_dict()
+        out["peer"] = self.peer.as_dict() if self.peer else None
+        ratios = self.over_peer()
+        out["ours_over_peer"] = (
+            {"bytes": round(ratios[0], 3), "launches": round(ratios[1], 3)} if ratios else None
+        )
+        return out
 
 
 @contextlib.contextmanager
@@ -91,16 +123,32 @@ def flags_for(target: Target) -> Iterator[None]:
         yield
 
 
-def measure(case: TrafficCase, arch: str, unique: bool = True) -> TrafficRow:
-    """One case on one target: counted, compared with its ideal, gates checked."""
-    row = TrafficRow(case.model, case.op, case.size, case.scaling, arch)
+# For a case and a target: (what the peer is, its build or None, the context its
+# launchers need). `cli.py` passes `sglang_peer_traffic`'s; this module never
+# imports sglang.
+PeerLookup = Callable[[TrafficCase, str], tuple[str, Any, Any]]
+
+
+def _count(build: Any, target: Target, unique: bool) -> tuple[Traffic, Prepared]:
+    prepared = build(target)
+    with counting(prepared.named, unique=unique) as traffic:
+        prepared.run()
+    return traffic, prepared
+
+
+def measure(
+    case: TrafficCase, arch: str, unique: bool = True, peer: PeerLookup | None = None
+) -> TrafficRow:
+    """One case on one target: counted, compared with its ideal, gates checked;
+    with `peer`, the peer's kernels counted the same way beside it."""
+    row = TrafficRow(
+        model=case.model, op=case.op, size=case.size, scaling=case.scaling, target=arch
+    )
     target = target_for_arch(arch)
     start = time.perf_counter()
     try:
         with flags_for(target):
-            prepared = case.build(target)
-            with counting(prepared.named, unique=unique) as traffic:
-                prepared.run()
+            traffic, prepared = _count(case.build, target, unique)
     except Exception as exc:  # a kernel or wrapper refusing the shape is a finding too
         row.error = f"{type(exc).__name__}: {exc}"[:400]
         row.gates = [
@@ -108,7 +156,7 @@ def measure(case: TrafficCase, arch: str, unique: bool = True) -> TrafficRow:
         ]
         return row
     row.seconds = round(time.perf_counter() - start, 1)
-    _fill(row, traffic, prepared.ideal, prepared.weights, prepared.ideal_weights)
+    _fill(row, traffic, prepared)
     for gate in case.gates:
         value = row.metric(gate.metric)
         row.gates.append(
@@ -119,17 +167,38 @@ def measure(case: TrafficCase, arch: str, unique: bool = True) -> TrafficRow:
                 "ok": value <= gate.limit,
             }
         )
+    if peer is not None:
+        row.peer = measure_peer(case, arch, peer, unique)
     return row
 
 
-def _fill(row: TrafficRow, t: Traffic, ideal: int, weights: Sequence[str], ideal_w: int) -> None:
+def measure_peer(case: TrafficCase, arch: str, peer: PeerLookup, unique: bool) -> PeerRow:
+    """The peer's launches for `case` on `arch`, counted as ours are."""
+    what, build, context = peer(case, arch)
+    out = PeerRow(what=what)
+    if build is None:
+        return out
+    start = time.perf_counter()
+    try:
+        with context:
+            traffic, prepared = _count(build, target_for_arch(arch), unique)
+    except Exception as exc:
+        out.error = f"{type(exc).__name__}: {exc}"[:400]
+        return out
+    out.seconds = round(time.perf_counter() - start, 1)
+    _fill(out, traffic, prepared)
+    return out
+
+
+def _fill(row: TrafficRow | PeerRow, t: Traffic, prepared: Prepared) -> None:
     row.bytes = t.triton_bytes + t.torch_bytes
-    row.ideal = ideal
+    row.ideal = prepared.ideal
     row.unique_bytes = t.unique_bytes
-    row.weight_bytes = sum(t.by_tensor.get(n, 0) for n in weights)
-    row.ideal_weights = ideal_w
+    row.weight_bytes = sum(t.by_tensor.get(n, 0) for n in prepared.weights)
+    row.ideal_weights = prepared.ideal_weights
     row.launches = t.launches
     row.detail = t.as_dict()
+    row.note = prepared.note
 
 
 def run(
@@ -137,14 +206,15 @@ def run(
     quick: bool = False,
     match: str | None = None,
     progress: bool = True,
+    peer: PeerLookup | None = None,
 ) -> list[TrafficRow]:
     """Every case (or `quick`'s, or those whose model/op/size contains `match`) on
-    every target."""
+    every target; with `peer`, each beside the peer's kernels."""
     matrix = [c for c in cases(quick) if not match or match in f"{c.model} {c.op} {c.size}"]
     rows = []
     for arch in targets:
         for case in matrix:
-            row = measure(case, arch)
+            row = measure(case, arch, peer=peer)
             rows.append(row)
             if progress:
                 print(_line(row), flush=True)
@@ -184,6 +254,27 @@ def _line(r: TrafficRow) -> str:
     return (
         f"{r.op:<26} {r.model[:31]:<31} {r.size:<22} {r.target:<7} {_mb(r.bytes):>11} "
         f"{_mb(r.ideal):>11} {r.ratio:>6.2f} {unique:>6.2f} {wr:>7} {r.launches:>6}  {gate}"
+        + (f"  | {_peer_text(r)}" if r.peer else "")
+    )
+
+
+def _peer_text(r: TrafficRow) -> str:
+    """The peer beside a row: its ratio to its ideal, launches, ours / peer."""
+    p = r.peer
+    if p is None:
+        return "-"
+    if p.error:
+        return f"{p.what}: error {p.error}"
+    if not p.bytes:
+        return f"none ({p.what})"
+    ours = r.over_peer()
+    unique = p.unique_bytes / p.ideal if p.ideal else 0.0
+    wr = f", weights {p.weights_ratio:.2f}x" if p.ideal_weights else ""
+    vs = f"; ours/peer bytes {ours[0]:.2f}, launches {r.launches}/{p.launches}" if ours else ""
+    note = f" [{p.note}]" if p.note else ""
+    return (
+        f"{p.what}{note}: {p.ratio:.2f}x ideal (unique {unique:.2f}x){wr}, "
+        f"{p.launches} launches{vs}"
     )
 
 
@@ -195,14 +286,14 @@ def markdown(rows: Sequence[TrafficRow]) -> str:
     """BENCHMARKS.md's table: one line per case and target."""
     lines = [
         "| op | model | size | target | run as | bytes | ideal | ratio | unique/ideal "
-        "| weights ratio | launches (triton + torch) | gate |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| weights ratio | launches (triton + torch) | gate | peer |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         if r.error:
             lines.append(
                 f"| {r.op} | {r.model} | {r.size} | {r.target} | {r.scaling} "
-                f"| error: {r.error} | | | | | | |"
+                f"| error: {r.error} | | | | | | | |"
             )
             continue
         gate = (
@@ -216,7 +307,8 @@ def markdown(rows: Sequence[TrafficRow]) -> str:
             f"| {r.op} | {r.model} | {r.size} | {r.target} | {r.scaling} | {_mb(r.bytes)} "
             f"| {_mb(r.ideal)} | {r.ratio:.2f} | {r.unique_bytes / r.ideal:.2f} "
             f"| {f'{r.weights_ratio:.2f}' if r.ideal_weights else '-'} "
-            f"| {r.launches} ({d['triton_launches']} + {d['torch_launches']}) | {gate} |"
+            f"| {r.launches} ({d['triton_launches']} + {d['torch_launches']}) | {gate} "
+            f"| {_peer_text(r) if r.peer else '-'} |"
         )
     return "\n".join(lines)
 
@@ -243,11 +335,22 @@ def write(rows: Sequence[TrafficRow], out: Path, header: str) -> tuple[Path, Pat
     ok = [r for r in rows if not r.error]
     fig, axes = plt.subplots(1, 2, figsize=(15, max(4, 0.28 * len(ok))), sharey=True)
     y = list(range(len(ok)))
-    axes[0].barh(y, [r.ratio for r in ok], color="tab:blue")
+    peers = [r.peer if r.over_peer() else None for r in ok]
+    has_peer = any(peers)
+    h = 0.4 if has_peer else 0.8
+    ours_y = [v - h / 2 for v in y] if has_peer else y
+    axes[0].barh(ours_y, [r.ratio for r in ok], height=h, color="tab:blue", label="ours")
+    axes[1].barh(ours_y, [r.launches for r in ok], height=h, color="tab:orange", label="ours")
+    if has_peer:
+        py = [v + h / 2 for v, p in zip(y, peers, strict=True) if p]
+        axes[0].barh(py, [p.ratio for p in peers if p], height=h, color="tab:gray", label="SGLang")
+        axes[1].barh(
+            py, [p.launches for p in peers if p], height=h, color="tab:gray", label="SGLang"
+        )
+        axes[0].legend(fontsize=7)
     axes[0].axvline(1.0, color="k", lw=0.8)
     axes[0].set_xscale("log")
     axes[0].set_xlabel("bytes moved / ideal (log)")
-    axes[1].barh(y, [r.launches for r in ok], color="tab:orange")
     axes[1].set_xlabel("launches per forward (Triton + torch)")
     axes[0].set_yticks(y, [f"{r.op} {r.model[:24]} {r.size} {r.target}" for r in ok], fontsize=6)
     axes[0].invert_yaxis()

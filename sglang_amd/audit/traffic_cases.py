@@ -4,7 +4,7 @@ Where it sits: `audit/traffic_audit.py` builds each `TrafficCase` for a target
 (gfx942, sm_90), runs it inside `audit.traffic.counting()` with our launch-flag
 heuristics answering for that target, and divides by the ideal from
 `audit/traffic_ideal.py`. The calls are our public entry points (`paged_decode`,
-`paged_extend`, `fused_moe`, `mxfp4_linear`).
+`paged_extend`, `sparse_attention`, `fused_moe`, `mxfp4_linear`).
 
 The interpreter runs every program in numpy, so shapes are scaled down, but only
 along axes whose programs are independent copies of each other, and the launch
@@ -15,6 +15,8 @@ flags are those the heuristics pick for the real shape. Hence every ratio
   query heads, and batch 8 as batch 1, with the flags (splits, tiles) chosen for
   the real batch and KV heads. Context and head dims are real. MLA keeps all its
   query heads (their head blocks each read the latent: that is measured).
+- sparse (DSA): one query token of a batch's rows (each is independent), its
+  top-k of a longer context; the ideal reads those k latent rows once.
 - extend: one KV head and its query group; DeepSeek's prefill, one head.
 - MoE: experts and tokens divided by the same factor (slots per expert, hence
   blocks per expert, kept), top-k real; hidden and intermediate sizes cut to a
@@ -57,6 +59,7 @@ class Prepared:
     ideal: int
     weights: tuple[str, ...] = ()
     ideal_weights: int = 0
+    note: str = ""  # what the launch decided (splits, tiles), for the table
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,20 @@ class TrafficCase:
 
 DECODE_GATE = Gate("decode <= 1.10x ideal (MHA/GQA, context >= 8K)", "ratio", 1.10)
 MLA_GATE = Gate("MLA decode <= 2x ideal (128 heads, context >= 8K)", "ratio", 2.0)
+SPARSE_GATE = Gate("DSA sparse decode <= 1.2x reading its top-k rows (16 heads)", "ratio", 1.2)
 MOE_WEIGHT_GATE = Gate("MXFP4 MoE weight bytes <= 1.2x ideal (<= 64 tokens)", "weights_ratio", 1.2)
 MOE_LAUNCH_GATE = Gate("MoE forward <= 4 launches", "launches", 4)
 
 # (model, q heads, kv heads, qk dim, v dim) per TP rank: the compile audit's models.
 DECODE = DECODE_ATTENTION
 DECODE_SIZES = ((1, 1024), (1, 8192), (8, 1024), (8, 8192))
+# DeepSeek-V3.2 (DSA): each query token reads the index_topk latent rows its
+# indexer chose out of a longer context; (model, q heads, kv heads, qk dim, v dim).
+SPARSE = (
+    ("DeepSeek-V3.2 MLA 128 heads", 128, 1, 576, 512),
+    ("DeepSeek-V3.2 MLA 16 heads (tp8)", 16, 1, 576, 512),
+)
+SPARSE_TOPK, SPARSE_CONTEXT, SPARSE_ROWS = 2048, 8192, (1, 64)
 EXTEND = (
     ("Llama-3.1-8B", 32, 8, 128, 128),
     ("DeepSeek-V3 prefill 128 heads", 128, 128, 192, 128),
@@ -128,6 +139,34 @@ def _decode(model: tuple, batch: int, ctx: int) -> Callable[[Target], Prepared]:
         if not mla:
             named["v"] = v
         return Prepared(run, named, traffic_ideal.attention(q, k, v, [ctx] * run_b, dv))
+
+    return build
+
+
+def _sparse(model: tuple, rows: int) -> Callable[[Target], Prepared]:
+    _, hq, hkv, dqk, dv = model
+
+    def build(target: Target) -> Prepared:
+        from sglang_amd.attention.opt_flags import sparse_flags
+        from sglang_amd.attention.sparse import sparse_attention
+
+        flags = sparse_flags(target, rows, hkv, hq // hkv, SPARSE_TOPK, dqk, dv)
+        g = torch.Generator().manual_seed(rows)
+        q = _randn(1, hq, dqk)
+        kv = _randn(SPARSE_CONTEXT, 1, dqk)
+        r2t = torch.arange(SPARSE_CONTEXT, dtype=torch.int32).view(1, SPARSE_CONTEXT)
+        topk = torch.randperm(SPARSE_CONTEXT, generator=g)[:SPARSE_TOPK].int().view(1, -1)
+        out = torch.empty(1, hq, dv, dtype=BF16)
+        rows_of = torch.zeros(1, dtype=torch.long)
+
+        def run() -> object:
+            return sparse_attention(
+                q, kv, kv[..., :dv], r2t, rows_of, topk,
+                scale=0.1, out=out, flags=flags,
+            )  # fmt: skip
+
+        ideal = traffic_ideal.attention(q, kv, kv[..., :dv], [SPARSE_TOPK], dv)
+        return Prepared(run, {"q": q, "kv": kv, "out": out, "topk": topk}, ideal)
 
     return build
 
@@ -258,6 +297,7 @@ QUICK = {
     ("Llama-3.1-70B tp8", "attention.decode", "batch 8, context 8192"),
     ("Qwen3-235B-A22B tp4", "attention.decode", "batch 1, context 8192"),
     ("DeepSeek-V3 MLA 128 heads", "attention.decode", "batch 1, context 8192"),
+    ("DeepSeek-V3.2 MLA 16 heads (tp8)", "attention.sparse", "1 query token, top-2048 of 8192"),
     ("DeepSeek-V3", "moe.fused mxfp4", "64 tokens"),
     ("gpt-oss-120b", "moe.fused a4w4", "8 tokens"),
     ("Qwen3-235B-A22B", "moe.fused bf16", "8 tokens"),
@@ -289,6 +329,19 @@ def _all_cases() -> list[TrafficCase]:
                     (", ".join(scaled) + ", flags of the real shape") if scaled else "real",
                     _decode(model, batch, ctx),
                     gates,
+                )
+            )
+    for model in SPARSE:
+        for rows in SPARSE_ROWS:
+            out.append(
+                TrafficCase(
+                    model[0],
+                    "attention.sparse",
+                    f"{rows} query token{'s' if rows > 1 else ''}, top-{SPARSE_TOPK} "
+                    f"of {SPARSE_CONTEXT}",
+                    f"1 of {rows} rows, flags of the real shape" if rows > 1 else "real",
+                    _sparse(model, rows),
+                    (SPARSE_GATE,) if model[1] <= 16 else (),
                 )
             )
     for model in EXTEND:

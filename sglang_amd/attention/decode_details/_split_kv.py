@@ -10,6 +10,11 @@ sequence's tokens through `req_to_token`, and keeps an online softmax. It writes
 a partial output and its log-sum-exp. Stage 2 (`_decode_reduce_kernel`) merges
 the splits of each (sequence, query head).
 
+SPARSE (DSA's top-k attention, `attention/sparse.py`): row b is one query token
+and walks the `sparse_width` entries of its row of TOPK, token positions in its
+request (-1: no token), instead of positions 0..kv_len-1; the splits divide the
+entries. The positions go through `req_to_token` to pool slots as usual.
+
 The QK dimension is split in a power-of-two main part and an optional extra part
 (MLA: 512 latent + 64 rope); V may alias K (MLA absorbed form), and then
 (V_FROM_K) the K tile's latent columns serve as V instead of being loaded
@@ -33,6 +38,7 @@ def _decode_split_kernel(
     REQ_TO_TOKEN,
     REQ_POOL_IDX,
     KV_LENS,
+    TOPK,
     MID_O,
     MID_LSE,
     stride_qt,
@@ -42,6 +48,7 @@ def _decode_split_kernel(
     stride_vt,
     stride_vh,
     stride_r2t,
+    stride_topk,
     stride_mo_b,
     stride_mo_h,
     stride_mo_s,
@@ -52,6 +59,7 @@ def _decode_split_kernel(
     window,
     num_splits,
     min_split_len,
+    sparse_width,
     GROUP: tl.constexpr,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -61,6 +69,7 @@ def _decode_split_kernel(
     HAS_WINDOW: tl.constexpr,
     HAS_CAP: tl.constexpr,
     V_FROM_K: tl.constexpr,
+    SPARSE: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -71,7 +80,10 @@ def _decode_split_kernel(
     kv_head = pid_h // head_blocks
     hb = pid_h % head_blocks
 
-    kv_len = tl.load(KV_LENS + b)
+    if SPARSE:  # the splits walk this query's top-k entries, not its context
+        kv_len = sparse_width
+    else:
+        kv_len = tl.load(KV_LENS + b)
     row = tl.load(REQ_POOL_IDX + b).to(tl.int64)
     # Splits actually used by this sequence: short ones stay whole even when the
     # grid was sized for a long one (or, under CUDA graphs, for the capacity).
@@ -101,7 +113,13 @@ def _decode_split_kernel(
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < end
-        slots = tl.load(REQ_TO_TOKEN + row * stride_r2t + offs_n, mask=n_mask, other=0).to(tl.int64)
+        if SPARSE:  # entry -> token position (-1: none) -> pool slot
+            pos = tl.load(TOPK + b * stride_topk + offs_n, mask=n_mask, other=-1)
+            n_mask = n_mask & (pos >= 0)
+            r2t_ptrs = REQ_TO_TOKEN + row * stride_r2t + pos
+        else:
+            r2t_ptrs = REQ_TO_TOKEN + row * stride_r2t + offs_n
+        slots = tl.load(r2t_ptrs, mask=n_mask, other=0).to(tl.int64)
         if V_FROM_K:  # one [BLOCK_N, D_MAIN] tile of the latent serves as K and as V
             kv_ptrs = K + slots[:, None] * stride_kt + kv_head * stride_kh + offs_d[None, :]
             kv = tl.load(kv_ptrs, mask=n_mask[:, None], other=0.0)
@@ -117,8 +135,11 @@ def _decode_split_kernel(
         s = scale_scores(s, scale_log2, logit_cap, HAS_CAP)
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
+        m_ref = m_new
+        if SPARSE:  # a tile of -1 entries and no key yet: keep exp2 off -inf - -inf
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_ref)
+        p = tl.exp2(s - m_ref[:, None])
         if V_FROM_K:
             v = kv
         else:
