@@ -38,8 +38,9 @@ TierOf = Callable[[str], str]
 # What users ask for that no capability serves yet (README, `sglang-amd env`).
 NOT_YET: tuple[str, ...] = (
     "expert parallelism: --moe-a2a-backend / --ep-size with our MoE runner (refused at start)",
-    "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) through SGLang: the lightning indexer and the"
-    " serving path (refused at start; only the top-k sparse attention kernel exists)",
+    "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) through SGLang: the indexer's FP8 mode, the"
+    " index-K pool and the serving path (refused at start; the float-mode indexer and the top-k"
+    " sparse attention kernels exist)",
     "MTP beyond the wiring: acceptance reporting, more MTP families, draft-head training",
     "day-0 models: Qwen3-Next linear attention, gpt-oss sinks and its MXFP4 format",
     "the aiter tier: no op has an aiter implementation yet (TIER_ORDER keeps its place)",

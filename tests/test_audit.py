@@ -25,6 +25,7 @@ KERNELS = {
     "_quantize_kernel",
     "_align_kernel",
     "_combine_kernel",
+    "_indexer_logits_kernel",
 }
 
 

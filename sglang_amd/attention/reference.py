@@ -191,3 +191,61 @@ def sparse_attention_reference(
         probs = torch.softmax(torch.einsum("hgd,khd->hgk", qs, k) * scale, dim=-1)
         out[t] = torch.einsum("hgk,khd->hgd", probs, v).reshape(hq, dv).to(out.dtype)
     return out
+
+
+def indexer_logits_reference(
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    index_k: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor | list[int],
+    visible: torch.Tensor | list[int],
+    *,
+    scale: float,
+    width: int | None = None,
+) -> torch.Tensor:
+    """DeepSeek-V3.2's lightning indexer, float mode (HF transformers' math): the
+    score of token s for query token t is sum_h weights[t, h] * relu(scale * q[t, h] . k[s]).
+
+    Args:
+        q: [T, H, D] indexer queries (RoPE applied).
+        weights: [T, H] per-head weights (the model's weights_proj output times
+            n_heads^-0.5, as HF folds it).
+        index_k: [S, D] the index-K pool: one row per token slot.
+        req_to_token: [R, max_context] slot of each token of each request.
+        req_pool_indices: [T] request row of each query token.
+        visible: [T] how many leading positions of its request each query token
+            may see (its own position + 1: the causal limit).
+        scale: index_head_dim ** -0.5.
+        width: columns of the result (default max(visible)).
+
+    Returns:
+        [T, width] float32 scores; -inf at positions >= visible[t].
+    """
+    rows = _as_list(req_pool_indices)
+    vis = _as_list(visible)
+    width = max(vis, default=0) if width is None else width
+    out = torch.full((q.shape[0], width), float("-inf"), dtype=torch.float32, device=q.device)
+    for t, (row, n) in enumerate(zip(rows, vis, strict=True)):
+        if n == 0:
+            continue
+        k = index_k[req_to_token[row, :n].long()].float()  # [n, D]
+        scores = torch.relu(q[t].float() @ k.T * scale)  # [H, n]
+        out[t, :n] = weights[t].float() @ scores
+    return out
+
+
+def select_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k positions of each row of `logits` ([T, N] float32, -inf where not
+    visible), as [T, k] int32, -1 where a row has fewer than k visible positions.
+
+    Tie rule: a higher score first; between equal scores the lower position (a
+    stable descending sort). ReLU makes exact ties common (every head's score
+    negative gives 0), so the rule decides which of them are kept.
+    """
+    n = logits.shape[1]
+    order = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, : min(k, n)]
+    picked = torch.gather(logits, 1, order)
+    out = torch.full((logits.shape[0], k), -1, dtype=torch.int32, device=logits.device)
+    out[:, : order.shape[1]] = torch.where(picked > float("-inf"), order, -1).to(torch.int32)
+    return out

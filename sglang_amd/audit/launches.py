@@ -50,6 +50,9 @@ SPARSE_ATTENTION = (
 )
 SPARSE_TOPK = 2048
 SPARSE_ROWS = (1, 64, 4096)
+# Its lightning indexer: 64 heads of 128 per query token over the index-K rows.
+INDEXER = ("DeepSeek-V3.2 indexer", 64, 128)
+INDEXER_SIZES = ((1, 8192), (64, 8192), (1, 65536), (4096, 8192))
 # Extend: MHA as above; DeepSeek's fresh prefill (decompressed 192 / 128 per head)
 # and its absorbed prefix-extend over the latent.
 EXTEND_ATTENTION = (
@@ -72,6 +75,7 @@ MOE_TOKENS = (1, 64, 512)
 _FLAG_USERS = (
     "sglang_amd.attention.decode",
     "sglang_amd.attention.extend",
+    "sglang_amd.attention.indexer",
     "sglang_amd.gemm.grouped_gemm",
     "sglang_amd.moe.combine",
     "sglang_amd.moe.fused",
@@ -116,6 +120,20 @@ def _sparse(hq: int, hkv: int, dqk: int, dv: int, rows: int) -> None:
     flags = sparse_flags(decode.current_target(None), rows, hkv, hq // hkv, SPARSE_TOPK, dqk, dv)
     sparse_attention(q, k, k[..., :dv], r2t, torch.zeros(1, dtype=torch.long), topk, scale=0.1,
                      flags=flags)  # fmt: skip
+
+
+def _indexer(heads: int, dim: int, rows: int, width: int) -> None:
+    from sglang_amd.attention.indexer import indexer_logits
+
+    q = torch.empty(rows, heads, dim, dtype=BF16)
+    w = torch.empty(rows, heads, dtype=BF16)
+    k = torch.empty(_SLOTS, dim, dtype=BF16)
+    r2t = torch.zeros(1, _SLOTS, dtype=torch.int32)
+    # Scores [rows, width] float32: expanded, never written (compiled, not run).
+    out = torch.empty(1, 1).expand(rows, width)
+    indexer_logits(q, w, k, r2t, torch.zeros(rows, dtype=torch.long),
+                   torch.full((rows,), width, dtype=torch.int32), scale=dim**-0.5,
+                   width=width, out=out)  # fmt: skip
 
 
 def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
@@ -174,6 +192,7 @@ def _linear(n: int, k: int, rows: int, a4w4: bool) -> None:
 QUICK_MODELS = {
     "Llama-3.1-8B",
     "DeepSeek-V3.2 MLA 16 heads (tp8)",
+    "DeepSeek-V3.2 indexer",
     "DeepSeek-V3 MLA 16 heads (tp8)",
     "DeepSeek-V3 prefill 128 heads",
     "DeepSeek-V3 MLA extend 16 heads",
@@ -221,6 +240,16 @@ def attention_cases(
 
 def _all_cases(quick: bool) -> list[Case]:
     out = attention_cases(quick, _decode, _extend)
+    name, heads, dim = INDEXER
+    for rows, width in INDEXER_SIZES[1:2] if quick else INDEXER_SIZES:
+        out.append(
+            Case(
+                name,
+                "attention.indexer",
+                f"{rows} query tokens, {width} positions",
+                lambda a=(heads, dim, rows, width): _indexer(*a),
+            )
+        )
     for model, hq, hkv, dqk, dv in SPARSE_ATTENTION:
         for rows in SPARSE_ROWS[1:2] if quick else SPARSE_ROWS:
             out.append(

@@ -44,9 +44,9 @@ import torch
 import triton.language as tl
 from sglang.kernels.ops.attention import decode_attention as _da
 from sglang.kernels.ops.attention import extend_attention as _ea
+from sglang.kernels.ops.attention import metadata as _meta
 from sglang.kernels.ops.attention.dsa import triton_sparse_mla as _tsm
 from sglang.kernels.ops.attention.dsa import triton_sparse_mla_decode as _tsmd
-from sglang.kernels.ops.attention.metadata import get_num_kv_splits_triton
 from sglang.kernels.ops.moe import fused_moe_triton_kernels as _fk
 from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_config as _fc
 
@@ -60,7 +60,7 @@ from sglang_amd.audit.sglang_peer_launches import (
     backend_max_kv_splits,
     sglang_sees,
 )
-from sglang_amd.audit.traffic import one_launch, programs_in_reverse
+from sglang_amd.audit.traffic import interpreted_kernels, one_launch, programs_in_reverse
 from sglang_amd.target_info import Target
 
 __all__ = ["NO_PEER", "PeerBuild", "peer_context", "peer_for"]
@@ -73,6 +73,7 @@ PeerBuild = Callable[[Target], tc.Prepared]
 
 # Our ops with no SGLang Triton kernel to stand beside (said in the table).
 NO_PEER = {
+    "attention.indexer": "SGLang's indexer scores with DeepGEMM (CUDA) or aiter (ROCm) fp8 kernels, not Triton",
     "moe.fused a4w4": "SGLang has no MXFP4-activation fused MoE Triton kernel",
     "quant.mxfp4_linear w4a16": "SGLang has no MXFP4 dense Triton GEMM",
     "quant.mxfp4_linear a4w4": "SGLang has no MXFP4 dense Triton GEMM",
@@ -94,7 +95,7 @@ def backend_splits(arch: str, batch: int, hq: int, hkv: int, ctx: int, mla: bool
     tokens (`TritonAttnBackend.get_num_kv_splits`, its own kernel, interpreted)."""
     max_splits = backend_max_kv_splits(arch, mla, ctx)
     out = torch.empty(batch, dtype=torch.int32)
-    get_num_kv_splits_triton[(1,)](
+    _meta.get_num_kv_splits_triton[(1,)](
         out,
         torch.full((batch,), ctx, dtype=torch.int32),
         batch,
@@ -415,6 +416,11 @@ def peer_for(case: tc.TrafficCase, arch: str) -> tuple[str, PeerBuild | None]:
 def peer_context(arch: str) -> Iterator[None]:
     """SGLang's launchers deciding as on `arch` (see `sglang_peer_launches`), less
     programmatic dependent launch: it overlaps launches and moves no byte, and the
-    interpreter cannot run its `gdc_wait`."""
-    with sglang_sees(arch), mock.patch.object(_fk, "is_arch_support_pdl", lambda: False):
+    interpreter cannot run its `gdc_wait`. Its kernels interpreted whatever the
+    environment was when sglang imported them (`traffic.interpreted_kernels`)."""
+    with (
+        sglang_sees(arch),
+        mock.patch.object(_fk, "is_arch_support_pdl", lambda: False),
+        interpreted_kernels(_da, _ea, _meta, _fk, _tsm, _tsmd),
+    ):
         yield

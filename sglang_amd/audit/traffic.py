@@ -48,6 +48,7 @@ __all__ = [
     "Traffic",
     "counting",
     "launches_kernel",
+    "interpreted_kernels",
     "one_launch",
     "programs_in_reverse",
 ]
@@ -276,6 +277,29 @@ def one_launch(
             state.regions.add(*_storage_span(t))
             addrs = np.arange(start, start + nbytes, t.element_size(), dtype=np.uint64)
             state.regions.touch(addrs, t.element_size(), state.traffic.by_tensor)
+
+
+@contextlib.contextmanager
+def interpreted_kernels(*modules: Any) -> Iterator[None]:
+    """Inside: every @triton.jit function among the globals of `modules` runs under
+    the interpreter (and so under `counting()`), even where the module was imported
+    while TRITON_INTERPRET was unset: Triton decides at decoration, once, so a
+    process that imported another package's kernels before the variable was set
+    holds compiled-kernel objects that need a GPU driver. Helpers a kernel calls
+    are looked up in its module's globals, which are patched too."""
+    from unittest import mock
+
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    with contextlib.ExitStack() as stack:
+        for module in modules:
+            for name, value in list(vars(module).items()):
+                if isinstance(value, JITFunction):
+                    stack.enter_context(
+                        mock.patch.object(module, name, InterpretedFunction(value.fn))
+                    )
+        yield
 
 
 @contextlib.contextmanager

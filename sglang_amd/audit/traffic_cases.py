@@ -88,6 +88,9 @@ SPARSE = (
     ("DeepSeek-V3.2 MLA 16 heads (tp8)", 16, 1, 576, 512),
 )
 SPARSE_TOPK, SPARSE_CONTEXT, SPARSE_ROWS = 2048, 8192, (1, 64)
+# Its indexer: (model, heads, head dim), scoring every visible position of a context.
+INDEXER = ("DeepSeek-V3.2 indexer", 64, 128)
+INDEXER_CONTEXTS = (8192, 65536)
 EXTEND = (
     ("Llama-3.1-8B", 32, 8, 128, 128),
     ("DeepSeek-V3 prefill 128 heads", 128, 128, 192, 128),
@@ -167,6 +170,30 @@ def _sparse(model: tuple, rows: int) -> Callable[[Target], Prepared]:
 
         ideal = traffic_ideal.attention(q, kv, kv[..., :dv], [SPARSE_TOPK], dv)
         return Prepared(run, {"q": q, "kv": kv, "out": out, "topk": topk}, ideal)
+
+    return build
+
+
+def _indexer(context: int) -> Callable[[Target], Prepared]:
+    _, heads, dim = INDEXER
+
+    def build(target: Target) -> Prepared:
+        from sglang_amd.attention.indexer import indexer_logits
+
+        q = _randn(1, heads, dim)
+        w = _randn(1, heads)
+        k = _randn(context, dim)
+        r2t = torch.arange(context, dtype=torch.int32).view(1, context)
+        rows = torch.zeros(1, dtype=torch.long)
+        visible = torch.tensor([context], dtype=torch.int32)
+        out = torch.empty(1, context)
+
+        def run() -> object:
+            return indexer_logits(q, w, k, r2t, rows, visible, scale=dim**-0.5, width=context,
+                                  out=out)  # fmt: skip
+
+        ideal = traffic_ideal.indexer(q, w, dim * k.element_size(), context)
+        return Prepared(run, {"q": q, "weights": w, "index_k": k, "out": out}, ideal)
 
     return build
 
@@ -331,6 +358,16 @@ def _all_cases() -> list[TrafficCase]:
                     gates,
                 )
             )
+    for context in INDEXER_CONTEXTS:
+        out.append(
+            TrafficCase(
+                INDEXER[0],
+                "attention.indexer",
+                f"1 query token, {context} positions",
+                "real",
+                _indexer(context),
+            )
+        )
     for model in SPARSE:
         for rows in SPARSE_ROWS:
             out.append(

@@ -53,3 +53,9 @@ def moe(x: torch.Tensor, weights: Sequence[torch.Tensor], topk_ids: torch.Tensor
 def linear(x: torch.Tensor, weights: Sequence[torch.Tensor], n: int) -> int:
     """Dense linear: the weight (+ scales) once, x once, the [rows, N] output once."""
     return sum(_nbytes(w) for w in weights) + _nbytes(x) + x.shape[0] * n * x.element_size()
+
+
+def indexer(q: torch.Tensor, weights: torch.Tensor, index_k_row_bytes: int, visible: int) -> int:
+    """DSA's indexer for one query token: q [1, H, D] and its head weights read once,
+    the `visible` index-K rows read once, one float32 score per position written."""
+    return _nbytes(q) + _nbytes(weights) + visible * (index_k_row_bytes + 4)

@@ -1,0 +1,95 @@
+"""Triton tier of DSA's lightning indexer (DeepSeek-V3.2): which tokens each query
+token attends to.
+
+Where it sits: before `attention/sparse.py`. For each query token t of request
+row r, with `visible[t]` leading positions it may see (its causal limit), the
+score of position s is sum_h weights[t, h] * relu(scale * q[t, h] . k[s]) over
+the index-K rows `req_to_token[r, s]` points at (float mode: HF transformers'
+math, the oracle; DeepSeek's FP8 mode with Hadamard-rotated, block-scaled keys
+is not built yet). The scores come from `indexer_details/_logits.py`; the
+top-k is `reference.select_topk` (a stable torch sort: higher score first, the
+lower position between equals), -1 where fewer than k positions are visible:
+exactly the table `sparse_attention` reads. Never imports sglang.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from sglang_amd.attention.indexer_details._logits import _indexer_logits_kernel
+from sglang_amd.attention.opt_flags import choose_num_splits
+from sglang_amd.attention.reference import select_topk
+from sglang_amd.target_info import current_target
+from sglang_amd.triton_utils import dot_flags
+
+__all__ = ["indexer_logits", "indexer_topk"]
+
+# Positions a program scores per step: a [BLOCK_N, D] index-K tile.
+_BLOCK_N = 64
+
+
+def indexer_logits(
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    index_k: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    visible: torch.Tensor,
+    *,
+    scale: float,
+    width: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Indexer scores, float32 [T, width], -inf at positions >= visible[t].
+
+    Args:
+        q: [T, H, D] float16/bfloat16/float32 indexer queries (RoPE applied); D a
+            power of two (128 in DeepSeek-V3.2).
+        weights: [T, H] per-head weights (n_heads^-0.5 folded in, as HF does).
+        index_k: [S, D] index-K rows, one per token slot, q's dtype family.
+        req_to_token: [R, max_context] int32/int64 slots.
+        req_pool_indices: [T] request row of each query token.
+        visible: [T] int positions each query token may see.
+        scale: D ** -0.5.
+        width: columns to fill (>= max(visible); the capacity under CUDA graphs).
+        out: [T, width] float32 written in place when given.
+    """
+    tokens, heads, dim = q.shape
+    if dim & (dim - 1) or index_k.shape[1] != dim:
+        raise ValueError(f"indexer_logits: head dim {dim} / index-K {index_k.shape[1]}: "
+                         "both must be the same power of two")  # fmt: skip
+    if out is None:
+        out = torch.empty(tokens, width, dtype=torch.float32, device=q.device)
+    if tokens == 0 or width == 0:
+        return out
+    target = current_target(q.device)
+    splits = choose_num_splits(tokens, width, target.compute_units)
+    span = triton.cdiv(triton.cdiv(width, splits), _BLOCK_N) * _BLOCK_N
+    _indexer_logits_kernel[(tokens, triton.cdiv(width, span))](
+        q, weights, index_k, req_to_token, req_pool_indices, visible, out,
+        q.stride(0), q.stride(1), weights.stride(0), index_k.stride(0),
+        req_to_token.stride(0), out.stride(0), scale, width, span,
+        NUM_HEADS=heads, BLOCK_H=max(16, triton.next_power_of_2(heads)), D=dim,
+        BLOCK_N=_BLOCK_N, **dot_flags(q.dtype, index_k.dtype),
+    )  # fmt: skip
+    return out
+
+
+def indexer_topk(
+    q: torch.Tensor,
+    weights: torch.Tensor,
+    index_k: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    visible: torch.Tensor,
+    *,
+    scale: float,
+    topk: int,
+    width: int,
+) -> torch.Tensor:
+    """[T, topk] int32 positions each query token attends to (-1: none): the
+    indexer's scores (`indexer_logits`), then `select_topk`'s rule."""
+    logits = indexer_logits(q, weights, index_k, req_to_token, req_pool_indices, visible,
+                            scale=scale, width=width)  # fmt: skip
+    return select_topk(logits, topk)

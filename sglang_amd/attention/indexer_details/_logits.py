@@ -1,0 +1,69 @@
+"""Triton kernel of DSA's lightning indexer: the score of every visible token.
+
+One program per (query token, span of positions): it loads the token's H
+indexer query heads once, walks its span BLOCK_N positions at a time through
+`req_to_token` to the index-K rows, and writes
+sum_h w[h] * relu(scale * q[h] . k[s]) for each position (-inf from the
+token's causal limit on). Scores stay float32.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from sglang_amd.triton_utils import mma
+
+
+@triton.jit
+def _indexer_logits_kernel(
+    Q,
+    W,
+    K,
+    REQ_TO_TOKEN,
+    REQ_POOL_IDX,
+    VISIBLE,
+    OUT,
+    stride_qt,
+    stride_qh,
+    stride_wt,
+    stride_k,
+    stride_r2t,
+    stride_ot,
+    scale,
+    width,
+    span,
+    NUM_HEADS: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    t = tl.program_id(0)
+    start = tl.program_id(1) * span
+    end = tl.minimum(start + span, width)
+    visible = tl.load(VISIBLE + t)
+    row = tl.load(REQ_POOL_IDX + t).to(tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)
+    h_mask = offs_h < NUM_HEADS
+    offs_d = tl.arange(0, D)
+    q = tl.load(
+        Q + t * stride_qt + offs_h[:, None] * stride_qh + offs_d[None, :],
+        mask=h_mask[:, None],
+        other=0.0,
+    )
+    w = tl.load(W + t * stride_wt + offs_h, mask=h_mask, other=0.0).to(tl.float32)
+    for n0 in range(start, end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < visible
+        slots = tl.load(REQ_TO_TOKEN + row * stride_r2t + offs_n, mask=n_mask, other=0)
+        k = tl.load(
+            K + slots.to(tl.int64)[None, :] * stride_k + offs_d[:, None],
+            mask=n_mask[None, :],
+            other=0.0,
+        )
+        s = mma(q, k.to(q.dtype), PRECISION, UPCAST) * scale  # [BLOCK_H, BLOCK_N]
+        logits = tl.sum(tl.maximum(s, 0.0) * w[:, None], 0)
+        logits = tl.where(n_mask, logits, float("-inf"))
+        tl.store(OUT + t * stride_ot + offs_n, logits, mask=offs_n < end)
