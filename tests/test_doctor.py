@@ -268,6 +268,8 @@ def test_hybrid_budget_splits_the_rest_between_state_and_kv(reports):
         ({"cuda_graph_backend_decode": "breakable"}, "MI355X", "cuda",
          ("breakable", "off (SGLang default on ROCm)")),
         ({}, None, "cpu", ("disabled (CPU server)", "disabled (CPU server)")),
+        ({"pp_size": 2}, "H100", "cuda",
+         ("on (SGLang default)", "off (SGLang default under pipeline parallelism)")),
     ],
 )  # fmt: skip
 def test_cuda_graph_phases_follow_the_flags_and_the_planned_gpu(flags, gpu, device, want):
@@ -280,7 +282,7 @@ def test_cuda_graph_phases_follow_the_flags_and_the_planned_gpu(flags, gpu, devi
 
     base = dict(disable_cuda_graph=False, disable_decode_cuda_graph=False,
                 disable_prefill_cuda_graph=False, cuda_graph_backend_decode=None,
-                cuda_graph_backend_prefill=None)  # fmt: skip
+                cuda_graph_backend_prefill=None, pp_size=1)  # fmt: skip
     view = SimpleNamespace(**{**base, **flags})
     got = sglang_memory.graph_phases(view, device, GPUS[gpu] if gpu else None)
     assert (got["decode"], got["prefill"]) == want

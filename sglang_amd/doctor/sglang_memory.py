@@ -135,7 +135,9 @@ def graph_phases(view: Any, device: str, gpu: gpu_budget.Gpu | None) -> dict[str
             out[phase] = "disabled (flag)"
         elif phase == "decode":
             out[phase] = "on (SGLang default)"
-        else:
+        elif view.pp_size > 1:
+            out[phase] = "off (SGLang default under pipeline parallelism)"
+        else:  # as gpu_budget.default_mem_fraction_static reads the same default
             cuda = gpu is None or gpu.platform == "cuda"
             out[phase] = "on (SGLang default on CUDA)" if cuda else "off (SGLang default on ROCm)"
     return out
