@@ -68,13 +68,17 @@ def test_smollm2_decode_bug_is_caught_and_bisected(quiet_env, smollm2_path, tmp_
 
 
 @pytest.mark.full
+@pytest.mark.timeout(2400)
 def test_a_triton_only_decode_bug_is_narrowed_to_its_op(quiet_env, smollm2_path, tmp_path):
     """Both sides interpret Triton (our ops then serve on it); the fault hits only
     the Triton tier of attention.decode. Bisection blames the backend flag, and
-    narrowing must find that forcing attention.decode to torch passes."""
+    narrowing must find that forcing attention.decode to torch passes. Two prompts,
+    six new tokens: B's every layer runs in Triton's interpreter."""
     env = "TRITON_INTERPRET=1 SGLANG_AMD_INJECT_FAULT=attention.decode@triton:drop_newest_key"
+    work = _work(smollm2_path, [], count=2)
+    work.max_new_tokens = 6
     r = _run(smollm2_path, f"{env} --attention-backend torch_native {BASE}",
-             f"{env} --attention-backend amd {BASE}", _work(smollm2_path, [], count=4), tmp_path,
+             f"{env} --attention-backend amd {BASE}", work, tmp_path,
              bisect_changes=True)  # fmt: skip
     bis = r["bisect"]
     assert not r["passed"] and bis["culprit"] == "attention: --attention-backend amd"
