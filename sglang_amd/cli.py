@@ -425,12 +425,7 @@ def _traffic_peer(want: bool):  # noqa: ANN202  (a PeerLookup or None, and a not
         from sglang_amd.audit import sglang_peer_traffic as peers
     except ImportError as exc:  # the bare GPU image has no sglang: ours still run
         return None, f"sglang not importable here ({exc})"
-
-    def lookup(case, arch):  # noqa: ANN001, ANN202
-        what, build = peers.peer_for(case, arch)
-        return what, build, peers.peer_context(arch)
-
-    return lookup, "sglang (same counter, same shapes)"
+    return peers.lookup, "sglang (same counter, same shapes)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -87,17 +87,13 @@ def beside():
     from sglang_amd.audit import sglang_peer_traffic as peers
     from sglang_amd.audit import traffic_audit
 
-    def lookup(case, arch):
-        what, build = peers.peer_for(case, arch)
-        return what, build, peers.peer_context(arch)
-
     keys = [
         ("Llama-3.1-8B", "attention.decode", "batch 1, context 1024"),
         ("DeepSeek-V3", "moe.fused mxfp4", "8 tokens"),
         ("Qwen3-235B-A22B", "moe.fused bf16", "8 tokens"),
         ("gpt-oss-120b", "moe.fused a4w4", "8 tokens"),
     ]
-    rows = [traffic_audit.measure(_case(*k), "gfx942", peer=lookup) for k in keys]
+    rows = [traffic_audit.measure(_case(*k), "gfx942", peer=peers.lookup) for k in keys]
     return {(r.model, r.op, r.size): r for r in rows}
 
 

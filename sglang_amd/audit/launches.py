@@ -238,6 +238,21 @@ def attention_cases(
     return out
 
 
+def sparse_cases(quick: bool, sparse: Callable[..., object]) -> list[Case]:
+    """The matrix's DSA sparse-attention cases, labelled as the audit pairs ours with
+    a peer's: `sparse(hq, hkv, dqk, dv, rows)` makes each case's launches."""
+    return [
+        Case(
+            model,
+            "attention.sparse",
+            f"{rows} query tokens, top-{SPARSE_TOPK}",
+            lambda a=(hq, hkv, dqk, dv, rows): sparse(*a),
+        )
+        for model, hq, hkv, dqk, dv in SPARSE_ATTENTION
+        for rows in (SPARSE_ROWS[1:2] if quick else SPARSE_ROWS)
+    ]
+
+
 def _all_cases(quick: bool) -> list[Case]:
     out = attention_cases(quick, _decode, _extend)
     name, heads, dim = INDEXER
@@ -250,16 +265,7 @@ def _all_cases(quick: bool) -> list[Case]:
                 lambda a=(heads, dim, rows, width): _indexer(*a),
             )
         )
-    for model, hq, hkv, dqk, dv in SPARSE_ATTENTION:
-        for rows in SPARSE_ROWS[1:2] if quick else SPARSE_ROWS:
-            out.append(
-                Case(
-                    model,
-                    "attention.sparse",
-                    f"{rows} query tokens, top-{SPARSE_TOPK}",
-                    lambda a=(hq, hkv, dqk, dv, rows): _sparse(*a),
-                )
-            )
+    out += sparse_cases(quick, _sparse)
     for model, hidden, inter, topk, experts in MOE:
         for weights in ("bf16", "mxfp4", "a4w4"):
             for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:

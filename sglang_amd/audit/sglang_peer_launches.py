@@ -48,11 +48,10 @@ from sglang_amd.audit.launches import (
     BF16,
     MOE,
     MOE_TOKENS,
-    SPARSE_ATTENTION,
-    SPARSE_ROWS,
     SPARSE_TOPK,
     Case,
     attention_cases,
+    sparse_cases,
 )
 
 # What each GPU answers to SGLang's device queries: CUs/SMs, torch's device name
@@ -183,7 +182,7 @@ def _decode(arch: str, hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: in
     )
 
 
-def _sparse(arch: str, hq: int, dqk: int, dv: int, rows: int) -> None:
+def _sparse(arch: str, hq: int, hkv: int, dqk: int, dv: int, rows: int) -> None:
     """`triton_sparse_mla_decode_splitk` (SGLang's DSA backend, bf16 KV) for `rows`
     query tokens: its CU count and K tile as on `arch`, a backend-owned workspace."""
     # Real strides: this launcher passes them as constexprs (a 0 would be another
@@ -209,17 +208,36 @@ def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
     kbuf = torch.empty(64, hkv, dqk, dtype=BF16)
     vbuf = kbuf[..., :dv] if (hkv == 1 and dv < dqk) else torch.empty(64, hkv, dv, dtype=BF16)
     o = torch.empty(new, hq, dv, dtype=BF16)
-    qo = torch.tensor([0, new], dtype=torch.int32)
+    extend_call(
+        q, k, v, o, kbuf, vbuf, torch.tensor([0, 64], dtype=torch.int32),
+        torch.zeros(64, dtype=torch.int32), tokens,
+    )  # fmt: skip
+
+
+def extend_call(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    k_pool: torch.Tensor,
+    v_pool: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    tokens: int,
+) -> None:
+    """`extend_attention_fwd` as SGLang's triton backend calls it for one request of
+    `tokens` new tokens (causal, no custom mask, page size 1); the prefix comes
+    from the pools through kv_indptr / kv_indices."""
     _ea.extend_attention_fwd(
         q,
         k,
         v,
         o,
-        kbuf,
-        vbuf,
-        qo,
-        torch.tensor([0, 64], dtype=torch.int32),
-        torch.zeros(64, dtype=torch.int32),
+        k_pool,
+        v_pool,
+        torch.tensor([0, q.shape[0]], dtype=torch.int32),
+        kv_indptr,
+        kv_indices,
         None,
         True,
         None,
@@ -232,20 +250,45 @@ def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
     )
 
 
+def moe_configs(
+    model: str, hidden: int, inter: int, topk: int, tokens: int, w4a16: bool
+) -> tuple[dict, dict]:
+    """The gate-up and down configs `try_get_optimal_moe_config` resolves for the real
+    (E, N) and token count, as `_prepare_fused_moe_run` (the down one falls back to
+    the gate-up one), without USE_TMA: TMA only where a tuned file asks for it and
+    the device has it."""
+    experts, pack = _EXPERTS[model], 2 if w4a16 else 1
+    config, (down, _) = _fc.try_get_optimal_moe_config(
+        (experts, 2 * inter, hidden // pack),
+        (experts, hidden, inter // pack),
+        topk,
+        "int4_w4a16" if w4a16 else None,
+        tokens,
+        return_down_config=True,
+    )
+    config = {k: v for k, v in config.items() if k != "USE_TMA"}
+    return config, {k: v for k, v in (down or config).items() if k != "USE_TMA"}
+
+
+def moe_quant(w4a16: bool, compute_type: object) -> dict:
+    """`invoke_fused_moe_kernel`'s quantization arguments: bf16/fp16 weights, or
+    SGLang's int4 w4a16 (GPTQ/AWQ) with group-32 scales."""
+    return dict(
+        compute_type=compute_type,
+        use_fp8_w8a8=False,
+        use_int8_w8a8=False,
+        use_int8_w8a16=False,
+        use_int4_w4a16=w4a16,
+        per_channel_quant=False,
+        block_shape=[0, _W4A16_GROUP] if w4a16 else None,
+    )
+
+
 def _moe(model: str, hidden: int, inter: int, topk: int, tokens: int, w4a16: bool) -> None:
     """`fused_experts_impl`'s two `invoke_fused_moe_kernel` calls (gate-up, down)
     with the config `try_get_optimal_moe_config` resolves, as `_prepare_fused_moe_run`."""
     E, local = _EXPERTS[model], 2
-    pack = 2 if w4a16 else 1
-    w1_shape, w2_shape = (E, 2 * inter, hidden // pack), (E, hidden, inter // pack)
-    dtype = "int4_w4a16" if w4a16 else None
-    config, (down, _) = _fc.try_get_optimal_moe_config(
-        w1_shape, w2_shape, topk, dtype, tokens, return_down_config=True
-    )
-    config = dict(config)
-    config.pop("USE_TMA", None)  # TMA only where a tuned file asks and the device has it
-    if down:
-        down.pop("USE_TMA", None)
+    config, down = moe_configs(model, hidden, inter, topk, tokens, w4a16)
     bm = config["BLOCK_SIZE_M"]
     n = tokens * topk
     padded = n * bm if n < E + 1 else n + (E + 1) * (bm - 1)
@@ -265,20 +308,11 @@ def _moe(model: str, hidden: int, inter: int, topk: int, tokens: int, w4a16: boo
         w2 = torch.empty(local, hidden, inter // 2, dtype=u8)
         s1 = torch.empty(local, 2 * inter, hidden // _W4A16_GROUP, dtype=BF16)
         s2 = torch.empty(local, hidden, inter // _W4A16_GROUP, dtype=BF16)
-        block = [0, _W4A16_GROUP]
     else:
         w1 = torch.empty(local, 2 * inter, hidden, dtype=BF16)
         w2 = torch.empty(local, hidden, inter, dtype=BF16)
-        s1 = s2 = block = None
-    quant = dict(
-        compute_type=tl.bfloat16,
-        use_fp8_w8a8=False,
-        use_int8_w8a8=False,
-        use_int8_w8a16=False,
-        use_int4_w4a16=w4a16,
-        per_channel_quant=False,
-        block_shape=block,
-    )
+        s1 = s2 = None
+    quant = moe_quant(w4a16, tl.bfloat16)
     _fk.invoke_fused_moe_kernel(
         x,
         w1,
@@ -312,7 +346,7 @@ def _moe(model: str, hidden: int, inter: int, topk: int, tokens: int, w4a16: boo
         post,
         True,
         1,
-        down or config,
+        down,
         router_topk=topk,
         **quant,
     )
@@ -337,16 +371,7 @@ PEER_WHAT = {
 def peer_cases(arch: str, quick: bool = False) -> list[Case]:
     """SGLang's launches for `arch` over our matrix, labelled like ours."""
     out = attention_cases(quick, functools.partial(_decode, arch), _extend)
-    for model, hq, _, dqk, dv in SPARSE_ATTENTION:
-        for rows in SPARSE_ROWS[1:2] if quick else SPARSE_ROWS:
-            out.append(
-                Case(
-                    model,
-                    "attention.sparse",
-                    f"{rows} query tokens, top-{SPARSE_TOPK}",
-                    lambda a=(arch, hq, dqk, dv, rows): _sparse(*a),
-                )
-            )
+    out += sparse_cases(quick, functools.partial(_sparse, arch))
     for model, hidden, inter, topk, *_ in MOE:
         for ours, w4a16 in MOE_PEERS:
             for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:

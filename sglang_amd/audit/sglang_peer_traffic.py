@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 from unittest import mock
 
 import torch
@@ -48,7 +49,6 @@ from sglang.kernels.ops.attention import metadata as _meta
 from sglang.kernels.ops.attention.dsa import triton_sparse_mla as _tsm
 from sglang.kernels.ops.attention.dsa import triton_sparse_mla_decode as _tsmd
 from sglang.kernels.ops.moe import fused_moe_triton_kernels as _fk
-from sglang.srt.layers.moe.moe_runner.triton_utils import fused_moe_triton_config as _fc
 
 from sglang_amd.audit import traffic_cases as tc
 from sglang_amd.audit import traffic_ideal
@@ -58,12 +58,15 @@ from sglang_amd.audit.sglang_peer_launches import (
     _W4A16_GROUP,
     SHARED_MEMORY,
     backend_max_kv_splits,
+    extend_call,
+    moe_configs,
+    moe_quant,
     sglang_sees,
 )
 from sglang_amd.audit.traffic import interpreted_kernels, one_launch, programs_in_reverse
 from sglang_amd.target_info import Target
 
-__all__ = ["NO_PEER", "PeerBuild", "peer_context", "peer_for"]
+__all__ = ["NO_PEER", "PeerBuild", "lookup", "peer_context", "peer_for"]
 
 # The peers' tiles are float16: the same bytes as the bfloat16 ours run, and
 # Triton 3.8's interpreter computes bf16 `tl.dot` wrongly (see triton_utils.mma,
@@ -227,29 +230,12 @@ def _extend(model: tuple, tokens: int) -> PeerBuild:
         k = _randn(tokens, 1, dqk)
         v = k[..., :dv] if mla else _randn(tokens, 1, dv)
         out = torch.empty(tokens, run_hq, dv, dtype=F16)
-        qo = torch.tensor([0, tokens], dtype=torch.int32)
+        no_prefix = torch.zeros(2, dtype=torch.int32)
+        no_slots = torch.zeros(0, dtype=torch.int32)
 
         def run() -> object:
-            _ea.extend_attention_fwd(
-                q,
-                k,
-                v,
-                out,
-                k,  # the pool: no prefix, never read
-                v,
-                qo,
-                torch.zeros(2, dtype=torch.int32),
-                torch.zeros(0, dtype=torch.int32),
-                None,
-                True,
-                None,
-                tokens,
-                1.0,
-                1.0,
-                sm_scale=0.1,
-                page_size=1,
-                extend_seq_lens_cpu=[tokens],
-            )
+            # The pool (k, v) is never read: no prefix.
+            extend_call(q, k, v, out, k, v, no_prefix, no_slots, tokens)
             return out
 
         named = {"q": q, "kv" if mla else "k": k, "out": out}
@@ -301,18 +287,7 @@ def _moe(spec: tuple, tokens: int, w4a16: bool, arch: str) -> PeerBuild:
     run_t = max(1, tokens * run_e // experts)
 
     def build(target: Target) -> tc.Prepared:
-        real_e = _EXPERTS[model]
-        pack = 2 if w4a16 else 1
-        config, (down, _) = _fc.try_get_optimal_moe_config(
-            (real_e, 2 * inter, hidden // pack),
-            (real_e, hidden, inter // pack),
-            topk,
-            "int4_w4a16" if w4a16 else None,
-            tokens,
-            return_down_config=True,
-        )
-        config = {k: v for k, v in config.items() if k != "USE_TMA"}
-        down = {k: v for k, v in (down or config).items() if k != "USE_TMA"}
+        config, down = moe_configs(model, hidden, inter, topk, tokens, w4a16)
         x = _randn(run_t, run_h)
         weights, ids = tc._routing(run_t, run_e, topk)
         sorted_ids, expert_ids, post = _align(ids, run_e, config["BLOCK_SIZE_M"])
@@ -325,29 +300,21 @@ def _moe(spec: tuple, tokens: int, w4a16: bool, arch: str) -> PeerBuild:
                 "w2": torch.randint(0, 256, (run_e, run_h, run_i // 2), generator=g, dtype=u8),
                 "w2_scale": _randn(run_e, run_h, run_i // _W4A16_GROUP) * 0.01,
             }
-            s1, s2, block = tensors["w13_scale"], tensors["w2_scale"], [0, _W4A16_GROUP]
+            s1, s2 = tensors["w13_scale"], tensors["w2_scale"]
         else:
             tensors = {
                 "w13": _randn(run_e, 2 * run_i, run_h) * 0.1,
                 "w2": _randn(run_e, run_h, run_i) * 0.1,
             }
-            s1 = s2 = block = None
-        quant = dict(
-            compute_type=tl.float16,
-            use_fp8_w8a8=False,
-            use_int8_w8a8=False,
-            use_int8_w8a16=False,
-            use_int4_w4a16=w4a16,
-            per_channel_quant=False,
-            block_shape=block,
-        )
+            s1 = s2 = None
+        quant = moe_quant(w4a16, tl.float16)
         n = run_t * topk
         cache1 = torch.empty(n, 2 * run_i, dtype=F16)
         cache2 = torch.empty(n, run_i, dtype=F16)
         cache3 = torch.empty(run_t, topk, run_h, dtype=F16)
         out = torch.empty(run_t, run_h, dtype=F16)
         aligned = (sorted_ids, expert_ids, post)
-        align_launches = _align_launches(arch, tokens * topk, real_e)
+        align_launches = _align_launches(arch, tokens * topk, _EXPERTS[model])
 
         def run() -> object:
             for i in range(align_launches):
@@ -410,6 +377,13 @@ def peer_for(case: tc.TrafficCase, arch: str) -> tuple[str, PeerBuild | None]:
         what = "SGLang fused_moe int4 w4a16 (group 32)" if w4a16 else "SGLang fused_moe bf16"
         return what, _moe(spec, tokens, w4a16, arch)
     return f"no SGLang peer for {case.op}", None
+
+
+def lookup(case: tc.TrafficCase, arch: str) -> tuple[str, PeerBuild | None, Any]:
+    """`traffic_audit.PeerLookup`: the peer of `case` on `arch` and the context its
+    launchers run in."""
+    what, build = peer_for(case, arch)
+    return what, build, peer_context(arch)
 
 
 @contextlib.contextmanager

@@ -51,13 +51,6 @@ def selects_ours(change: Change, cfg: Config) -> bool:
     return any(cfg.flag(name) in values for name, _ in change.flags)
 
 
-def _with(cfg: Config, env: dict[str, str] | None = None, flag: str | None = None) -> Config:
-    out = Config(dict(cfg.flags), {**cfg.env, **(env or {})})
-    if flag is not None:
-        out.flags[flag] = []
-    return out
-
-
 def narrow(
     culprit: Change, failing: Config, trial: Callable[[Config, str], StepLike]
 ) -> dict[str, Any] | None:
@@ -79,16 +72,17 @@ def narrow(
     free = [op for op in ops if failing.env.get(variables[op]) != TORCH]
     for op in free:
         var = variables[op]
-        if attempt(_with(failing, {var: TORCH}), f"failing + {var}={TORCH}"):
+        if attempt(Change(op, env=((var, TORCH),)).apply(failing), f"failing + {var}={TORCH}"):
             return result(
                 f"{op}: its faster tier (what serves it without {var}); the torch reference passes"
             )
     if len(free) > 1:
-        forced = {variables[op]: TORCH for op in free}
-        if attempt(_with(failing, forced), f"failing + {', '.join(forced)}={TORCH}"):
+        forced = tuple((variables[op], TORCH) for op in free)
+        names = ", ".join(var for var, _ in forced)
+        if attempt(Change("all", env=forced).apply(failing), f"failing + {names}={TORCH}"):
             return result(f"the tiers of {', '.join(free)} together (each alone at torch fails)")
     if EAGER not in failing.flags:
-        if attempt(_with(failing, flag=EAGER), f"failing + {EAGER}"):
+        if attempt(Change(EAGER, flags=((EAGER, ()),)).apply(failing), f"failing + {EAGER}"):
             return result(
                 f"CUDA graphs: eager passes (capture or replay in our {culprit.name} adapter)"
             )
