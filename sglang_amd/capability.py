@@ -45,8 +45,8 @@ NOT_YET: tuple[str, ...] = (
     "day-0 models: Qwen3-Next linear attention, gpt-oss sinks and its MXFP4 format",
     "the aiter tier: no op has an aiter implementation yet (TIER_ORDER keeps its place)",
     "quantized (fp8/fp4) KV caches under --attention-backend amd",
-    "any GPU measurement: our Triton kernels run only in the interpreter so far (compiled for"
-    " gfx942/gfx950/sm_90/sm_100 by sglang-amd audit, never run or timed on one)",
+    "any AMD GPU measurement: our Triton kernels have run and been timed on one NVIDIA H200"
+    " (BENCHMARKS.md); on MI300X/MI355X only compiled ahead of time (sglang-amd audit)",
 )
 
 

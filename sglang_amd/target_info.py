@@ -123,6 +123,10 @@ class Target:
 
 # The interpreter runs programs one after another on the CPU: 4 units keeps the
 # grids small while still exercising split-KV decode with several splits.
+# Shared memory (LDS) one workgroup may take, per arch: a launch asking for more
+# fails to load (OutOfResources), so the compile audit gates on it.
+SHARED_MEMORY_BYTES = {"gfx942": 65536, "gfx950": 163840, "sm_90": 232448, "sm_100": 232448}
+
 INTERPRETER = Target("interpreter", "interpreter", warp_size=32, compute_units=4)
 
 # Nominal full-chip parts. A real device may report fewer units (a partitioned

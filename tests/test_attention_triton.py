@@ -316,7 +316,9 @@ def _load_static(b, q, k, v, r2t, rows) -> None:
     if v is not None:
         v[: b.v_cache.shape[0]].copy_(b.v_cache)
     r2t.zero_()
-    r2t[: b.req_to_token.shape[0], : b.req_to_token.shape[1]].copy_(b.req_to_token)
+    # The batch's table is a page wider than its longest sequence: that column is padding.
+    width = min(r2t.shape[1], b.req_to_token.shape[1])
+    r2t[: b.req_to_token.shape[0], :width].copy_(b.req_to_token[:, :width])
     rows.copy_(b.req_pool_indices)
 
 

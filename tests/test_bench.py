@@ -266,3 +266,71 @@ def test_moe_shape_larger_than_free_memory_is_not_run(monkeypatch):
     assert big_rows and all(r.seconds is None and "not run" in r.note for r in big_rows)
     assert "GB free" in big_rows[0].note
     assert any(r.seconds for r in rows if " small " in r.case and r.role == "ours")
+
+
+# (kind, sequences, (Hq, Hkv), D, Dv or None): GQA decode and MLA extend over a prefix.
+_PEER_CASES = [
+    ("decode", [(40, 1), (7, 1)], (4, 2), 32, None),
+    ("extend", [(5, 7), (0, 9)], (16, 1), 576, 512),
+]
+
+
+@pytest.mark.sglang
+@pytest.mark.cpu_interpreter
+@pytest.mark.parametrize("kind,seqs,heads,d,dv", _PEER_CASES)
+def test_sglang_attention_peer_computes_attention_on_our_batch(kind, seqs, heads, d, dv):
+    """The bench's SGLang peer is handed our paged batch as its triton backend would
+    hand it its own (slots, splits, prefix in the pool): a ratio is only meaningful
+    if the peer computed the same attention. float16: the interpreter's bf16 dot is off."""
+    from sglang.kernels.ops.attention import decode_attention, extend_attention, metadata
+
+    from sglang_amd.attention.reference import paged_attention_reference
+    from sglang_amd.audit.traffic import interpreted_kernels
+    from sglang_amd.bench.sglang_peers import build_attention_call
+    from sglang_amd.testing import make_paged_batch
+
+    b = make_paged_batch(seqs, *heads, d, dv, page_size=4, dtype=torch.float16)
+    with interpreted_kernels(decode_attention, extend_attention, metadata):
+        fn, note = build_attention_call(kind, b, 0.1, dv, cores=132, hip=False)
+        got = fn().float()
+    v = b.k_cache[..., :dv] if dv else b.v_cache
+    want = paged_attention_reference(
+        b.q.float(), b.k_cache.float(), v.float(), b.req_to_token, b.req_pool_indices.tolist(),
+        b.kv_lens.tolist(), b.qo_lens.tolist(), scale=0.1,
+    )  # fmt: skip
+    torch.testing.assert_close(got, want, atol=3e-3, rtol=3e-3)
+    if kind == "decode":
+        assert "splits" in note
+
+
+@pytest.mark.sglang
+def test_kernel_shim_serves_sglang_attention_kernels_without_sglang(tmp_path):
+    """`scripts/sglang_kernel_shim.py` (for a GPU image without SGLang): the package it
+    writes shadows SGLang, and SGLang's attention launchers import from it with the
+    defaults SGLang gives their switches."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "shim", root / "scripts" / "sglang_kernel_shim.py"
+    )
+    shim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shim)
+    shim.build(tmp_path)  # reads the SGLang installed here (imported already: quick)
+    probe = (
+        "import sglang\n"
+        "from sglang.kernels.ops.attention import decode_attention, extend_attention\n"
+        "from sglang.srt.environ import envs\n"
+        "print(sglang.KERNELS_ONLY_NOTE)\n"
+        "print(callable(decode_attention.decode_attention_fwd),"
+        " callable(extend_attention.extend_attention_fwd))\n"
+        "print(envs.SGLANG_TRITON_DECODE_ATTN_STATIC_KV_SPLITS.get())\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}:{root}", "PATH": "/usr/bin:/bin", "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, check=True,
+                         capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+    assert "no SGLang install here" in out[0]
+    assert out[1:] == ["True True", "False"]

@@ -188,9 +188,9 @@ EXPECTED = {
         moe_block_m=64,
         linear_block_m=(16, 64),
     ),
-    "sm_90": dict(
-        gqa=(33, 64, 16, 4, 2),
-        mla=(32, 16, 64, 8, 2),
+    "sm_90": dict(  # decode tiles measured on an H200 (opt_flags_nvidia.py)
+        gqa=(33, 128, 16, 4, 2),
+        mla=(32, 32, 64, 8, 2),
         extend=((128, 64, 8, 3), (64, 32, 4, 2)),
         gemm=((64, 64), (64, 128)),
         moe_block_m=64,
@@ -231,7 +231,7 @@ def test_flags_per_target(arch):
     # 16-head block and the wide row (16-key tiles on gfx950: with the latent tile
     # serving as K and V, 32 keys took 256 VGPRs + 36 AGPRs there, one wave per SIMD).
     mla16 = decode_flags(target, 2, 1, 16, 8192, 576, 512)
-    assert mla16.block_h == 16 and mla16.block_n == (16 if arch == "gfx950" else 32)
+    assert mla16.block_h == 16 and mla16.block_n == {"gfx950": 16, "sm_90": 64}.get(arch, 32)
     assert extend_flags(target, 128, 128) == ExtendFlags(*want["extend"][0])
     assert extend_flags(target, 192, 128) == ExtendFlags(*want["extend"][1])
     assert grouped_gemm_flags(target, a4w4=False) == GemmFlags(*want["gemm"][0])
@@ -239,6 +239,23 @@ def test_flags_per_target(arch):
     assert moe_block_m(target) == want["moe_block_m"]
     assert (linear_block_m(target, 16), linear_block_m(target, 17)) == want["linear_block_m"]
     assert linear_block_m(target, 1) == 16
+
+
+@pytest.mark.parametrize("arch", ["gfx942", "gfx950", "sm_90", "sm_100"])
+def test_float32_extend_takes_the_float32_rows(arch):
+    """float32 K/V doubles the tiles in shared memory: the bf16 latent row asked an
+    H200 for 295,168 bytes (limit 232,448). The float32 rows fit and do not spill
+    (compile audit's float32 cases); bf16 and fp16 keep the tables' rows."""
+    target = target_for_arch(arch)
+    amd = arch.startswith("gfx")
+    for (dqk, dv), nvidia in zip(
+        [(128, 128), (192, 128), (576, 512)],
+        [(32, 16, 4, 1), (16, 16, 8, 1), (32, 16, 8, 1)],
+        strict=True,
+    ):
+        want = ExtendFlags(*((32, 16, 4, 1) if amd else nvidia))
+        assert extend_flags(target, dqk, dv, elem_bytes=4) == want
+        assert extend_flags(target, dqk, dv, elem_bytes=2) != want
 
 
 def test_decode_stages_per_vendor():
@@ -325,6 +342,11 @@ def test_flags_equal_the_old_rules(arch):
                         if max(d_qk, d_v) <= 256:  # changed on purpose: partial traffic cap
                             cap = partial_traffic_cap(max_kv_len, group, d_qk, d_v)
                             want = replace(want, num_splits=min(want.num_splits, cap))
+                        if arch == "sm_90":  # on purpose: tiles measured on an H200
+                            latent_heads = wide and group > 16
+                            want = replace(
+                                want, block_n=32 if latent_heads else 64 if wide else 128
+                            )
                         assert got == want, shape
                         assert got.min_split_len == MIN_TOKENS_PER_SPLIT
     for d_qk, d_v in DIMS:
@@ -407,7 +429,9 @@ def test_mla_latent_extend_tiles_do_not_spill(arch, want):
     sm_90 (2,104 bytes) and sm_100 (896): its own row per arch, found by the
     compile audit (sglang-amd audit), which checks these compile without spills."""
     assert extend_flags(target_for_arch(arch), 576, 512) == ExtendFlags(*want)
-    assert extend_flags(target_for_arch(arch), 192, 128) != ExtendFlags(*want) or arch.startswith("gfx")
+    assert extend_flags(target_for_arch(arch), 192, 128) != ExtendFlags(*want) or arch.startswith(
+        "gfx"
+    )
 
 
 def test_split_reduce_warps_hold_the_mla_tile_without_spilling():

@@ -155,7 +155,9 @@ def paged_extend(
         out = q.new_empty(total, hq, d_v)
     if total == 0:
         return out
-    flags = flags or extend_flags(current_target(q.device), d_qk, d_v)
+    flags = flags or extend_flags(
+        current_target(q.device), d_qk, d_v, max(q.element_size(), k_cache.element_size())
+    )
     mask_arg = None
     if custom_mask is not None:
         mask_arg = custom_mask.view(torch.uint8) if custom_mask.dtype == torch.bool else custom_mask

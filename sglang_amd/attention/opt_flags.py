@@ -174,14 +174,17 @@ def sparse_flags(
     return replace(flags, num_splits=cap)
 
 
-def extend_flags(target: Target, d_qk: int, d_v: int) -> ExtendFlags:
-    """Extend flags for QK width `d_qk` and V width `d_v` on `target`."""
+def extend_flags(target: Target, d_qk: int, d_v: int, elem_bytes: int = 2) -> ExtendFlags:
+    """Extend flags for QK width `d_qk` and V width `d_v` on `target`, for K/V
+    elements of `elem_bytes` (the tables are sized for 2-byte bf16/fp16)."""
     wide = max(d_qk, d_v) > 128
     latent = d_v > 256  # MLA's absorbed extend: V is the 512-wide latent
+    fp32 = elem_bytes > 2  # the per-vendor tables hold float32 rows of their own
     if target.vendor == "amd":
-        return ExtendFlags(*opt_flags_amd.extend_tiles(target, wide=wide, latent=latent))
+        return ExtendFlags(*opt_flags_amd.extend_tiles(target, wide=wide, latent=latent, fp32=fp32))
     if target.vendor == "nvidia":
-        return ExtendFlags(*opt_flags_nvidia.extend_tiles(target, wide=wide, latent=latent))
+        tiles = opt_flags_nvidia.extend_tiles(target, wide=wide, latent=latent, fp32=fp32)
+        return ExtendFlags(*tiles)
     return ExtendFlags(*_INTERPRETER_EXTEND)
 
 

@@ -58,9 +58,19 @@ def decode_latent_heads_tiles(target: Target) -> tuple[int, int, int, int]:
     return _DECODE_LATENT_HEADS.get(target.arch, _DECODE_LATENT_HEADS[DEFAULT_ARCH])
 
 
-def extend_tiles(target: Target, *, wide: bool, latent: bool = False) -> tuple[int, int, int, int]:
+# Extend with float32 K/V (--dtype float32), CDNA3 and CDNA4 alike: the bf16 rows
+# would ask for twice the LDS (the latent's 131,072 bytes against gfx942's 65,536).
+# 32 rows of 16 keys on 4 warps: no spill, within LDS, at every width (compile audit).
+_EXTEND_FP32 = (32, 16, 4, 1)
+
+
+def extend_tiles(
+    target: Target, *, wide: bool, latent: bool = False, fp32: bool = False
+) -> tuple[int, int, int, int]:
     """(block_m, block_n, num_warps, num_stages) of extend on `target`. An MLA
     latent (V width > 256) takes the wide row: it does not spill on CDNA3/CDNA4
-    (sglang-amd audit), at one wave per SIMD."""
+    (sglang-amd audit), at one wave per SIMD. `fp32`: float32 K/V."""
+    if fp32:
+        return _EXTEND_FP32
     normal, wide_row = _EXTEND.get(target.arch, _EXTEND[DEFAULT_ARCH])
     return wide_row if wide else normal

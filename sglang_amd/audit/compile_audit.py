@@ -21,7 +21,7 @@ from sglang_amd.audit import peer_compare
 from sglang_amd.audit.compile_for_target import TRITON_TARGETS, Compiled, compiling_for
 from sglang_amd.audit.isa import KernelReport, report
 from sglang_amd.audit.launches import Case, cases, flags_for
-from sglang_amd.target_info import Target
+from sglang_amd.target_info import SHARED_MEMORY_BYTES, Target
 
 TARGETS: tuple[str, ...] = tuple(TRITON_TARGETS)
 # Constexprs that say nothing about the launch's cost; left out of the config text.
@@ -95,6 +95,9 @@ def gate_failures(rows: Sequence[AuditRow]) -> list[str]:
             continue
         if r.spill_bytes:
             bad.append(f"spills {r.spill_bytes} bytes: {where}")
+        limit = SHARED_MEMORY_BYTES.get(r.arch)
+        if limit and r.shared_bytes > limit:
+            bad.append(f"shared memory {r.shared_bytes} > {limit} bytes (fails to load): {where}")
         amd = r.arch.startswith("gfx")
         if amd and r.kernel == "_decode_split_kernel":
             if (r.occupancy or 0) < MIN_AMD_DECODE_OCCUPANCY:

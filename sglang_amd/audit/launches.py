@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from unittest import mock
 
 import torch
@@ -95,12 +96,14 @@ def flags_for(target: Target) -> Iterator[None]:
         yield
 
 
-def _decode(hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: int) -> None:
+def _decode(
+    hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: int, dtype: torch.dtype = BF16
+) -> None:
     from sglang_amd.attention.decode import paged_decode
 
-    q = torch.empty(batch, hq, dqk, dtype=BF16)
-    k = torch.empty(_SLOTS, hkv, dqk, dtype=BF16)
-    v = k[..., :dv] if dv < dqk else torch.empty(_SLOTS, hkv, dv, dtype=BF16)
+    q = torch.empty(batch, hq, dqk, dtype=dtype)
+    k = torch.empty(_SLOTS, hkv, dqk, dtype=dtype)
+    v = k[..., :dv] if dv < dqk else torch.empty(_SLOTS, hkv, dv, dtype=dtype)
     r2t = torch.zeros(batch, _SLOTS, dtype=torch.int32)
     lens = torch.full((batch,), _SLOTS, dtype=torch.int32)
     paged_decode(q, k, v, r2t, torch.arange(batch), lens, scale=0.1, max_kv_len=ctx)
@@ -136,13 +139,13 @@ def _indexer(heads: int, dim: int, rows: int, width: int) -> None:
                    width=width, out=out)  # fmt: skip
 
 
-def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
+def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int, dtype: torch.dtype = BF16) -> None:
     from sglang_amd.attention.extend import paged_extend
 
     new = 64  # query rows handed in; the tile plan does not change the kernel
-    q = torch.empty(new, hq, dqk, dtype=BF16)
-    k = torch.empty(_SLOTS, hkv, dqk, dtype=BF16)
-    v = k[..., :dv] if (hkv == 1 and dv < dqk) else torch.empty(_SLOTS, hkv, dv, dtype=BF16)
+    q = torch.empty(new, hq, dqk, dtype=dtype)
+    k = torch.empty(_SLOTS, hkv, dqk, dtype=dtype)
+    v = k[..., :dv] if (hkv == 1 and dv < dqk) else torch.empty(_SLOTS, hkv, dv, dtype=dtype)
     r2t = torch.zeros(1, _SLOTS, dtype=torch.int32)
     lens = torch.tensor([new], dtype=torch.int32)
     paged_extend(
@@ -255,6 +258,11 @@ def sparse_cases(quick: bool, sparse: Callable[..., object]) -> list[Case]:
 
 def _all_cases(quick: bool) -> list[Case]:
     out = attention_cases(quick, _decode, _extend)
+    if not quick:  # served with --dtype float32 (SGLang allows it on GPUs): 4-byte K/V tiles
+        f32 = attention_cases(
+            True, partial(_decode, dtype=torch.float32), partial(_extend, dtype=torch.float32)
+        )
+        out += [replace(c, model=f"{c.model} float32") for c in f32]
     name, heads, dim = INDEXER
     for rows, width in INDEXER_SIZES[1:2] if quick else INDEXER_SIZES:
         out.append(

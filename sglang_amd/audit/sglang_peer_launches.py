@@ -29,7 +29,6 @@ import contextlib
 import functools
 import importlib.util
 import logging
-import math
 import types
 from collections.abc import Iterator
 from unittest import mock
@@ -53,6 +52,8 @@ from sglang_amd.audit.launches import (
     attention_cases,
     sparse_cases,
 )
+from sglang_amd.bench.sglang_peers import sglang_extend, triton_backend_max_kv_splits
+from sglang_amd.target_info import SHARED_MEMORY_BYTES
 
 # What each GPU answers to SGLang's device queries: CUs/SMs, torch's device name
 # (the key of SGLang's tuned fused-MoE config files), CUDA capability.
@@ -65,7 +66,7 @@ _DEVICE: dict[str, dict] = {
 
 # LDS / shared memory per workgroup / block (what SGLang's sparse MLA asks the
 # driver for to size its K tile): CDNA3 64 KB, CDNA4 160 KB, Hopper/Blackwell 227 KB.
-SHARED_MEMORY = {"gfx942": 65536, "gfx950": 163840, "sm_90": 232448, "sm_100": 232448}
+SHARED_MEMORY = SHARED_MEMORY_BYTES
 
 # Global experts per model: SGLang's MoE config files are keyed by E and the
 # per-rank intermediate N (the launch itself does not grow with E).
@@ -101,20 +102,10 @@ def _patches(arch: str) -> list[tuple[types.ModuleType, str, object, str]]:
 
 
 def backend_max_kv_splits(arch: str, mla: bool, context_len: int) -> int:
-    """The triton attention backend's max_kv_splits (its __init__, mirrored):
-    --triton-attention-num-kv-splits is 8, 16 on HIP (platform hook); MLA caps at
-    max(that, min(next_pow2(cores), next_pow2(ceil(context / 32)))), <= 256 on gfx942."""
+    """The triton attention backend's max_kv_splits on `arch`'s GPU."""
+    cores = _DEVICE[arch]["cores"]
     amd = arch.startswith("gfx")
-    splits = 16 if amd else 8
-    if mla:
-        cores = _DEVICE[arch]["cores"]
-        cap = min(
-            1 << (cores - 1).bit_length(), 1 << (math.ceil(context_len / 32) - 1).bit_length()
-        )
-        splits = max(splits, cap)
-        if arch == "gfx942":
-            splits = min(splits, 256)
-    return splits
+    return triton_backend_max_kv_splits(amd, cores, mla, context_len, arch == "gfx942")
 
 
 @contextlib.contextmanager
@@ -208,46 +199,11 @@ def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int) -> None:
     kbuf = torch.empty(64, hkv, dqk, dtype=BF16)
     vbuf = kbuf[..., :dv] if (hkv == 1 and dv < dqk) else torch.empty(64, hkv, dv, dtype=BF16)
     o = torch.empty(new, hq, dv, dtype=BF16)
-    extend_call(
-        q, k, v, o, kbuf, vbuf, torch.tensor([0, 64], dtype=torch.int32),
-        torch.zeros(64, dtype=torch.int32), tokens,
+    qo_indptr = torch.tensor([0, new], dtype=torch.int32)
+    sglang_extend(
+        q, k, v, o, kbuf, vbuf, qo_indptr, torch.tensor([0, 64], dtype=torch.int32),
+        torch.zeros(64, dtype=torch.int32), [tokens], 0.1,
     )  # fmt: skip
-
-
-def extend_call(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    o: torch.Tensor,
-    k_pool: torch.Tensor,
-    v_pool: torch.Tensor,
-    kv_indptr: torch.Tensor,
-    kv_indices: torch.Tensor,
-    tokens: int,
-) -> None:
-    """`extend_attention_fwd` as SGLang's triton backend calls it for one request of
-    `tokens` new tokens (causal, no custom mask, page size 1); the prefix comes
-    from the pools through kv_indptr / kv_indices."""
-    _ea.extend_attention_fwd(
-        q,
-        k,
-        v,
-        o,
-        k_pool,
-        v_pool,
-        torch.tensor([0, q.shape[0]], dtype=torch.int32),
-        kv_indptr,
-        kv_indices,
-        None,
-        True,
-        None,
-        tokens,
-        1.0,
-        1.0,
-        sm_scale=0.1,
-        page_size=1,
-        extend_seq_lens_cpu=[tokens],
-    )
 
 
 def moe_configs(

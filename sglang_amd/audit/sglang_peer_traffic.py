@@ -58,12 +58,12 @@ from sglang_amd.audit.sglang_peer_launches import (
     _W4A16_GROUP,
     SHARED_MEMORY,
     backend_max_kv_splits,
-    extend_call,
     moe_configs,
     moe_quant,
     sglang_sees,
 )
 from sglang_amd.audit.traffic import interpreted_kernels, one_launch, programs_in_reverse
+from sglang_amd.bench.sglang_peers import sglang_extend
 from sglang_amd.target_info import Target
 
 __all__ = ["NO_PEER", "PeerBuild", "lookup", "peer_context", "peer_for"]
@@ -232,10 +232,11 @@ def _extend(model: tuple, tokens: int) -> PeerBuild:
         out = torch.empty(tokens, run_hq, dv, dtype=F16)
         no_prefix = torch.zeros(2, dtype=torch.int32)
         no_slots = torch.zeros(0, dtype=torch.int32)
+        qo_indptr = torch.tensor([0, tokens], dtype=torch.int32)
 
         def run() -> object:
             # The pool (k, v) is never read: no prefix.
-            extend_call(q, k, v, out, k, v, no_prefix, no_slots, tokens)
+            sglang_extend(q, k, v, out, k, v, qo_indptr, no_prefix, no_slots, [tokens], 0.1)
             return out
 
         named = {"q": q, "kv" if mla else "k": k, "out": out}

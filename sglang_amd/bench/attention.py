@@ -3,6 +3,8 @@
 Ours runs on a paged KV pool with scattered pages (what serving sees). Peers get
 their easiest layout (dense, contiguous K/V), so a ratio >= 1 is conservative:
 torch SDPA and flex_attention always; FlashInfer's paged decode when importable.
+SGLang's own Triton attention (its default backend's kernels) runs on the same
+paged pool as ours (`bench/sglang_peers.py`).
 Decode is judged in GB/s of KV read against measured copy bandwidth, extend in
 TFLOP/s against the measured bf16 matmul peak. Every call of ours and of each peer
 is timed cache-cold (`roofline.CacheFlush` before each timed call), so a KV cache
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from sglang_amd.attention.reference import paged_attention_reference
 from sglang_amd.bench.report import Row
 from sglang_amd.bench.roofline import CacheFlush, copy_bandwidth, matmul_peak, time_replayed
+from sglang_amd.bench.sglang_peers import sglang_attention_peer
 from sglang_amd.testing import PagedBatch, make_paged_batch
 from sglang_amd.tiers import Tier, select
 
@@ -151,6 +154,8 @@ def _peers(case: Case, b: PagedBatch) -> list[tuple[str, Callable[[], object] | 
             "",
         )
     ]
+    fn, note = sglang_attention_peer(case.kind, b, scale, case.v_head_dim)
+    peers.append(("sglang triton", fn, note))
     if b.q.device.type == "cuda":
         peers.append(_flex_peer(case, q, k, v, scale))
         peers.append(_flashinfer_peer(case, b, scale))

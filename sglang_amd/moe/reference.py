@@ -91,6 +91,7 @@ def fused_moe_reference(
     topk_weights: torch.Tensor,
     topk_ids: torch.Tensor,
     act_mxfp4: bool = False,
+    stored_as: torch.dtype | None = None,
 ) -> torch.Tensor:
     """x [T, H] routed through experts; returns [T, H] in x's dtype.
 
@@ -102,6 +103,11 @@ def fused_moe_reference(
         topk_ids: [T, k] expert ids; -1 marks a slot routed nowhere (EP).
         act_mxfp4: A4W4 numerics: both GEMM inputs (x, and SiLU(gate) * up) are
             rounded to MXFP4 per 32 along their reduction dim before the product.
+        stored_as: round where the fused kernels store between launches (`moe/fused.py`):
+            SiLU(gate) * up (unless MXFP4) and each slot's weighted output, in this
+            dtype. None keeps float32 throughout (the definition). In bfloat16 those
+            roundings move the output by about an ulp of each slot's value, which
+            top-k cancellation can leave larger than the output itself.
     """
     xf = fake_quantize_mxfp4(x.float()) if act_mxfp4 else x.float()
     out = torch.zeros_like(xf)
@@ -113,6 +119,12 @@ def fused_moe_reference(
         w_gate_up, w_down = _expert_weights(w13, w2, expert)
         gate, up = F.linear(xf[token], w_gate_up).chunk(2, dim=-1)
         act = F.silu(gate) * up
-        y = F.linear(fake_quantize_mxfp4(act) if act_mxfp4 else act, w_down)
-        out.index_add_(0, token, y * topk_weights[token, slot, None].float())
+        if act_mxfp4:
+            act = fake_quantize_mxfp4(act)
+        elif stored_as is not None:
+            act = act.to(stored_as).float()
+        y = F.linear(act, w_down) * topk_weights[token, slot, None].float()
+        if stored_as is not None:
+            y = y.to(stored_as).float()
+        out.index_add_(0, token, y)
     return out.to(x.dtype)
