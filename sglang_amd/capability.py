@@ -38,9 +38,9 @@ TierOf = Callable[[str], str]
 # What users ask for that no capability serves yet (README, `sglang-amd env`).
 NOT_YET: tuple[str, ...] = (
     "expert parallelism: --moe-a2a-backend / --ep-size with our MoE runner (refused at start)",
-    "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) through SGLang: the indexer's FP8 mode, the"
-    " index-K pool and the serving path (refused at start; the float-mode indexer and the top-k"
-    " sparse attention kernels exist)",
+    "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) through SGLang: the serving path (refused at"
+    " start; the indexer in float and FP8 modes over SGLang's index-K cache layout and the top-k"
+    " sparse attention kernels exist; gfx942's e4m3fnuz cache is not read yet)",
     "MTP beyond the wiring: acceptance reporting, more MTP families, draft-head training",
     "day-0 models: Qwen3-Next linear attention, gpt-oss sinks and its MXFP4 format",
     "the aiter tier: no op has an aiter implementation yet (TIER_ORDER keeps its place)",

@@ -126,3 +126,126 @@ def test_float_mode_is_hf_transformers_indexer():
         if t + 1 < 6:  # HF pads with masked (-inf) positions; those select nothing
             hf = {s for s in hf if s <= t}
         assert ours == hf, (t, ours, hf)
+
+
+# ------------------------------------------------------------------ FP8 mode
+def _fp8_case(seed: int, lens: list[int], heads: int, page: int = 64, round_scale=False):
+    """Float q/k of the indexer, their FP8 form, and the keys stored in SGLang's layout
+    at scattered slots of a paged cache."""
+    from sglang_amd.attention.index_k_cache import (
+        fp8_indexer_inputs,
+        index_k_cache_bytes_per_page,
+        store_index_k,
+    )
+
+    q, w, _, r2t, rows, visible = _case(seed, lens, heads, 128, torch.bfloat16)
+    g = torch.Generator().manual_seed(seed + 1)
+    pages = -(-int(r2t.max()) // page) + 2
+    k = torch.randn(pages * page, 128, generator=g).to(torch.bfloat16).to(DEVICE)
+    q8, w8, k8, k_scale = fp8_indexer_inputs(q, k, w.float() * heads**0.5, round_scale=round_scale)
+    cache = torch.full((pages, index_k_cache_bytes_per_page(page)), 0x7F, dtype=torch.uint8,
+                       device=DEVICE)  # fmt: skip
+    store_index_k(cache, torch.arange(pages * page, device=DEVICE), k8, k_scale, page)
+    return q, w, k, q8, w8, cache, r2t, rows, visible
+
+
+@pytest.mark.parametrize("heads,lens,round_scale", [(64, [9, 150, 70], False), (16, [200], True)])
+def test_fp8_scores_match_the_reference(heads, lens, round_scale):
+    from sglang_amd.attention.indexer import indexer_logits_fp8
+    from sglang_amd.attention.reference import indexer_logits_fp8_reference
+
+    _, _, _, q8, w8, cache, r2t, rows, visible = _fp8_case(
+        heads, lens, heads, round_scale=round_scale
+    )
+    width = max(lens) + 10
+    out = torch.full((q8.shape[0], width), float("nan"), device=DEVICE)
+    got = indexer_logits_fp8(q8, w8, cache, 64, r2t, rows, visible, width=width, out=out)
+    assert got is out
+    want = indexer_logits_fp8_reference(q8, w8, cache, 64, r2t, rows, visible, width=width)
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    finite = torch.isfinite(want)
+    err = (got[finite] - want[finite]).abs().max()
+    assert err <= 1e-5 * max(1.0, want[finite].abs().max().item()), err
+
+
+def test_fp8_mode_tracks_the_float_mode():
+    """The Hadamard rotation is orthonormal, so q.k is kept up to FP8 rounding: the
+    scores stay within a few percent of HF's float math and pick nearly the same top-k."""
+    from sglang_amd.attention.reference import indexer_logits_fp8_reference
+
+    q, w, k, q8, w8, cache, r2t, rows, visible = _fp8_case(3, [150, 90], 64)
+    fp8 = indexer_logits_fp8_reference(q8, w8, cache, 64, r2t, rows, visible)
+    flt = indexer_logits_reference(q, w, k, r2t, rows, visible, scale=128**-0.5)
+    finite = torch.isfinite(flt)
+    assert (fp8[finite] - flt[finite]).abs().max() <= 0.05 * flt[finite].abs().max()
+    a, b = select_topk(fp8, 32), select_topk(flt, 32)
+    overlap = [len(set(x.tolist()) & set(y.tolist())) for x, y in zip(a, b, strict=True)]
+    assert min(overlap) >= 28, overlap
+
+
+def test_hadamard_is_the_normalised_walsh_matrix():
+    from scipy.linalg import hadamard as scipy_hadamard
+
+    from sglang_amd.attention.index_k_cache import hadamard
+
+    x = torch.randn(5, 128, dtype=torch.float64)
+    h = torch.tensor(scipy_hadamard(128), dtype=torch.float64) * 128**-0.5
+    torch.testing.assert_close(hadamard(x.float()).double(), x @ h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hadamard(hadamard(x.float())), x.float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.sglang
+@pytest.mark.cpu_interpreter
+@pytest.mark.parametrize("round_scale", [False, True])
+def test_fp8_rounding_is_sglangs_act_quant(round_scale):
+    """Bit for bit what SGLang's indexer stores and scores with (its Triton act_quant)."""
+    from sglang.kernels.ops.quantization import act_quant_triton
+
+    from sglang_amd.attention.index_k_cache import quantize_fp8
+    from sglang_amd.audit.traffic import interpreted_kernels
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(37, 2, 128, generator=g) * torch.logspace(-6, 3, 37)[:, None, None]
+    x[0] = 0.0  # the 1e-4 amax floor
+    x = x.to(torch.bfloat16)
+    with interpreted_kernels(act_quant_triton):
+        want8, want_s = act_quant_triton.act_quant(x, 128, "ue8m0" if round_scale else None)
+    got8, got_s = quantize_fp8(x, round_scale)
+    assert torch.equal(got_s, want_s)  # the amax floor, 1/448 as a product, ue8m0's ceil
+    # Values: x / scale rounded to nearest even, as a GPU's cvt.rn does. Triton 3.8's
+    # interpreter converts to float8 its own way (it drops the carry of 124 -> 128 and
+    # rounds some ties otherwise), so its bytes agree on most values, not all.
+    blocks = x.float().unflatten(-1, (-1, 128)) / want_s[..., None]
+    rtne = blocks.clamp(-448, 448).to(torch.float8_e4m3fn).flatten(-2)
+    assert torch.equal(got8.view(torch.uint8), rtne.view(torch.uint8))
+    same = got8.view(torch.uint8) == want8.view(torch.uint8)
+    assert same.float().mean() > 0.9  # 94 % with this seed
+
+
+@pytest.mark.sglang
+@pytest.mark.cpu_interpreter
+def test_index_k_cache_layout_is_sglangs():
+    """Our store writes the bytes SGLang's own store writes (64-token pages: keys, then
+    float32 scales), so a cache either of us filled reads the same."""
+    from sglang.kernels.ops.kvcache import dsa_index_k_cache
+
+    from sglang_amd.attention.index_k_cache import (
+        index_k_cache_bytes_per_page,
+        load_index_k,
+        quantize_fp8,
+        store_index_k,
+    )
+    from sglang_amd.audit.traffic import interpreted_kernels
+
+    g = torch.Generator().manual_seed(9)
+    loc = torch.randperm(3 * 64, generator=g)[:70]
+    k8, scale = quantize_fp8(torch.randn(70, 128, generator=g))
+    ours = torch.zeros(3, index_k_cache_bytes_per_page(64), dtype=torch.uint8)
+    store_index_k(ours, loc, k8, scale[:, 0], 64)
+    theirs = torch.zeros_like(ours)
+    with interpreted_kernels(dsa_index_k_cache):
+        dsa_index_k_cache._set_k_and_s_triton(theirs, loc, k8, scale.contiguous(), 64)
+    assert torch.equal(ours, theirs)
+    back8, back_scale = load_index_k(theirs, loc, 64)
+    assert torch.equal(back8.view(torch.uint8), k8.view(torch.uint8))
+    assert torch.equal(back_scale, scale[:, 0])

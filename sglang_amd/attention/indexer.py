@@ -5,8 +5,9 @@ Where it sits: before `attention/sparse.py`. For each query token t of request
 row r, with `visible[t]` leading positions it may see (its causal limit), the
 score of position s is sum_h weights[t, h] * relu(scale * q[t, h] . k[s]) over
 the index-K rows `req_to_token[r, s]` points at (float mode: HF transformers'
-math, the oracle; DeepSeek's FP8 mode with Hadamard-rotated, block-scaled keys
-is not built yet). The scores come from `indexer_details/_logits.py`; the
+math, the oracle), or, in DeepSeek's FP8 mode (`indexer_logits_fp8`), over the
+Hadamard-rotated, block-scaled float8 keys of SGLang's index-K cache
+(`attention/index_k_cache.py`). The scores come from `indexer_details/_logits.py`; the
 top-k is `reference.select_topk` (a stable torch sort: higher score first, the
 lower position between equals), -1 where fewer than k positions are visible:
 exactly the table `sparse_attention` reads. Never imports sglang.
@@ -17,13 +18,14 @@ from __future__ import annotations
 import torch
 import triton
 
+from sglang_amd.attention.index_k_cache import INDEX_HEAD_DIM, index_k_cache_bytes_per_page
 from sglang_amd.attention.indexer_details._logits import _indexer_logits_kernel
 from sglang_amd.attention.opt_flags import choose_num_splits
 from sglang_amd.attention.reference import select_topk
 from sglang_amd.target_info import current_target
 from sglang_amd.triton_utils import dot_flags
 
-__all__ = ["indexer_logits", "indexer_topk"]
+__all__ = ["indexer_logits", "indexer_logits_fp8", "indexer_topk"]
 
 # Positions a program scores per step: a [BLOCK_N, D] index-K tile.
 _BLOCK_N = 64
@@ -72,6 +74,57 @@ def indexer_logits(
         req_to_token.stride(0), out.stride(0), scale, width, span,
         NUM_HEADS=heads, BLOCK_H=max(16, triton.next_power_of_2(heads)), D=dim,
         BLOCK_N=_BLOCK_N, **dot_flags(q.dtype, index_k.dtype),
+    )  # fmt: skip
+    return out
+
+
+def indexer_logits_fp8(
+    q8: torch.Tensor,
+    weights: torch.Tensor,
+    index_k_cache: torch.Tensor,
+    page_size: int,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    visible: torch.Tensor,
+    *,
+    width: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Indexer scores in DeepSeek's FP8 mode, float32 [T, width], -inf at positions
+    >= visible[t]: sum_h weights[t, h] * relu(q8[t, h] . k8[s]) * k_scale[s].
+
+    Args:
+        q8: [T, H, 128] float8 e4m3fn rotated, quantized queries
+            (`index_k_cache.fp8_indexer_inputs`).
+        weights: [T, H] float32 head weights with the query scale, 128^-0.5 and
+            H^-0.5 folded in.
+        index_k_cache: [pages, page_size * 132] uint8, SGLang's layout
+            (`index_k_cache.store_index_k`).
+        page_size: tokens a page (64 in SGLang's DSA pool).
+        req_to_token, req_pool_indices, visible, width, out: as `indexer_logits`.
+    """
+    tokens, heads, dim = q8.shape
+    if q8.dtype != torch.float8_e4m3fn:
+        raise ValueError(f"indexer_logits_fp8: queries must be float8_e4m3fn, got {q8.dtype}")
+    if dim != INDEX_HEAD_DIM or index_k_cache.shape[1] != index_k_cache_bytes_per_page(page_size):
+        raise ValueError(
+            f"indexer_logits_fp8: head dim {dim} (want {INDEX_HEAD_DIM}) and "
+            f"{index_k_cache.shape[1]} bytes a page (want "
+            f"{index_k_cache_bytes_per_page(page_size)} for page size {page_size})"
+        )
+    if out is None:
+        out = torch.empty(tokens, width, dtype=torch.float32, device=q8.device)
+    if tokens == 0 or width == 0:
+        return out
+    target = current_target(q8.device)
+    splits = choose_num_splits(tokens, width, target.compute_units)
+    span = triton.cdiv(triton.cdiv(width, splits), _BLOCK_N) * _BLOCK_N
+    _indexer_logits_kernel[(tokens, triton.cdiv(width, span))](
+        q8, weights, index_k_cache, req_to_token, req_pool_indices, visible, out,
+        q8.stride(0), q8.stride(1), weights.stride(0), index_k_cache.stride(0),
+        req_to_token.stride(0), out.stride(0), 1.0, width, span,
+        NUM_HEADS=heads, BLOCK_H=max(16, triton.next_power_of_2(heads)), D=dim,
+        BLOCK_N=_BLOCK_N, FP8_PAGE=page_size, **dot_flags(q8.dtype),
     )  # fmt: skip
     return out
 

@@ -235,6 +235,45 @@ def indexer_logits_reference(
     return out
 
 
+def indexer_logits_fp8_reference(
+    q8: torch.Tensor,
+    weights: torch.Tensor,
+    index_k_cache: torch.Tensor,
+    page_size: int,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor | list[int],
+    visible: torch.Tensor | list[int],
+    *,
+    width: int | None = None,
+) -> torch.Tensor:
+    """DeepSeek-V3.2's lightning indexer, FP8 mode (DeepSeek's and SGLang's): the
+    score of token s for query token t is sum_h weights[t, h] * relu(q8[t, h] . k8[s])
+    * k_scale[s], k8 and k_scale read from SGLang's index-K cache layout.
+
+    Args:
+        q8: [T, H, 128] float8 e4m3fn (`index_k_cache.fp8_indexer_inputs`).
+        weights: [T, H] float32 with the query scale, 128^-0.5 and H^-0.5 folded in.
+        index_k_cache: [pages, page_size * 132] uint8 (`index_k_cache.store_index_k`).
+        page_size, req_to_token, req_pool_indices, visible, width: as above.
+
+    Returns:
+        [T, width] float32 scores; -inf at positions >= visible[t].
+    """
+    from sglang_amd.attention.index_k_cache import load_index_k
+
+    rows = _as_list(req_pool_indices)
+    vis = _as_list(visible)
+    width = max(vis, default=0) if width is None else width
+    out = torch.full((q8.shape[0], width), float("-inf"), dtype=torch.float32, device=q8.device)
+    for t, (row, n) in enumerate(zip(rows, vis, strict=True)):
+        if n == 0:
+            continue
+        k8, k_scale = load_index_k(index_k_cache, req_to_token[row, :n], page_size, q8.shape[2])
+        scores = torch.relu(q8[t].float() @ k8.float().T) * k_scale  # [H, n]
+        out[t, :n] = weights[t].float() @ scores
+    return out
+
+
 def select_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
     """The top-k positions of each row of `logits` ([T, N] float32, -inf where not
     visible), as [T, k] int32, -1 where a row has fewer than k visible positions.

@@ -125,6 +125,18 @@ def _sparse(hq: int, hkv: int, dqk: int, dv: int, rows: int) -> None:
                      flags=flags)  # fmt: skip
 
 
+def _indexer_fp8(heads: int, dim: int, rows: int, width: int) -> None:
+    from sglang_amd.attention.index_k_cache import index_k_cache_bytes_per_page
+    from sglang_amd.attention.indexer import indexer_logits_fp8
+
+    q8 = torch.empty(rows, heads, dim, dtype=torch.float8_e4m3fn)
+    cache = torch.empty(2, index_k_cache_bytes_per_page(64), dtype=torch.uint8)
+    out = torch.empty(1, 1).expand(rows, width)  # compiled, never written
+    indexer_logits_fp8(q8, torch.empty(rows, heads), cache, 64, torch.zeros(1, 64, dtype=torch.int32),
+                       torch.zeros(rows, dtype=torch.long), torch.full((rows,), width, dtype=torch.int32),
+                       width=width, out=out)  # fmt: skip
+
+
 def _indexer(heads: int, dim: int, rows: int, width: int) -> None:
     from sglang_amd.attention.indexer import indexer_logits
 
@@ -271,6 +283,15 @@ def _all_cases(quick: bool) -> list[Case]:
                 "attention.indexer",
                 f"{rows} query tokens, {width} positions",
                 lambda a=(heads, dim, rows, width): _indexer(*a),
+            )
+        )
+    for rows, width in () if quick else INDEXER_SIZES[::3]:
+        out.append(
+            Case(
+                f"{name} FP8",
+                "attention.indexer",
+                f"{rows} query tokens, {width} positions, SGLang's index-K cache",
+                lambda a=(heads, dim, rows, width): _indexer_fp8(*a),
             )
         )
     out += sparse_cases(quick, _sparse)

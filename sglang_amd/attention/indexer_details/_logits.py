@@ -5,6 +5,11 @@ indexer query heads once, walks its span BLOCK_N positions at a time through
 `req_to_token` to the index-K rows, and writes
 sum_h w[h] * relu(scale * q[h] . k[s]) for each position (-inf from the
 token's causal limit on). Scores stay float32.
+
+With FP8_PAGE (DeepSeek's FP8 mode) K is SGLang's index-K cache, uint8 pages of
+FP8_PAGE keys of D float8 e4m3fn bytes followed by their float32 scales
+(`attention/index_k_cache.py`); q is float8 too (its scale folded into w), and
+each position's score is sum_h w[h] * relu(q[h] . k) * k_scale.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def _indexer_logits_kernel(
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    FP8_PAGE: tl.constexpr = 0,
 ):
     t = tl.program_id(0)
     start = tl.program_id(1) * span
@@ -58,12 +64,27 @@ def _indexer_logits_kernel(
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < visible
         slots = tl.load(REQ_TO_TOKEN + row * stride_r2t + offs_n, mask=n_mask, other=0)
-        k = tl.load(
-            K + slots.to(tl.int64)[None, :] * stride_k + offs_d[:, None],
-            mask=n_mask[None, :],
-            other=0.0,
-        )
-        s = mma(q, k.to(q.dtype), PRECISION, UPCAST) * scale  # [BLOCK_H, BLOCK_N]
-        logits = tl.sum(tl.maximum(s, 0.0) * w[:, None], 0)
+        slots = slots.to(tl.int64)
+        if FP8_PAGE > 0:
+            page_base = K + (slots // FP8_PAGE) * stride_k  # stride_k: bytes a page
+            entry = slots % FP8_PAGE
+            k_bytes = tl.load(
+                page_base[None, :] + entry[None, :] * D + offs_d[:, None],
+                mask=n_mask[None, :],
+                other=0,
+            )
+            k = k_bytes.to(tl.float8e4nv, bitcast=True)
+            scale_ptr = (page_base + FP8_PAGE * D + entry * 4).to(tl.pointer_type(tl.float32))
+            k_scale = tl.load(scale_ptr, mask=n_mask, other=0.0)
+            s = mma(q, k, PRECISION, UPCAST)  # [BLOCK_H, BLOCK_N]
+            logits = tl.sum(tl.maximum(s, 0.0) * w[:, None], 0) * k_scale
+        else:
+            k = tl.load(
+                K + slots[None, :] * stride_k + offs_d[:, None],
+                mask=n_mask[None, :],
+                other=0.0,
+            )
+            s = mma(q, k.to(q.dtype), PRECISION, UPCAST) * scale  # [BLOCK_H, BLOCK_N]
+            logits = tl.sum(tl.maximum(s, 0.0) * w[:, None], 0)
         logits = tl.where(n_mask, logits, float("-inf"))
         tl.store(OUT + t * stride_ot + offs_n, logits, mask=offs_n < end)
