@@ -6,8 +6,9 @@ be idempotent and cheap; heavy modules (the backend classes) import only when
 SGLang builds them. It names no family: it runs every capability's registration
 (`capability.capabilities()`: attention, moe, quant; each family's
 `sglang_registration.py` uses SGLang's own extension points, and HookRegistry
-patches in `patches/` where there are none) and installs one resolution hook
-that applies every capability's start-time checks and CUDA-graph refusals.
+patches in `patches/` where there are none) and installs two resolution hooks:
+every capability's start-time checks and CUDA-graph refusals, and before SGLang's
+per-model hooks the refusals those would preempt.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 _registered = False
 # The named step of SGLang's ServerArgs resolution our checks run after.
 RESOLUTION_STEP = "handle_attention_backend_compatibility"
+# The earlier step whose per-model hooks some refusals must precede.
+MODEL_STEP = "handle_model_specific_adjustments"
 # The name our graph edits are declared under in SGLang's resolution record.
 RESOLUTION_NAME = "sglang_amd_attention"
 
@@ -53,6 +56,21 @@ def _validate_flags(server_args: Any, previous) -> None:
         declare_resolution(server_args, RESOLUTION_NAME, cuda_graph_config=graphs)
 
 
+def _refuse_before_model_hooks(server_args: Any, previous) -> None:
+    """Resolution-hook wrapper: the refusals SGLang's own per-model hooks would
+    otherwise preempt (`attention.support.refusals_before_model_hooks`), then its step."""
+    from sglang.srt.arg_groups.model_override_base import model_config_of
+
+    from sglang_amd.attention.support import backend_flags_using_amd, refusals_before_model_hooks
+    from sglang_amd.flags import UnsupportedConfigError
+
+    if backend_flags_using_amd(server_args):
+        reasons = refusals_before_model_hooks(server_args, model_config_of(server_args))
+        if reasons:
+            raise UnsupportedConfigError("sglang-amd: " + "; ".join(reasons))
+    previous(server_args)
+
+
 def register() -> None:
     """Add every capability's flag values and backends to SGLang. Safe to call many times."""
     global _registered
@@ -64,5 +82,6 @@ def register() -> None:
 
     capability.register_all()
     register_resolution_hook(RESOLUTION_STEP)(_validate_flags)
+    register_resolution_hook(MODEL_STEP)(_refuse_before_model_hooks)
     _registered = True
     logger.debug("sglang-amd registered: %s", [c.name for c in capability.capabilities()])

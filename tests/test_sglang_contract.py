@@ -28,6 +28,7 @@ def test_extension_points_exist():
     assert callable(choices.add_attention_backend_choices)
     assert callable(register_attention_backend) and callable(register_resolution_hook)
     assert "handle_attention_backend_compatibility" in _OVERRIDABLE_HOOKS
+    assert "handle_model_specific_adjustments" in _OVERRIDABLE_HOOKS  # the DSA refusal's step
 
 
 def test_resolution_helpers_we_call_exist():

@@ -162,3 +162,30 @@ def test_our_dsa_rule_covers_every_model_sglang_treats_as_dsa():
     assert not model_config.is_deepseek_dsa(hf)
     hf.index_topk = 64
     assert model_config.is_deepseek_dsa(hf)
+
+
+def test_dsa_refusal_comes_before_sglangs_model_hooks(tmp_path):
+    """SGLang's DSA model hook asks torch for the CUDA device's capability; on our CPU
+    platform that was "Found no NVIDIA driver" before our refusal could be shown.
+    Resolving the flags of a tiny DeepSeek-V3.2 config now ends in our reason."""
+    import json
+
+    from sglang.srt.server_args import ServerArgs
+    from transformers import DeepseekV3Config
+
+    from sglang_amd import plugin
+
+    plugin.register()
+    config = DeepseekV3Config(
+        vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, q_lora_rank=32,
+        kv_lora_rank=32, qk_rope_head_dim=16, qk_nope_head_dim=16, v_head_dim=16,
+        n_routed_experts=4, num_experts_per_tok=2,
+    ).to_dict()  # fmt: skip
+    config.update(architectures=["DeepseekV32ForCausalLM"], model_type="deepseek_v32",
+                  index_topk=16, index_head_dim=128, index_n_heads=4)  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    args = ServerArgs(model_path=str(tmp_path), device="cpu", attention_backend="amd",
+                      skip_tokenizer_init=True)  # fmt: skip
+    with pytest.raises(UnsupportedConfigError, match=r"--attention-backend amd.*index_topk"):
+        args.resolve_once()

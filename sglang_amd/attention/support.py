@@ -102,6 +102,19 @@ def _model_reasons(model_config: Any, flag: str) -> list[str]:
     return reasons
 
 
+def refusals_before_model_hooks(server_args: Any, model_config: Any | None) -> list[str]:
+    """The refusals that must come before SGLang's per-model resolution hooks: for a
+    DSA model those query the CUDA device (on a machine without one, our CPU
+    platform: "Found no NVIDIA driver"), so our reason would never be shown."""
+    flags = backend_flags_using_amd(server_args)
+    hf_config = getattr(model_config, "hf_config", None)
+    if not flags or hf_config is None:
+        return []
+    if getattr(text_config(hf_config), "index_topk", None) is None:
+        return []
+    return [r for r in _model_reasons(model_config, flags[0]) if "index_topk" in r]
+
+
 def check_server_args(server_args: Any, model_config: Any | None) -> None:
     """Raise one `UnsupportedConfigError` listing every problem, or return.
 
