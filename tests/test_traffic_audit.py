@@ -129,7 +129,8 @@ def test_gqa_decode_group_16_moves_at_most_1_1x_ideal(quick):
     "programs): two 64-head programs a split read the latent (2.0x, FlashMLA's layout; "
     "all 128 heads' [128, 512] float32 accumulator is a whole SM's register file), and "
     "the 32 splits that cover the GPU at batch 1 write 512-wide fp32 partials per head "
-    "(+1.7x). Fewer splits trade latency for traffic: not measured without a GPU",
+    "(+1.7x). Fewer splits trade latency for traffic: on an H200, 16 splits took 79 us "
+    "against 48 us for 32 (BENCHMARKS.md)",
 )
 def test_mla_decode_128_heads_moves_at_most_2x_ideal(quick):
     _gate(

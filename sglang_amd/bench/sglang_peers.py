@@ -65,15 +65,15 @@ def triton_backend_max_kv_splits(
 
 
 def sglang_extend(
-    q,
-    k,
-    v,
-    o,
-    k_pool,
-    v_pool,
-    qo_indptr,
-    kv_indptr,
-    kv_indices,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    o: torch.Tensor,
+    k_pool: torch.Tensor,
+    v_pool: torch.Tensor,
+    qo_indptr: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
     qo_lens_cpu: list[int],
     scale: float,
 ) -> None:
