@@ -61,21 +61,8 @@ def indexer_logits(
     if dim & (dim - 1) or index_k.shape[1] != dim:
         raise ValueError(f"indexer_logits: head dim {dim} / index-K {index_k.shape[1]}: "
                          "both must be the same power of two")  # fmt: skip
-    if out is None:
-        out = torch.empty(tokens, width, dtype=torch.float32, device=q.device)
-    if tokens == 0 or width == 0:
-        return out
-    target = current_target(q.device)
-    splits = choose_num_splits(tokens, width, target.compute_units)
-    span = triton.cdiv(triton.cdiv(width, splits), _BLOCK_N) * _BLOCK_N
-    _indexer_logits_kernel[(tokens, triton.cdiv(width, span))](
-        q, weights, index_k, req_to_token, req_pool_indices, visible, out,
-        q.stride(0), q.stride(1), weights.stride(0), index_k.stride(0),
-        req_to_token.stride(0), out.stride(0), scale, width, span,
-        NUM_HEADS=heads, BLOCK_H=max(16, triton.next_power_of_2(heads)), D=dim,
-        BLOCK_N=_BLOCK_N, **dot_flags(q.dtype, index_k.dtype),
-    )  # fmt: skip
-    return out
+    return _launch(q, weights, index_k, req_to_token, req_pool_indices, visible, scale, width,
+                   out, fp8_page=0, dtypes=(q.dtype, index_k.dtype))  # fmt: skip
 
 
 def indexer_logits_fp8(
@@ -112,19 +99,29 @@ def indexer_logits_fp8(
             f"{index_k_cache.shape[1]} bytes a page (want "
             f"{index_k_cache_bytes_per_page(page_size)} for page size {page_size})"
         )
+    return _launch(q8, weights, index_k_cache, req_to_token, req_pool_indices, visible, 1.0,
+                   width, out, fp8_page=page_size, dtypes=(q8.dtype,))  # fmt: skip
+
+
+def _launch(q, weights, keys, req_to_token, req_pool_indices, visible, scale: float,
+            width: int, out, *, fp8_page: int, dtypes: tuple) -> torch.Tensor:  # fmt: skip
+    """One launch of the scores kernel for either mode (keys: float rows, or with
+    `fp8_page` the index-K cache's pages); the grid splits each token's width so
+    a few tokens still fill the device."""
+    tokens, heads, dim = q.shape
     if out is None:
-        out = torch.empty(tokens, width, dtype=torch.float32, device=q8.device)
+        out = torch.empty(tokens, width, dtype=torch.float32, device=q.device)
     if tokens == 0 or width == 0:
         return out
-    target = current_target(q8.device)
+    target = current_target(q.device)
     splits = choose_num_splits(tokens, width, target.compute_units)
     span = triton.cdiv(triton.cdiv(width, splits), _BLOCK_N) * _BLOCK_N
     _indexer_logits_kernel[(tokens, triton.cdiv(width, span))](
-        q8, weights, index_k_cache, req_to_token, req_pool_indices, visible, out,
-        q8.stride(0), q8.stride(1), weights.stride(0), index_k_cache.stride(0),
-        req_to_token.stride(0), out.stride(0), 1.0, width, span,
+        q, weights, keys, req_to_token, req_pool_indices, visible, out,
+        q.stride(0), q.stride(1), weights.stride(0), keys.stride(0),
+        req_to_token.stride(0), out.stride(0), scale, width, span,
         NUM_HEADS=heads, BLOCK_H=max(16, triton.next_power_of_2(heads)), D=dim,
-        BLOCK_N=_BLOCK_N, FP8_PAGE=page_size, **dot_flags(q8.dtype),
+        BLOCK_N=_BLOCK_N, FP8_PAGE=fp8_page, **dot_flags(*dtypes),
     )  # fmt: skip
     return out
 

@@ -222,16 +222,24 @@ def indexer_logits_reference(
     Returns:
         [T, width] float32 scores; -inf at positions >= visible[t].
     """
+
+    def head_scores(t: int, slots: torch.Tensor) -> torch.Tensor:
+        return torch.relu(q[t].float() @ index_k[slots.long()].float().T * scale)
+
+    return _indexer_scores(head_scores, weights, req_to_token, req_pool_indices, visible, width)
+
+
+def _indexer_scores(head_scores, weights, req_to_token, req_pool_indices, visible, width):
+    """[T, width] float32: weights[t] @ head_scores(t, slots of t's visible positions)
+    ([H, n] each), -inf past each token's limit; both indexer modes' loop."""
     rows = _as_list(req_pool_indices)
     vis = _as_list(visible)
     width = max(vis, default=0) if width is None else width
-    out = torch.full((q.shape[0], width), float("-inf"), dtype=torch.float32, device=q.device)
+    out = torch.full((weights.shape[0], width), float("-inf"), dtype=torch.float32,
+                     device=weights.device)  # fmt: skip
     for t, (row, n) in enumerate(zip(rows, vis, strict=True)):
-        if n == 0:
-            continue
-        k = index_k[req_to_token[row, :n].long()].float()  # [n, D]
-        scores = torch.relu(q[t].float() @ k.T * scale)  # [H, n]
-        out[t, :n] = weights[t].float() @ scores
+        if n:
+            out[t, :n] = weights[t].float() @ head_scores(t, req_to_token[row, :n])
     return out
 
 
@@ -261,17 +269,11 @@ def indexer_logits_fp8_reference(
     """
     from sglang_amd.attention.index_k_cache import load_index_k
 
-    rows = _as_list(req_pool_indices)
-    vis = _as_list(visible)
-    width = max(vis, default=0) if width is None else width
-    out = torch.full((q8.shape[0], width), float("-inf"), dtype=torch.float32, device=q8.device)
-    for t, (row, n) in enumerate(zip(rows, vis, strict=True)):
-        if n == 0:
-            continue
-        k8, k_scale = load_index_k(index_k_cache, req_to_token[row, :n], page_size, q8.shape[2])
-        scores = torch.relu(q8[t].float() @ k8.float().T) * k_scale  # [H, n]
-        out[t, :n] = weights[t].float() @ scores
-    return out
+    def head_scores(t: int, slots: torch.Tensor) -> torch.Tensor:
+        k8, k_scale = load_index_k(index_k_cache, slots, page_size, q8.shape[2])
+        return torch.relu(q8[t].float() @ k8.float().T) * k_scale
+
+    return _indexer_scores(head_scores, weights, req_to_token, req_pool_indices, visible, width)
 
 
 def select_topk(logits: torch.Tensor, k: int) -> torch.Tensor:
