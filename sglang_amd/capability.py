@@ -38,9 +38,9 @@ TierOf = Callable[[str], str]
 # What users ask for that no capability serves yet (README, `sglang-amd env`).
 NOT_YET: tuple[str, ...] = (
     "expert parallelism: --moe-a2a-backend / --ep-size with our MoE runner (refused at start)",
-    "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) through SGLang: the serving path (refused at"
-    " start; the indexer in float and FP8 modes over SGLang's index-K cache layout and the top-k"
-    " sparse attention kernels exist; gfx942's e4m3fnuz cache is not read yet)",
+    "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) on a GPU (served on the CPU platform; refused"
+    " at start on a GPU, where SGLang's indexer has no forward of ours yet), tree drafts over"
+    " DSA, gfx942's e4m3fnuz index-K cache, a Triton top-k",
     "MTP beyond the wiring: acceptance reporting, more MTP families, draft-head training",
     "day-0 models: Qwen3-Next linear attention, gpt-oss sinks and its MXFP4 format",
     "the aiter tier: no op has an aiter implementation yet (TIER_ORDER keeps its place)",
@@ -73,6 +73,8 @@ class Capability:
     registration:    "module:function" that registers it with SGLang (idempotent)
     env_setups:      label -> server-arg values, the setups `sglang-amd env`
                      reports graph phases for
+    model_ops:       model_config -> the ops of `ops` a model runs (default: all);
+                     what `sglang-amd doctor` reports tiers for
     """
 
     name: str
@@ -83,6 +85,10 @@ class Capability:
     registration: str
     graph_refusals: Callable[[Any, Any, Any, TierOf], dict[str, str]] = _no_refusals
     env_setups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model_ops: Callable[[Any], tuple[str, ...]] | None = None
+
+    def ops_for(self, model_config: Any | None) -> tuple[str, ...]:
+        return self.ops if self.model_ops is None else self.model_ops(model_config)
 
 
 _extra: list[Capability] = []
@@ -124,7 +130,7 @@ def check_start(server_args: Any, model_config: Any | None) -> list[Capability]:
         raise UnsupportedConfigError("sglang-amd: " + "; ".join(problems))
     device = server_device(server_args)
     for cap in caps:
-        for op in cap.ops:
+        for op in cap.ops_for(model_config):
             select(op, device)
     return caps
 

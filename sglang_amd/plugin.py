@@ -56,19 +56,36 @@ def _validate_flags(server_args: Any, previous) -> None:
         declare_resolution(server_args, RESOLUTION_NAME, cuda_graph_config=graphs)
 
 
-def _refuse_before_model_hooks(server_args: Any, previous) -> None:
-    """Resolution-hook wrapper: the refusals SGLang's own per-model hooks would
-    otherwise preempt (`attention.support.refusals_before_model_hooks`), then its step."""
+def _around_model_hooks(server_args: Any, previous) -> None:
+    """Resolution-hook wrapper around SGLang's per-model step, for our attention backend:
+    the refusals that step would otherwise preempt
+    (`attention.support.refusals_before_model_hooks`); for a DSA model, the step run
+    where no CUDA device exists (`patches.cpu_dsa_resolution`) and the KV-cache
+    dtype it imposes for its own DSA kernels given back to the user's choice."""
     from sglang.srt.arg_groups.model_override_base import model_config_of
 
-    from sglang_amd.attention.support import backend_flags_using_amd, refusals_before_model_hooks
+    from sglang_amd.attention import support
     from sglang_amd.flags import UnsupportedConfigError
 
-    if backend_flags_using_amd(server_args):
-        reasons = refusals_before_model_hooks(server_args, model_config_of(server_args))
-        if reasons:
-            raise UnsupportedConfigError("sglang-amd: " + "; ".join(reasons))
-    previous(server_args)
+    if not support.backend_flags_using_amd(server_args):
+        previous(server_args)
+        return
+    model_config = model_config_of(server_args)
+    reasons = support.refusals_before_model_hooks(server_args, model_config)
+    if reasons:
+        raise UnsupportedConfigError("sglang-amd: " + "; ".join(reasons))
+    if not support.is_dsa_model(model_config):
+        previous(server_args)
+        return
+    from sglang.srt.arg_groups.overrides import declare_resolution, resolved_view
+
+    from sglang_amd.patches.cpu_dsa_resolution import no_cuda_capability
+
+    with no_cuda_capability():
+        previous(server_args)
+    kv = support.dsa_kv_cache_dtype(server_args, resolved_view(server_args).kv_cache_dtype)
+    if kv is not None:
+        declare_resolution(server_args, RESOLUTION_NAME, kv_cache_dtype=kv)
 
 
 def register() -> None:
@@ -82,6 +99,6 @@ def register() -> None:
 
     capability.register_all()
     register_resolution_hook(RESOLUTION_STEP)(_validate_flags)
-    register_resolution_hook(MODEL_STEP)(_refuse_before_model_hooks)
+    register_resolution_hook(MODEL_STEP)(_around_model_hooks)
     _registered = True
     logger.debug("sglang-amd registered: %s", [c.name for c in capability.capabilities()])

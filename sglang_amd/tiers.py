@@ -152,6 +152,7 @@ class Selection:
 
 
 _ATTN = "sglang_amd.attention.attend"
+_DSA = "sglang_amd.attention.dsa"
 _MOE = "sglang_amd.moe.experts"
 _LINEAR = "sglang_amd.quant.mxfp4_linear"
 _MXFP4 = "sglang_amd.quant.mxfp4"
@@ -176,6 +177,24 @@ OPS: dict[str, OpSpec] = {
                 Impl(Tier.TORCH, f"{_ATTN}:attend_torch", f"{_ATTN}:torch_refusal"),
             ),
             trace_event="forward_decode",
+        ),
+        OpSpec(
+            "attention.indexer",
+            "DSA lightning indexer scores (DeepSeek-V3.2), float or FP8 index keys",
+            (
+                Impl(Tier.TRITON, f"{_DSA}:indexer_triton", f"{_DSA}:indexer_triton_refusal"),
+                Impl(Tier.TORCH, f"{_DSA}:indexer_torch"),
+            ),
+            trace_event="forward_indexer",
+        ),
+        OpSpec(
+            "attention.sparse",
+            "DSA top-k sparse attention over the indexer's tokens (absorbed MLA)",
+            (
+                Impl(Tier.TRITON, f"{_DSA}:sparse_triton", f"{_DSA}:sparse_triton_refusal"),
+                Impl(Tier.TORCH, f"{_DSA}:sparse_torch"),
+            ),
+            trace_event="forward_sparse",
         ),
         OpSpec(
             "moe.fused",

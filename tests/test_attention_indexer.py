@@ -86,6 +86,7 @@ def test_indexer_topk_selects_within_the_causal_limit(topk):
         assert int(chosen.max()) < int(visible[t])
 
 
+@pytest.mark.full  # tests/test_e2e_dsa.py holds the whole HF model (its indexer too) in make test
 def test_float_mode_is_hf_transformers_indexer():
     """The oracle's own module: HF's DeepseekV32Indexer picks the same top-k from the
     same projections (q after its RoPE, k after its LayerNorm and RoPE, weights)."""

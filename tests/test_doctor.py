@@ -102,7 +102,10 @@ def test_hybrid_linear_attention_counts_only_full_layers(reports):
 def test_what_blocks_serving_is_named(reports):
     dsa = reports["deepseek-v3.2"]
     assert dsa["attention"]["path"] == "DSA (MLA + top-k indexer)"
-    assert "--attention-backend amd does not serve DeepSeek sparse attention" in dsa["blocking"][0]
+    # Served on this machine's CPU platform (a GPU would refuse it at start); on one
+    # MI300X its 671B parameters are what block it.
+    assert dsa["tiers"]["attention.indexer"] and dsa["tiers"]["attention.sparse"]
+    assert dsa["blocking"][0].startswith("weights do not fit")
     oss = reports["gpt-oss-120b"]
     assert (
         "attention sinks" in oss["attention"]["path"]

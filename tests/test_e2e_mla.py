@@ -47,6 +47,7 @@ def test_fp32_dense_mla_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     assert {("forward_extend", "torch"), ("forward_decode", "torch")} <= _scheduler_events(engines)
 
 
+@pytest.mark.full  # SGLang's backend, patched; MLA itself is served in make test by ours
 def test_torch_native_with_our_patch_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     """patches/torch_native_mla.py: SGLang's own torch_native now agrees with HF on MLA
     (unpatched it raises a shape error on this config: kv_lora_rank != qk_nope_head_dim)."""

@@ -255,3 +255,24 @@ def test_request_validation_passes_requests_sglang_serves_right(request_kwargs):
         original, _manager(10), _Request(**request_kwargs), [1]
     )
     assert calls == [[1]]
+
+
+def test_the_cpu_dsa_resolution_answer_is_still_needed():
+    """patches/cpu_dsa_resolution.py answers torch's capability question inside these
+    SGLang functions; each must still ask it, or the patch is dead."""
+    from sglang_amd.patches import cpu_dsa_resolution
+
+    for target, call in cpu_dsa_resolution.TARGETS.items():
+        assert call in inspect.getsource(_resolve(target)), f"{target} no longer calls {call}"
+
+
+def test_the_cpu_dsa_resolution_answer_is_scoped():
+    import torch
+
+    from sglang_amd.patches.cpu_dsa_resolution import NO_CAPABILITY, no_cuda_capability
+
+    before = torch.cuda.get_device_capability
+    with no_cuda_capability():
+        if not torch.cuda.is_available():
+            assert torch.cuda.get_device_capability() == NO_CAPABILITY
+    assert torch.cuda.get_device_capability is before

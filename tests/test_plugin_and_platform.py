@@ -24,7 +24,7 @@ def test_register_is_idempotent_and_reaches_sglang():
     assert ATTENTION_BACKENDS["amd"] is sglang_registration.create_backend
     hooks = _HOOKS["handle_attention_backend_compatibility"]
     assert hooks.count(plugin._validate_flags) == 1
-    assert _HOOKS[plugin.MODEL_STEP].count(plugin._refuse_before_model_hooks) == 1
+    assert _HOOKS[plugin.MODEL_STEP].count(plugin._around_model_hooks) == 1
 
 
 def test_entry_points_are_installed():

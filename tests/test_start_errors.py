@@ -131,21 +131,39 @@ def test_speculative_algorithms_we_do_not_serve_are_refused():
     assert unsupported_reasons(args, None) == []
 
 
-def test_dsa_models_are_refused_naming_the_flag():
-    """DeepSeek-V3.2-style sparse attention (an index_topk in the config) is not
-    served yet: refused at start rather than attended densely (silently wrong)."""
+def test_dsa_models_are_served_on_the_cpu_platform_and_refused_where_not_yet(monkeypatch):
+    """DeepSeek-V3.2-style sparse attention (an index_topk in the config) runs on the
+    CPU platform (tests/test_e2e_dsa.py); what it does not serve yet is refused at
+    start, naming the flag: a GPU, tree drafts, DSA's parallel modes, a
+    mistyped indexer mode. A model without index_topk is none of this."""
     from types import SimpleNamespace
 
     from sglang_amd.attention.support import unsupported_reasons
 
-    args = SimpleNamespace(attention_backend="amd", kv_cache_dtype="auto")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # CPU speculative decoding asks for it
+    args = SimpleNamespace(attention_backend="amd", kv_cache_dtype="auto", device="cpu")
     hf = SimpleNamespace(architectures=["DeepseekV32ForCausalLM"], index_topk=2048)
-    (reason,) = unsupported_reasons(args, SimpleNamespace(hf_config=hf))
-    assert "--attention-backend amd" in reason and "index_topk" in reason
+    model = SimpleNamespace(hf_config=hf)
+    assert unsupported_reasons(args, model) == []
+    chain = SimpleNamespace(**{**vars(args), "speculative_algorithm": "NEXTN"})
+    assert unsupported_reasons(chain, model) == []
+    for change, words in (
+        (dict(device="cuda"), "CPU platform only"),
+        (dict(speculative_algorithm="NEXTN", speculative_eagle_topk=2), "chain drafts"),
+        (dict(enable_prefill_cp=True), "--enable-prefill-cp"),
+        (dict(dcp_size=2), "--dcp-size"),
+    ):
+        (reason,) = unsupported_reasons(SimpleNamespace(**{**vars(args), **change}), model)
+        assert "--attention-backend amd" in reason and words in reason, reason
     nested = SimpleNamespace(text_config=hf)  # multimodal wrappers nest the text config
-    assert unsupported_reasons(args, SimpleNamespace(hf_config=nested))
+    gpu = SimpleNamespace(**{**vars(args), "device": "cuda"})
+    assert unsupported_reasons(gpu, SimpleNamespace(hf_config=nested))
+    monkeypatch.setenv("SGLANG_AMD_DSA_INDEXER", "fp4")
+    (reason,) = unsupported_reasons(args, model)
+    assert "SGLANG_AMD_DSA_INDEXER='fp4'" in reason and "fp8" in reason
+    monkeypatch.delenv("SGLANG_AMD_DSA_INDEXER")
     hf.index_topk = None
-    assert unsupported_reasons(args, SimpleNamespace(hf_config=hf)) == []
+    assert unsupported_reasons(gpu, SimpleNamespace(hf_config=hf)) == []
 
 
 def test_our_dsa_rule_covers_every_model_sglang_treats_as_dsa():
@@ -164,18 +182,11 @@ def test_our_dsa_rule_covers_every_model_sglang_treats_as_dsa():
     assert model_config.is_deepseek_dsa(hf)
 
 
-def test_dsa_refusal_comes_before_sglangs_model_hooks(tmp_path):
-    """SGLang's DSA model hook asks torch for the CUDA device's capability; on our CPU
-    platform that was "Found no NVIDIA driver" before our refusal could be shown.
-    Resolving the flags of a tiny DeepSeek-V3.2 config now ends in our reason."""
+def _tiny_v32_config(path) -> str:
     import json
 
-    from sglang.srt.server_args import ServerArgs
     from transformers import DeepseekV3Config
 
-    from sglang_amd import plugin
-
-    plugin.register()
     config = DeepseekV3Config(
         vocab_size=256, hidden_size=64, intermediate_size=128, moe_intermediate_size=32,
         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, q_lora_rank=32,
@@ -184,8 +195,44 @@ def test_dsa_refusal_comes_before_sglangs_model_hooks(tmp_path):
     ).to_dict()  # fmt: skip
     config.update(architectures=["DeepseekV32ForCausalLM"], model_type="deepseek_v32",
                   index_topk=16, index_head_dim=128, index_n_heads=4)  # fmt: skip
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    args = ServerArgs(model_path=str(tmp_path), device="cpu", attention_backend="amd",
-                      skip_tokenizer_init=True)  # fmt: skip
-    with pytest.raises(UnsupportedConfigError, match=r"--attention-backend amd.*index_topk"):
+    (path / "config.json").write_text(json.dumps(config))
+    return str(path)
+
+
+def test_dsa_refusal_comes_before_sglangs_model_hooks(tmp_path):
+    """SGLang's DSA model hook asks torch for the CUDA device's capability; on a machine
+    without one that was "Found no NVIDIA driver" before our refusal could be shown.
+    Resolving a tiny DeepSeek-V3.2 config for a GPU we do not serve DSA on yet ends
+    in our reason."""
+    from sglang.srt.server_args import ServerArgs
+
+    from sglang_amd import plugin
+
+    plugin.register()
+    args = ServerArgs(model_path=_tiny_v32_config(tmp_path), device="cuda",
+                      attention_backend="amd", skip_tokenizer_init=True)  # fmt: skip
+    with pytest.raises(UnsupportedConfigError, match=r"--attention-backend amd.*CPU platform"):
         args.resolve_once()
+
+
+@pytest.mark.parametrize("kv", ["auto", "bfloat16"])
+def test_dsa_resolves_on_the_cpu_with_the_kv_dtype_asked_for(tmp_path, kv):
+    """On the CPU SGLang's DSA resolution runs with "no GPU generation"
+    (patches/cpu_dsa_resolution.py); the bfloat16 KV cache it imposes for its own
+    DSA kernels is given back to --kv-cache-dtype (ours serve float32 too)."""
+    import torch
+    from sglang.srt.arg_groups.overrides import resolved_view
+    from sglang.srt.server_args import ServerArgs
+
+    from sglang_amd import plugin
+
+    if torch.cuda.is_available():
+        pytest.skip("resolution on a machine without a CUDA device")
+    plugin.register()
+    args = ServerArgs(model_path=_tiny_v32_config(tmp_path), device="cpu", kv_cache_dtype=kv,
+                      attention_backend="amd", skip_tokenizer_init=True)  # fmt: skip
+    args.resolve_once()
+    view = resolved_view(args)
+    assert view.kv_cache_dtype == kv and view.page_size == 64
+    with pytest.raises(RuntimeError):  # the answer was scoped to SGLang's step
+        torch.cuda.get_device_capability()

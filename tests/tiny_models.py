@@ -201,3 +201,55 @@ def tiny_deepseek_v3(
     ):
         setattr(config, key, value)
     return _save_random(DeepseekV3ForCausalLM(config), out, smollm2)
+
+
+def tiny_deepseek_v32(
+    out: Path, smollm2: str, seed: int = 0, index_topk: int = 16, nextn: bool = False
+) -> Path:
+    """DeepSeek-V3.2 (DSA): `tiny_deepseek_v3`'s dense MLA, both layers with a lightning
+    indexer picking `index_topk` tokens (16 index heads of 128, the dim SGLang's
+    index-K pool requires). 16 heads make an exact tie of two tokens' scores (every
+    head's ReLU zero for both) rare, so HF's unspecified tie order rarely matters.
+    `nextn=True`: one MTP layer declared, as in `tiny_deepseek_v3`."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
+
+    torch.manual_seed(seed)
+    config = DeepseekV32Config(
+        **_COMMON,
+        first_k_dense_replace=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=64,
+        kv_lora_rank=64,
+        qk_rope_head_dim=16,
+        qk_nope_head_dim=32,
+        v_head_dim=32,
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_group=2,  # the MTP layer's MoE (nextn); HF's model has no MoE layer here
+        topk_group=1,
+        index_topk=index_topk,
+        index_head_dim=128,
+        index_n_heads=16,
+        rope_scaling={
+            "type": "yarn",
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 512,
+            "beta_fast": 32,
+            "beta_slow": 1,
+            "mscale": 1.0,
+            "mscale_all_dim": 1.0,
+        },
+    )
+    # SGLang's DeepSeek code reads these; HF's V3.2 config does not carry them.
+    for key, value in (
+        ("moe_layer_freq", 1),
+        ("topk_method", "noaux_tc"),
+        ("scoring_func", "sigmoid"),
+        ("num_nextn_predict_layers", 1 if nextn else 0),
+    ):
+        setattr(config, key, value)
+    return _save_random(DeepseekV32ForCausalLM(config), out, smollm2)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from sglang_amd.attention.support import (
+    DSA_OPS,
     backend_flags_using_amd,
     cuda_graph_refusals,
+    is_dsa_model,
     unsupported_reasons,
 )
 from sglang_amd.capability import Capability, TierOf
@@ -34,6 +36,11 @@ def _graph_refusals(
     )
 
 
+def _model_ops(model_config: Any) -> tuple[str, ...]:
+    dsa = DSA_OPS if is_dsa_model(model_config) else ()
+    return ("attention.extend", "attention.decode", *dsa)
+
+
 CAPABILITY = Capability(
     name="attention",
     flags=tuple(
@@ -45,11 +52,12 @@ CAPABILITY = Capability(
             "--speculative-draft-attention-backend",
         )
     ),
-    ops=("attention.extend", "attention.decode"),
+    ops=("attention.extend", "attention.decode", *DSA_OPS),
     used=_used,
     problems=unsupported_reasons,
     graph_refusals=_graph_refusals,
     registration="sglang_amd.attention.sglang_registration:register",
+    model_ops=_model_ops,
     env_setups={
         f"--attention-backend {ATTENTION_BACKEND}": dict(attention_backend=ATTENTION_BACKEND),
         "  + --speculative-algorithm EAGLE": dict(

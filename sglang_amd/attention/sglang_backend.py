@@ -25,7 +25,7 @@ from sglang.srt.mem_cache.memory_pool import KVWriteLoc
 from sglang_amd import trace
 from sglang_amd.attention.attend import ForwardMetadata, LayerMath
 from sglang_amd.attention.spec_layout import full_verify_mask, prefix_plus_new_token_map
-from sglang_amd.attention.support import check_model_layers, check_model_runner
+from sglang_amd.attention.support import check_model_layers, check_model_runner, is_dsa_model
 from sglang_amd.tiers import Tier, TieredOp
 
 if TYPE_CHECKING:
@@ -53,6 +53,13 @@ class AmdAttnBackend(AttentionBackend):
             mode: TieredOp(f"attention.{mode}", self.device) for mode in ("extend", "decode")
         }
         self.forward_metadata: ForwardMetadata | None = None
+        # DeepSeek sparse attention: the indexer's key store and ops (sglang_dsa.py).
+        self.dsa = None
+        if is_dsa_model(getattr(model_runner, "model_config", None)):
+            from sglang_amd.attention import sglang_dsa
+
+            sglang_dsa.register()
+            self.dsa = sglang_dsa.DsaLayers(self)
         # SGLang's EAGLE worker sizes fallback tree masks from the target's backend.
         self.max_context_len = getattr(
             getattr(model_runner, "model_config", None), "context_len", 0
@@ -176,8 +183,10 @@ class AmdAttnBackend(AttentionBackend):
         q: torch.Tensor,
         layer: RadixAttention,
         kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor, ForwardMetadata] | None = None,
+        topk: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Attention of q over the pool (or over `kv` = (k, v, token map, metadata))."""
+        """Attention of q over the pool (or over `kv` = (k, v, token map, metadata));
+        with `topk` (DSA: the indexer's [T, K] positions) over the picked tokens only."""
         if kv is None:
             k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
             v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
@@ -200,6 +209,9 @@ class AmdAttnBackend(AttentionBackend):
         q3 = q.reshape(-1, layer.tp_q_head_num, layer.qk_head_dim)
         out = q.new_empty(q3.shape[0], layer.tp_q_head_num, layer.v_head_dim)
 
+        if topk is not None:
+            self.dsa.attend(q3, k_cache, v_cache, topk, layer.scaling, out)
+            return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
         math = LayerMath(
             scale=layer.scaling,
             causal=causal,
@@ -219,7 +231,7 @@ class AmdAttnBackend(AttentionBackend):
             return self._attend_new_tokens(q, k, v, layer)
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
-        return self._attend(q, layer)
+        return self._attend(q, layer, topk=self._topk(layer, kw))
 
     def _attend_new_tokens(self, q, k, v, layer: RadixAttention) -> torch.Tensor:
         """MLA fresh prefill: causal attention over the decompressed K/V handed in.
@@ -245,7 +257,25 @@ class AmdAttnBackend(AttentionBackend):
         _refuse_extra_inputs(layer, kw)
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
-        return self._attend(q, layer)
+        return self._attend(q, layer, topk=self._topk(layer, kw))
+
+    def _topk(self, layer: RadixAttention, kw: dict) -> torch.Tensor | None:
+        """The indexer's table for this call; a DSA model's absorbed call without one
+        would attend densely (silently wrong past index_topk): an error instead."""
+        topk = kw.get("topk_indices")
+        if self.dsa is None:
+            if topk is not None:
+                raise NotImplementedError(
+                    f"--attention-backend amd: layer {layer.layer_id} passed topk_indices "
+                    "but the model is not a DSA model"
+                )
+            return None
+        if topk is None:
+            raise RuntimeError(
+                f"--attention-backend amd: DSA layer {layer.layer_id} reached absorbed "
+                "attention without the indexer's topk_indices"
+            )
+        return topk
 
     # -------------------------------------------------------------- CUDA graphs
     # SGLang's graph runners: init_cuda_graph_state once, then per batch size

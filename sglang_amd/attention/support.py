@@ -74,11 +74,11 @@ def unsupported_reasons(server_args: Any, model_config: Any | None) -> list[str]
             "ops on the torch tier)"
         )
     if model_config is not None:
-        reasons.extend(_model_reasons(model_config, flag))
+        reasons.extend(_model_reasons(model_config, flag, server_args))
     return reasons
 
 
-def _model_reasons(model_config: Any, flag: str) -> list[str]:
+def _model_reasons(model_config: Any, flag: str, server_args: Any) -> list[str]:
     reasons = []
     if getattr(model_config, "is_encoder_decoder", False):
         reasons.append(
@@ -90,29 +90,76 @@ def _model_reasons(model_config: Any, flag: str) -> list[str]:
             f"{flag} {ATTENTION_BACKEND} does not serve hybrid sliding-window KV pools yet; "
             "pick another --attention-backend for this model"
         )
-    hf_config = getattr(model_config, "hf_config", None)
-    if hf_config is not None and getattr(text_config(hf_config), "index_topk", None) is not None:
-        # SGLang would ask us for indexer metadata, get none, and attend densely:
-        # silently wrong once a context passes index_topk.
-        reasons.append(
-            f"{flag} {ATTENTION_BACKEND} does not serve DeepSeek sparse attention (DSA: "
-            "this model's index_topk) yet; leave --attention-backend unset (SGLang picks "
-            "its dsa backend) or pick another one for this model"
-        )
+    if is_dsa_model(model_config):
+        reasons.extend(_dsa_reasons(server_args, flag))
     return reasons
+
+
+# The ops a DSA model adds (attention/dsa.py).
+DSA_OPS = ("attention.indexer", "attention.sparse")
+
+
+def is_dsa_model(model_config: Any | None) -> bool:
+    """DeepSeek sparse attention (V3.2, GLM-5): SGLang's own test, an index_topk."""
+    hf_config = getattr(model_config, "hf_config", None)
+    return hf_config is not None and getattr(text_config(hf_config), "index_topk", None) is not None
+
+
+def _dsa_reasons(server_args: Any, flag: str) -> list[str]:
+    """What the DSA path (`attention/sglang_dsa.py`) does not serve yet."""
+    reasons = []
+    what = f"{flag} {ATTENTION_BACKEND} serves DeepSeek sparse attention (DSA)"
+    if server_device(server_args) != "cpu":
+        # The indexer's forward is installed for the CPU platform only so far.
+        reasons.append(
+            f"{what} on the CPU platform only so far; on a GPU leave --attention-backend "
+            "unset (SGLang picks its dsa backend)"
+        )
+    if (
+        getattr(server_args, "speculative_algorithm", None)
+        and (getattr(server_args, "speculative_eagle_topk", None) or 1) > 1
+    ):
+        # A tree's drafts see their ancestors, not every earlier draft: the indexer's
+        # causal limit is a prefix length.
+        reasons.append(f"{what} with chain drafts so far; set --speculative-eagle-topk 1")
+    for field, option in (
+        ("enable_prefill_cp", "--enable-prefill-cp"),
+        ("enable_dsa_cache_layer_split", "--enable-dsa-cache-layer-split"),
+        ("enable_hisparse", "--enable-hisparse"),
+    ):
+        if getattr(server_args, field, False):
+            reasons.append(f"{what} without {option}; drop it")
+    if (getattr(server_args, "dcp_size", 1) or 1) > 1:
+        reasons.append(f"{what} without decode context parallelism; drop --dcp-size")
+    from sglang_amd.attention.dsa import indexer_mode_refusal
+
+    if why := indexer_mode_refusal():
+        reasons.append(why)
+    return reasons
+
+
+def dsa_kv_cache_dtype(server_args: Any, resolved: str | None) -> str | None:
+    """The KV-cache dtype to give back after SGLang's DSA resolution, or None.
+
+    SGLang imposes bfloat16 (or fp8) on a DSA model for its own DSA kernels, even
+    under --dtype float32; ours serve the model's dtype like any MLA model, so the
+    user's --kv-cache-dtype (default auto: the model's dtype) stands.
+    """
+    asked = str(getattr(server_args, "kv_cache_dtype", "auto") or "auto")
+    return asked if resolved != asked else None
 
 
 def refusals_before_model_hooks(server_args: Any, model_config: Any | None) -> list[str]:
     """The refusals that must come before SGLang's per-model resolution hooks: for a
-    DSA model those query the CUDA device (on a machine without one, our CPU
-    platform: "Found no NVIDIA driver"), so our reason would never be shown."""
+    DSA model those pick SGLang's own DSA kernels for the device and may fail on
+    flags we refuse anyway, so our reason would never be shown."""
     flags = backend_flags_using_amd(server_args)
     hf_config = getattr(model_config, "hf_config", None)
     if not flags or hf_config is None:
         return []
-    if getattr(text_config(hf_config), "index_topk", None) is None:
+    if not is_dsa_model(model_config):
         return []
-    return [r for r in _model_reasons(model_config, flags[0]) if "index_topk" in r]
+    return _dsa_reasons(server_args, flags[0])
 
 
 def check_server_args(server_args: Any, model_config: Any | None) -> None:
@@ -128,7 +175,9 @@ def check_server_args(server_args: Any, model_config: Any | None) -> None:
     if backend_flags_using_amd(server_args):
         from sglang_amd.tiers import select
 
-        for op in ("attention.extend", "attention.decode"):
+        for op in ("attention.extend", "attention.decode") + (
+            DSA_OPS if is_dsa_model(model_config) else ()
+        ):
             select(op, server_device(server_args))
 
 

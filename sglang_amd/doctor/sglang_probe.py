@@ -23,6 +23,7 @@ from typing import Any
 
 from sglang_amd.doctor import model_facts, sglang_memory
 from sglang_amd.doctor.gpu_budget import Gpu
+from sglang_amd.flags import ATTENTION_BACKEND
 
 # A representative linear of an MTP layer, per part, for the exclude-list check.
 _MTP_PARTS = (
@@ -227,6 +228,16 @@ def probe(
         ),
         "context_length": mc.context_len,
     }
+    if att.index_topk and view.attention_backend == ATTENTION_BACKEND:
+        from sglang_amd.attention.dsa import INDEX_HEAD_DIM, indexer_mode
+
+        if indexer_mode() == "float":
+            keys = INDEX_HEAD_DIM * mc.dtype.itemsize * att.layers.get("full", 0)
+            report["notes"].append(
+                f"DSA's float indexer keeps its keys beside SGLang's pool: {keys:,} B a token "
+                "per rank, outside the KV budget above (SGLANG_AMD_DSA_INDEXER=fp8 keeps "
+                "them in SGLang's index-K pool, counted above)"
+            )
     report["kv_cache"]["one_request_at_context_gib_per_rank"] = round(
         model_facts.kv_bytes_per_request(
             att, report["kv_cache"]["bytes_per_token_per_rank"], mc.context_len
@@ -245,7 +256,7 @@ def probe(
     device = server_device(view)
     caps = capability.active(view)
     report["ours"] = {cap.name: cap.used(view) for cap in caps}
-    report["tiers"] = {op: select(op, device).tier.value for cap in caps for op in cap.ops}
+    report["tiers"] = {op: select(op, device).tier.value for cap in caps for op in cap.ops_for(mc)}
     report["backends"] = {"attention": view.attention_backend, "moe_runner": view.moe_runner_backend,
                           "device": device}  # fmt: skip
     report["cuda_graphs"] = sglang_memory.graph_phases(view, device, gpu)
