@@ -5,7 +5,9 @@
 # (SGLang's own Triton attention among them: from SGLang when installed, else
 # from its kernel files carried in .peer/, see scripts/sglang_kernel_shim.py), and
 # a sweep of the attention kernels' launch flags (scripts/sweep_attention.py).
-# About 8 minutes on an H200 (the tests' first compiles take most of theirs), on
+# (bench dsa: DSA's indexer and sparse attention against SGLang's sparse MLA decode.)
+# About 6 minutes on an H200 (298 and 330 s there before bench dsa, which adds at
+# most 60; the tests' first compiles take most of theirs), on
 # an image that has torch and triton but not sglang. Everything lands in
 # $OUT/gpu-check.tgz (re-packed after each step, so a step cut short keeps the
 # ones before; failures are logged as they happen, scripts/pytest_failure_log.py)
@@ -68,11 +70,13 @@ else
         tests/test_attention_triton.py tests/test_attention_sparse.py \
         tests/test_attention_indexer.py tests/test_attention_reference.py \
         tests/test_moe_fused_triton.py tests/test_moe_reference.py \
-        tests/test_mxfp4.py tests/test_mxfp4_linear.py tests/test_bench.py
+        tests/test_mxfp4.py tests/test_mxfp4_linear.py tests/test_bench.py \
+        tests/test_attention_dsa.py tests/test_attention_topk.py
 fi
 if want bench; then
     step bench-attention 120 "$PY" -m sglang_amd.cli bench attention --out "$RES"
     step bench-moe 90 "$PY" -m sglang_amd.cli bench moe --out "$RES"
+    step bench-dsa 60 "$PY" -m sglang_amd.cli bench dsa --out "$RES"
 fi
 want sweep && step sweep-attention 120 "$PY" scripts/sweep_attention.py --budget 60 --out "$RES"
 say "gpu_check: status $status"

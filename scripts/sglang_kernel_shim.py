@@ -3,8 +3,9 @@
 Where it sits: `sglang-amd bench attention` times SGLang's own Triton attention
 (`bench/sglang_peers.py`) beside ours. The GPU image this project is lent has
 torch and triton but not SGLang, and SGLang's package cannot be carried there
-(its `sglang.srt.utils` pulls in its serving stack). Its attention kernels need
-only triton, torch and five helpers, so this script copies SGLang's own kernel
+(its `sglang.srt.utils` pulls in its serving stack). Its attention kernels (and its
+DSA backend's Triton sparse MLA decode, `bench dsa`'s peer) need only triton, torch
+and six helpers, so this script copies SGLang's own kernel
 files, unchanged, from the SGLang installed here (the pinned 0.5.23) into
 OUT/sglang/, and writes those helpers: the platform queries (torch's answers on
 the machine it runs on), the environment switches (each with the default the
@@ -23,7 +24,26 @@ import shutil
 import sys
 from pathlib import Path
 
-KERNELS = ["decode_attention.py", "extend_attention.py", "score_mod.py", "metadata.py"]
+KERNELS = [
+    "decode_attention.py",
+    "extend_attention.py",
+    "score_mod.py",
+    "metadata.py",
+    # The DSA backend's Triton sparse MLA decode (`sglang-amd bench dsa`'s peer).
+    "dsa/triton_sparse_mla.py",
+    "dsa/triton_sparse_mla_decode.py",
+]
+
+FP8_KERNEL = '''"""Written by scripts/sglang_kernel_shim.py: SGLang's float8 flavour query, answered
+by torch on this machine (gfx94x stores e4m3fnuz)."""
+import torch
+
+
+def is_fp8_fnuz() -> bool:
+    if torch.version.hip is None or not torch.cuda.is_available():
+        return False
+    return "gfx94" in torch.cuda.get_device_properties(0).gcnArchName
+'''
 
 UTILS = '''"""Written by sglang-amd's scripts/sglang_kernel_shim.py: the platform queries
 SGLang's attention kernels import, answered by torch on this machine."""
@@ -107,13 +127,17 @@ def build(out: Path) -> Path:
     if root.exists():
         shutil.rmtree(root)
     attention = root / "kernels" / "ops" / "attention"
-    attention.mkdir(parents=True)
+    (attention / "dsa").mkdir(parents=True)
+    (root / "kernels" / "ops" / "quantization").mkdir()
     (root / "srt").mkdir()
     version = getattr(sglang, "__version__", "?")
     note = f"SGLang {version}'s kernel files (no SGLang install here)"
     (root / "__init__.py").write_text(f"KERNELS_ONLY_NOTE = {note!r}\n__version__ = {version!r}\n")
-    for pkg in (root / "kernels", root / "kernels" / "ops", attention, root / "srt"):
+    ops = root / "kernels" / "ops"
+    for pkg in (root / "kernels", ops, attention, attention / "dsa", ops / "quantization",
+                root / "srt"):  # fmt: skip
         (pkg / "__init__.py").touch()
+    (ops / "quantization" / "fp8_kernel.py").write_text(FP8_KERNEL)
     names: set[str] = set()
     for name in KERNELS:
         text = (src / name).read_text()

@@ -255,12 +255,12 @@ def _bench(ns: argparse.Namespace) -> int:
 
     import torch
 
-    from sglang_amd.bench import attention, moe, report
+    from sglang_amd.bench import attention, dsa, moe, report
     from sglang_amd.target_info import gpu_name
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     smoke = ns.smoke or device.type == "cpu"
-    module = {"attention": attention, "moe": moe}[ns.what]
+    module = {"attention": attention, "moe": moe, "dsa": dsa}[ns.what]
     cases = module.SMOKE_CASES if smoke else module.GPU_CASES
     commit = _commit()
     layout = f" page {ns.page_size}" if ns.what == "attention" else ""
@@ -273,7 +273,7 @@ def _bench(ns: argparse.Namespace) -> int:
     if ns.what == "attention":
         result = attention.run(cases, device, dtype, ns.page_size)
     else:
-        result = moe.run(cases, device, dtype)
+        result = module.run(cases, device, dtype)
     print(report.table(result, header))
     json_path, png_path = report.write(result, Path(ns.out), ns.what, header)
     print(
@@ -441,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.add_argument("name", choices=["smollm2"])
     model.add_argument("--quiet", action="store_true", help="no progress bar")
     bench = sub.add_parser("bench", help="benchmark our kernels against peers (table + PNG)")
-    bench.add_argument("what", choices=["attention", "moe", "serve"])
+    bench.add_argument("what", choices=["attention", "moe", "dsa", "serve"])
     bench.add_argument("--out", default="bench-out", help="folder for the JSON and PNG")
     bench.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     bench.add_argument("--page-size", type=int, default=16, help="attention only")

@@ -26,6 +26,7 @@ KERNELS = {
     "_align_kernel",
     "_combine_kernel",
     "_indexer_logits_kernel",
+    "_topk_kernel",
 }
 
 

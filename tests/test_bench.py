@@ -13,7 +13,7 @@ import torch
 from sglang_amd import cli
 
 
-@pytest.mark.parametrize("what", ["attention", "moe"])
+@pytest.mark.parametrize("what", ["attention", "moe", "dsa"])
 def test_bench_smoke_writes_table_json_and_png(what, tmp_path, capsys):
     assert cli.main(["bench", what, "--smoke", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -328,9 +328,38 @@ def test_kernel_shim_serves_sglang_attention_kernels_without_sglang(tmp_path):
         "print(callable(decode_attention.decode_attention_fwd),"
         " callable(extend_attention.extend_attention_fwd))\n"
         "print(envs.SGLANG_TRITON_DECODE_ATTN_STATIC_KV_SPLITS.get())\n"
+        "from sglang.kernels.ops.attention.dsa import triton_sparse_mla_decode as d\n"
+        "print(callable(d.triton_sparse_mla_decode_splitk))\n"
     )
     env = {"PYTHONPATH": f"{tmp_path}:{root}", "PATH": "/usr/bin:/bin", "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", probe], env=env, check=True,
                          capture_output=True, text=True).stdout.splitlines()  # fmt: skip
     assert "no SGLang install here" in out[0]
-    assert out[1:] == ["True True", "False"]
+    assert out[1:] == ["True True", "False", "True"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("heads", [16, 128])
+def test_gpu_sglang_sparse_mla_peer_computes_our_sparse_attention(heads):
+    """`bench dsa`'s peer (SGLang's Triton sparse MLA decode, from SGLang or the kernel
+    shim) on the rows our table picks computes the attention ours does: its ratio
+    compares the same work. Its split partials are bf16, hence 2e-2."""
+    import importlib.util
+
+    from sglang_amd.attention.reference import sparse_attention_reference
+    from sglang_amd.bench.sglang_peers import sglang_sparse_mla_peer
+    from sglang_amd.testing import make_paged_batch
+
+    if importlib.util.find_spec("sglang") is None:
+        pytest.skip("no SGLang and no kernel shim on the path")
+    b = make_paged_batch([(999, 1), (300, 1)], heads, 1, 576, 512, page_size=64,
+                         dtype=torch.bfloat16, device="cuda")  # fmt: skip
+    topk = torch.stack([torch.randperm(n, device="cuda")[:256] for n in (1000, 301)]).int()
+    rows = b.req_pool_indices
+    slots = torch.gather(b.req_to_token[rows.long()], 1, topk.long()).int()
+    fn, note = sglang_sparse_mla_peer(b.q, b.k_cache, slots, 0.07, 512)
+    assert fn is not None, note
+    got = fn().float().view(2, heads, 512)
+    want = sparse_attention_reference(b.q.float(), b.k_cache.float(), b.k_cache[..., :512].float(),
+                                      b.req_to_token, rows.tolist(), topk, scale=0.07)  # fmt: skip
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=2e-2)

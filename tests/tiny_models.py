@@ -151,48 +151,39 @@ def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP
     return out
 
 
-def tiny_deepseek_v3(
-    out: Path, smollm2: str, seed: int = 0, dense: bool = False, nextn: bool = False
-) -> Path:
-    """DeepSeek-V3 (MLA + MoE): hidden 128, 2 layers (layer 0 dense), 4 heads, q_lora 64,
-    kv_lora 64 + rope 16 (kv_lora_rank != qk_nope_head_dim 32 on purpose), v 32, 8 routed
-    experts + 1 shared, top-2 over 2 groups (sigmoid scores, correction bias, routed
-    scaling 2.5). `dense=True`: both layers dense (MLA alone). `nextn=True`: the config
-    declares one MTP layer (SGLang's NEXTN draft; HF ignores it, and the checkpoint has
-    no weights for it, so SGLang loads the draft with load format "dummy")."""
-    if (out / "config.json").is_file():
-        return out
-    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+# The DeepSeek family's tiny MLA + MoE (kv_lora_rank 64 != qk_nope_head_dim 32 on purpose;
+# 8 routed experts + 1 shared, top-2 over 2 groups, routed scaling 2.5) and YaRN RoPE.
+_DEEPSEEK = dict(
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    q_lora_rank=64,
+    kv_lora_rank=64,
+    qk_rope_head_dim=16,
+    qk_nope_head_dim=32,
+    v_head_dim=32,
+    n_routed_experts=8,
+    n_shared_experts=1,
+    num_experts_per_tok=2,
+    n_group=2,
+    topk_group=1,
+    norm_topk_prob=True,
+    routed_scaling_factor=2.5,
+    rope_scaling={
+        "type": "yarn",
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 512,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    },
+)
 
-    torch.manual_seed(seed)
-    config = DeepseekV3Config(
-        **_COMMON,
-        first_k_dense_replace=2 if dense else 1,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        q_lora_rank=64,
-        kv_lora_rank=64,
-        qk_rope_head_dim=16,
-        qk_nope_head_dim=32,
-        v_head_dim=32,
-        n_routed_experts=8,
-        n_shared_experts=1,
-        num_experts_per_tok=2,
-        n_group=2,
-        topk_group=1,
-        norm_topk_prob=True,
-        routed_scaling_factor=2.5,
-        rope_scaling={
-            "type": "yarn",
-            "rope_type": "yarn",
-            "factor": 4.0,
-            "original_max_position_embeddings": 512,
-            "beta_fast": 32,
-            "beta_slow": 1,
-            "mscale": 1.0,
-            "mscale_all_dim": 1.0,
-        },
-    )
+
+def _sglang_deepseek_fields(config, nextn: bool) -> None:
+    """What SGLang's DeepSeek code reads that HF's configs do not all carry: sigmoid
+    scores with a correction bias, every layer past the dense ones MoE, the MTP layers."""
     for key, value in (
         ("moe_layer_freq", 1),
         ("topk_method", "noaux_tc"),
@@ -200,6 +191,22 @@ def tiny_deepseek_v3(
         ("num_nextn_predict_layers", 1 if nextn else 0),
     ):
         setattr(config, key, value)
+
+
+def tiny_deepseek_v3(
+    out: Path, smollm2: str, seed: int = 0, dense: bool = False, nextn: bool = False
+) -> Path:
+    """DeepSeek-V3 (MLA + MoE, `_DEEPSEEK`): hidden 128, 2 layers (layer 0 dense).
+    `dense=True`: both layers dense (MLA alone). `nextn=True`: the config declares one
+    MTP layer (SGLang's NEXTN draft; HF ignores it, and the checkpoint has no weights
+    for it, so SGLang loads the draft with load format "dummy")."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = DeepseekV3Config(**_COMMON, **_DEEPSEEK, first_k_dense_replace=2 if dense else 1)
+    _sglang_deepseek_fields(config, nextn)
     return _save_random(DeepseekV3ForCausalLM(config), out, smollm2)
 
 
@@ -210,7 +217,8 @@ def tiny_deepseek_v32(
     indexer picking `index_topk` tokens (16 index heads of 128, the dim SGLang's
     index-K pool requires). 16 heads make an exact tie of two tokens' scores (every
     head's ReLU zero for both) rare, so HF's unspecified tie order rarely matters.
-    `nextn=True`: one MTP layer declared, as in `tiny_deepseek_v3`."""
+    `nextn=True`: one MTP layer declared, as in `tiny_deepseek_v3` (its MoE is the
+    only MoE layer)."""
     if (out / "config.json").is_file():
         return out
     from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
@@ -218,38 +226,11 @@ def tiny_deepseek_v32(
     torch.manual_seed(seed)
     config = DeepseekV32Config(
         **_COMMON,
+        **_DEEPSEEK,
         first_k_dense_replace=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        q_lora_rank=64,
-        kv_lora_rank=64,
-        qk_rope_head_dim=16,
-        qk_nope_head_dim=32,
-        v_head_dim=32,
-        n_routed_experts=8,
-        num_experts_per_tok=2,
-        n_group=2,  # the MTP layer's MoE (nextn); HF's model has no MoE layer here
-        topk_group=1,
         index_topk=index_topk,
         index_head_dim=128,
         index_n_heads=16,
-        rope_scaling={
-            "type": "yarn",
-            "rope_type": "yarn",
-            "factor": 4.0,
-            "original_max_position_embeddings": 512,
-            "beta_fast": 32,
-            "beta_slow": 1,
-            "mscale": 1.0,
-            "mscale_all_dim": 1.0,
-        },
     )
-    # SGLang's DeepSeek code reads these; HF's V3.2 config does not carry them.
-    for key, value in (
-        ("moe_layer_freq", 1),
-        ("topk_method", "noaux_tc"),
-        ("scoring_func", "sigmoid"),
-        ("num_nextn_predict_layers", 1 if nextn else 0),
-    ):
-        setattr(config, key, value)
+    _sglang_deepseek_fields(config, nextn)
     return _save_random(DeepseekV32ForCausalLM(config), out, smollm2)

@@ -2,11 +2,11 @@
 attention over the tokens it picked.
 
 Where it sits: the SGLang side (`sglang_dsa.py`) projects each layer's indexer
-query, key and head weights and calls `store_keys` once (the new tokens' index
-keys into the index-K store) and `select` (their top-k positions); the attention
-layer then calls `attend` with that table. The two tiered ops, `attention.indexer`
-(scores) and `attention.sparse` (attention over the picked rows), each run on
-Triton (`indexer.py`, `sparse.py`) or torch (`reference.py`, the oracle).
+query, key and head weights, turns them into the mode's inputs (`indexer_inputs`),
+writes the new tokens' index keys (`store_keys`) and runs `attention.indexer` (the
+scores and their top-k positions); the attention layer then runs `attention.sparse`
+over that table. Each op runs on Triton (`indexer.py` + `topk.py`, `sparse.py`) or
+torch (`reference.py`, the oracle).
 
 Two indexer modes, one table for attention:
 - float (HF transformers' `DeepseekV32Indexer`: the definition the e2e oracle
@@ -14,8 +14,9 @@ Two indexer modes, one table for attention:
 - fp8 (DeepSeek-V3.2's inference and SGLang's dsa backend): Hadamard-rotated,
   block-scaled float8 keys in SGLang's own index-K pool (`index_k_cache.py`).
 The table is [T, index_topk] int32 token positions in each query token's request,
--1 for none: `select_topk`'s rule (higher score first, the lower position between
-equals). Never imports sglang.
+-1 for none: the k highest scores, the lower positions among scores equal to the
+k-th (`reference.select_topk`, a sort, on the torch tier; `topk.topk_positions`, a
+radix select, on Triton, which lists them in position order). Never imports sglang.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ __all__ = [
     "indexer_torch",
     "indexer_triton",
     "indexer_triton_refusal",
-    "select",
     "sparse_torch",
     "sparse_triton",
     "sparse_triton_refusal",
@@ -84,6 +84,7 @@ class IndexerCall:
     visible: torch.Tensor
     visible_cpu: list[int]
     scale: float  # float mode's 128^-0.5 (folded into weights in fp8 mode)
+    topk: int  # positions kept per query token (index_topk)
     fp8_page: int = 0  # the index-K pool's page size in fp8 mode, 0 in float mode
 
     @property
@@ -149,21 +150,20 @@ def store_keys(
         keys[loc.long()] = k.to(keys.dtype)
 
 
-def select(scores: torch.Tensor, topk: int) -> torch.Tensor:
-    """[T, topk] int32 positions from [T, width] scores (-inf where not visible)."""
-    return select_topk(scores, topk)
-
-
 # ----------------------------------------------------------------- tier entries
 def indexer_triton(call: IndexerCall) -> torch.Tensor:
+    """[T, topk] int32: the scores kernel, then the radix-select top-k (`topk.py`)."""
     from sglang_amd.attention.indexer import indexer_logits, indexer_logits_fp8
+    from sglang_amd.attention.topk import topk_positions
 
     if call.fp8_page:
-        return indexer_logits_fp8(call.q, call.weights, call.keys, call.fp8_page,
-                                  call.req_to_token, call.rows, call.visible,
-                                  width=call.width)  # fmt: skip
-    return indexer_logits(call.q, call.weights, call.keys, call.req_to_token, call.rows,
-                          call.visible, scale=call.scale, width=call.width)  # fmt: skip
+        scores = indexer_logits_fp8(call.q, call.weights, call.keys, call.fp8_page,
+                                    call.req_to_token, call.rows, call.visible,
+                                    width=call.width)  # fmt: skip
+    else:
+        scores = indexer_logits(call.q, call.weights, call.keys, call.req_to_token, call.rows,
+                                call.visible, scale=call.scale, width=call.width)  # fmt: skip
+    return topk_positions(scores, call.topk)
 
 
 def indexer_triton_refusal(call: IndexerCall) -> str | None:
@@ -174,16 +174,19 @@ def indexer_triton_refusal(call: IndexerCall) -> str | None:
 
 
 def indexer_torch(call: IndexerCall) -> torch.Tensor:
+    """[T, topk] int32: the reference scores, then `select_topk` (a stable sort)."""
     from sglang_amd.attention.reference import (
         indexer_logits_fp8_reference,
         indexer_logits_reference,
     )
 
     if call.fp8_page:
-        return indexer_logits_fp8_reference(call.q, call.weights, call.keys, call.fp8_page,
-                                             call.req_to_token, call.rows, call.visible_cpu)  # fmt: skip
-    return indexer_logits_reference(call.q, call.weights, call.keys, call.req_to_token,
-                                    call.rows, call.visible_cpu, scale=call.scale)  # fmt: skip
+        scores = indexer_logits_fp8_reference(call.q, call.weights, call.keys, call.fp8_page,
+                                              call.req_to_token, call.rows, call.visible_cpu)  # fmt: skip
+    else:
+        scores = indexer_logits_reference(call.q, call.weights, call.keys, call.req_to_token,
+                                          call.rows, call.visible_cpu, scale=call.scale)  # fmt: skip
+    return select_topk(scores, call.topk)
 
 
 def sparse_triton(call: SparseCall) -> torch.Tensor:

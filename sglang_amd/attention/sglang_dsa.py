@@ -12,8 +12,8 @@ attention call as `topk_indices`, which `AmdAttnBackend` reads through `DsaLayer
   an extend over a cached prefix, a sequence past index_topk) takes the absorbed
   MLA form with the sparse table.
 - The indexer writes each new token's index key (`dsa.store_keys`), then scores
-  every visible position of each query token's request (`attention.indexer`) and
-  keeps the top index_topk (`dsa.select`): token positions in the request. That
+  every visible position of each query token's request and keeps the top
+  index_topk (`attention.indexer`): token positions in the request. That
   table's meaning is ours; only our backend reads it.
 - `SGLANG_AMD_DSA_INDEXER`: `float` (default; HF transformers' definition, keys
   kept as float rows beside SGLang's pool: 128 values a token a layer in the
@@ -99,8 +99,8 @@ class DsaLayers:
             return None
         rows, _, visible, visible_cpu = self._token_layout()
         call = dsa.IndexerCall(q_in, w_in, keys, self._token_map(), rows, visible, visible_cpu,
-                               scale, page)  # fmt: skip
-        return dsa.select(self.ops["indexer"](call), topk)
+                               scale, topk, page)  # fmt: skip
+        return self.ops["indexer"](call)
 
     def attend(
         self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,

@@ -151,6 +151,15 @@ def _indexer(heads: int, dim: int, rows: int, width: int) -> None:
                    width=width, out=out)  # fmt: skip
 
 
+def _topk(rows: int, width: int) -> None:
+    from sglang_amd.attention.topk import topk_positions
+
+    # Expanded, never read or written (compiled, not run).
+    scores = torch.empty(1, width).expand(rows, width)
+    out = torch.empty(1, SPARSE_TOPK, dtype=torch.int32).expand(rows, SPARSE_TOPK)
+    topk_positions(scores, SPARSE_TOPK, out=out)
+
+
 def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int, dtype: torch.dtype = BF16) -> None:
     from sglang_amd.attention.extend import paged_extend
 
@@ -208,6 +217,7 @@ QUICK_MODELS = {
     "Llama-3.1-8B",
     "DeepSeek-V3.2 MLA 16 heads (tp8)",
     "DeepSeek-V3.2 indexer",
+    "DeepSeek-V3.2 indexer top-k",
     "DeepSeek-V3 MLA 16 heads (tp8)",
     "DeepSeek-V3 prefill 128 heads",
     "DeepSeek-V3 MLA extend 16 heads",
@@ -283,6 +293,15 @@ def _all_cases(quick: bool) -> list[Case]:
                 "attention.indexer",
                 f"{rows} query tokens, {width} positions",
                 lambda a=(heads, dim, rows, width): _indexer(*a),
+            )
+        )
+    for rows, width in INDEXER_SIZES[1:2] if quick else INDEXER_SIZES:
+        out.append(
+            Case(
+                f"{name} top-k",
+                "attention.indexer",
+                f"{rows} query tokens, top {SPARSE_TOPK} of {width} positions",
+                lambda a=(rows, width): _topk(*a),
             )
         )
     for rows, width in () if quick else INDEXER_SIZES[::3]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from sglang_amd.attention.reference import paged_attention_reference
 from sglang_amd.bench.report import Row
-from sglang_amd.bench.roofline import CacheFlush, copy_bandwidth, matmul_peak, time_replayed
+from sglang_amd.bench.roofline import CacheFlush, ceilings, time_candidates
 from sglang_amd.bench.sglang_peers import sglang_attention_peer
 from sglang_amd.testing import PagedBatch, make_paged_batch
 from sglang_amd.tiers import Tier, select
@@ -215,10 +215,7 @@ def _flashinfer_peer(case, b, scale):
 def run(cases: list[Case], device: torch.device, dtype: torch.dtype, page_size: int) -> dict:
     """Measure every case; returns ceilings, how calls were timed, and rows for `report`."""
     flush = CacheFlush(device)
-    ceilings = {
-        "copy_bytes_per_s": copy_bandwidth(device, flush=flush),
-        "bf16_flop_per_s": matmul_peak(device, flush=flush),
-    }
+    measured = ceilings(device, flush)
     rows: list[Row] = []
     for case in cases:
         batch = make_paged_batch(
@@ -234,19 +231,8 @@ def run(cases: list[Case], device: torch.device, dtype: torch.dtype, page_size: 
         name, fn = _ours(case, batch)
         candidates = [(name, fn, "", "ours")]
         candidates += [(impl, fn, note, "peer") for impl, fn, note in _peers(case, batch)]
-        for impl, fn, note, role in candidates:
-            if fn is None:
-                rows.append(Row(case.label, impl, None, None, note, role))
-                continue
-            try:
-                warmup = 2 if device.type == "cpu" else 5
-                seconds, mode = time_replayed(fn, device, warmup=warmup, flush=flush)
-                note = f"{note}, {mode}" if note else mode
-                rows.append(Row(case.label, impl, seconds, work / seconds, note, role))
-            except Exception as exc:
-                failed = f"failed: {type(exc).__name__}"
-                rows.append(Row(case.label, impl, None, None, failed, role))
+        rows += time_candidates(case.label, candidates, work, device, flush)
         del batch
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"ceilings": ceilings, "timing": flush.describe(), "rows": rows}
+    return {"ceilings": measured, "timing": flush.describe(), "rows": rows}

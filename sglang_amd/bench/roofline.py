@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import torch
 
+from sglang_amd.bench.report import Row
+
 # Assumed last-level cache when the device reports less. torch reports the L2
 # only: 50 MB on an H100, 4 MB on an MI300X, whose 256 MB Infinity Cache sits
 # behind it unreported. So assume at least the largest such cache we target.
@@ -157,3 +159,35 @@ def matmul_peak(
     b = torch.randn(n, n, device=device, dtype=dtype)
     seconds = time_fn(lambda: a @ b, device, flush=flush)
     return 2 * n**3 / seconds
+
+
+def ceilings(device: torch.device, flush: CacheFlush) -> dict[str, float]:
+    """The device's measured copy bandwidth and bf16 matmul peak, in this run."""
+    return {
+        "copy_bytes_per_s": copy_bandwidth(device, flush=flush),
+        "bf16_flop_per_s": matmul_peak(device, flush=flush),
+    }
+
+
+# One implementation to time: (name, call or None, note, role: ours | variant | peer).
+Candidate = tuple[str, Callable[[], object] | None, str, str]
+
+
+def time_candidates(label: str, candidates: list[Candidate], work: float,
+                    device: torch.device, flush: CacheFlush) -> list[Row]:  # fmt: skip
+    """One `report.Row` per candidate of a case: timed by `time_replayed` with its
+    rate (work / s) and how it ran in the note; one without a call keeps its note
+    (why not), one that raises says so, and the others still run."""
+    rows = []
+    for impl, fn, note, role in candidates:
+        if fn is None:
+            rows.append(Row(label, impl, None, None, note, role))
+            continue
+        try:
+            warmup = 2 if device.type == "cpu" else 5
+            seconds, mode = time_replayed(fn, device, warmup=warmup, flush=flush)
+            note = f"{note}, {mode}" if note else mode
+            rows.append(Row(label, impl, seconds, work / seconds, note, role))
+        except Exception as exc:  # one failing implementation keeps the others' rows
+            rows.append(Row(label, impl, None, None, f"failed: {type(exc).__name__}", role))
+    return rows

@@ -233,3 +233,31 @@ def build_attention_call(
 
     fn()
     return fn, note
+
+
+def sglang_sparse_mla_peer(
+    q: torch.Tensor, kv: torch.Tensor, slots: torch.Tensor, scale: float, v_head_dim: int
+) -> tuple[Callable[[], object] | None, str]:
+    """SGLang's Triton sparse MLA decode (`triton_sparse_mla_decode_splitk`, its DSA
+    backend's path on ROCm) over `slots` [B, topk] pool rows of `kv` [S, 1, D] for
+    q [B, H, D], or None and why. A backend-owned workspace, as its backend passes."""
+    if importlib.util.find_spec("sglang") is None:
+        return None, "not installed here"
+    if q.device.type != "cuda":
+        return None, "not run: measured on a GPU only"
+    try:
+        from sglang.kernels.ops.attention.dsa.triton_sparse_mla_decode import (
+            triton_sparse_mla_decode_splitk,
+        )
+    except Exception as exc:
+        return None, f"failed: {type(exc).__name__}: {exc}"[:120]
+    indices = slots.view(slots.shape[0], 1, -1).to(torch.int32)
+    workspace: list = []
+
+    def fn() -> torch.Tensor:
+        return triton_sparse_mla_decode_splitk(
+            q[..., :v_head_dim], q[..., v_head_dim:], kv, indices, scale,
+            d_v=v_head_dim, workspace=workspace,
+        )  # fmt: skip
+
+    return fn, _origin()
