@@ -91,7 +91,7 @@ def _as_sets(table: torch.Tensor) -> list[set[int]]:
 
 
 @pytest.mark.parametrize("fp8", [False, True], ids=["float", "fp8"])
-@pytest.mark.parametrize("lens,new", [([70, 9], 3), ([130], 1), ([5, 200, 64], 64)])
+@pytest.mark.parametrize("lens,new", [([70, 9], 3), ([130], 1), ([5, 200, 64], 16)])
 def test_indexer_tiers_pick_the_same_tokens(fp8, lens, new):
     """The whole op (scores, then top 16): the same sets on both tiers, each the
     reference's top 16 of the reference's scores, -1 where fewer are visible."""
