@@ -154,10 +154,7 @@ def refusals_before_model_hooks(server_args: Any, model_config: Any | None) -> l
     DSA model those pick SGLang's own DSA kernels for the device and may fail on
     flags we refuse anyway, so our reason would never be shown."""
     flags = backend_flags_using_amd(server_args)
-    hf_config = getattr(model_config, "hf_config", None)
-    if not flags or hf_config is None:
-        return []
-    if not is_dsa_model(model_config):
+    if not flags or not is_dsa_model(model_config):
         return []
     return _dsa_reasons(server_args, flags[0])
 
