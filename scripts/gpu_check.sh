@@ -77,6 +77,12 @@ if want bench; then
     step bench-attention 120 "$PY" -m sglang_amd.cli bench attention --out "$RES"
     step bench-moe 90 "$PY" -m sglang_amd.cli bench moe --out "$RES"
     step bench-dsa 60 "$PY" -m sglang_amd.cli bench dsa --out "$RES"
+    # Expert parallelism needs two GPUs or more (NCCL/RCCL ranks); one GPU skips it.
+    if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+        step bench-ep 90 "$PY" -m sglang_amd.cli bench ep --out "$RES"
+    else
+        echo "bench-ep: skipped (fewer than two GPUs)"
+    fi
 fi
 want sweep && step sweep-attention 120 "$PY" scripts/sweep_attention.py --budget 60 --out "$RES"
 say "gpu_check: status $status"

@@ -31,13 +31,15 @@ BUILTIN: tuple[str, ...] = (
     "sglang_amd.moe.capability",
     "sglang_amd.quant.capability",
     "sglang_amd.serving.capability",
+    "sglang_amd.ep.capability",
 )
 
 TierOf = Callable[[str], str]
 
 # What users ask for that no capability serves yet (README, `sglang-amd env`).
 NOT_YET: tuple[str, ...] = (
-    "expert parallelism: --moe-a2a-backend / --ep-size with our MoE runner (refused at start)",
+    "expert parallelism: the MoRI transport tier, DP attention and batch overlap with"
+    " --moe-a2a-backend customized, --ep-size other than --tp-size",
     "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) on a GPU (served on the CPU platform; refused"
     " at start on a GPU, where SGLang's indexer has no forward of ours yet), tree drafts over"
     " DSA, gfx942's e4m3fnuz index-K cache",
@@ -75,6 +77,11 @@ class Capability:
                      reports graph phases for
     model_ops:       model_config -> the ops of `ops` a model runs (default: all);
                      what `sglang-amd doctor` reports tiers for
+    env_lines:       () -> extra lines `sglang-amd env` prints for this family
+                     (choices outside tiers.OPS, e.g. the EP transport)
+    prepare:         "module:function" (server_args) run in the launcher once the
+                     checks pass: settings SGLang's processes must inherit (its
+                     own environment switches); imports sglang
     """
 
     name: str
@@ -86,6 +93,8 @@ class Capability:
     graph_refusals: Callable[[Any, Any, Any, TierOf], dict[str, str]] = _no_refusals
     env_setups: dict[str, dict[str, Any]] = field(default_factory=dict)
     model_ops: Callable[[Any], tuple[str, ...]] | None = None
+    env_lines: Callable[[], list[str]] | None = None
+    prepare: str | None = None
 
     def ops_for(self, model_config: Any | None) -> tuple[str, ...]:
         return self.ops if self.model_ops is None else self.model_ops(model_config)
@@ -157,6 +166,14 @@ def graph_refusals(
         for phase, why in cap.graph_refusals(server_args, graphs, model_config, tier_of).items():
             refusals.setdefault(phase, why)
     return refusals
+
+
+def prepare_all(server_args: Any) -> None:
+    """Run the `prepare` step of every capability these server args use."""
+    for cap in active(server_args):
+        if cap.prepare is not None:
+            module, _, name = cap.prepare.partition(":")
+            getattr(importlib.import_module(module), name)(server_args)
 
 
 def register_all() -> None:

@@ -185,6 +185,9 @@ def env_report() -> str:
         flags = ", ".join(cap.flags) or "(always on)"
         ops = ", ".join(cap.ops) or "request checks"
         lines.append(f"  {cap.name:<10} {flags} -> {ops}")
+    for cap in capabilities():
+        if cap.env_lines is not None:
+            lines += ["", *cap.env_lines()]
     lines += ["", "not yet (refused at start or absent; see the README):"]
     lines += [f"  - {item}" for item in NOT_YET]
     lines += ["", *graph_report(device, _selected_tiers())]
@@ -247,9 +250,45 @@ def _bench_serve(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_ep(ns: argparse.Namespace) -> int:
+    import datetime
+    from pathlib import Path
+
+    import torch
+
+    from sglang_amd.bench import ep
+    from sglang_amd.target_info import gpu_name
+
+    gpus = torch.cuda.device_count()
+    on_gpu = gpus >= 2 and not ns.smoke
+    cases = ep.gpu_cases(gpus) if on_gpu else (ep.SMOKE_CASES if ns.smoke else ep.CPU_CASES)
+    where = f"{gpus} x {gpu_name()} (nccl)" if on_gpu else "CPU ranks (gloo)"
+    header = (
+        f"sglang-amd bench ep | {where} | {ns.dtype} | {datetime.date.today()} | commit {_commit()}"
+        + (" | SMOKE (not a measurement)" if ns.smoke else "")
+    )
+    if gpus == 1:
+        print("bench ep: one GPU here; expert parallelism needs two or more, so CPU ranks run")
+    result = ep.run(
+        cases,
+        getattr(torch, ns.dtype),
+        iters=3 if ns.smoke else 20,
+        backend="nccl" if on_gpu else "gloo",
+    )
+    print(ep.table(result, header))
+    json_path, png_path = ep.write(result, Path(ns.out), header)
+    print(
+        f"wrote {json_path}"
+        + (f" and {png_path}" if png_path else " (no PNG: pip install matplotlib)")
+    )
+    return 0
+
+
 def _bench(ns: argparse.Namespace) -> int:
     if ns.what == "serve":
         return _bench_serve(ns)
+    if ns.what == "ep":
+        return _bench_ep(ns)
     import datetime
     from pathlib import Path
 
@@ -441,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.add_argument("name", choices=["smollm2"])
     model.add_argument("--quiet", action="store_true", help="no progress bar")
     bench = sub.add_parser("bench", help="benchmark our kernels against peers (table + PNG)")
-    bench.add_argument("what", choices=["attention", "moe", "dsa", "serve"])
+    bench.add_argument("what", choices=["attention", "moe", "dsa", "ep", "serve"])
     bench.add_argument("--out", default="bench-out", help="folder for the JSON and PNG")
     bench.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     bench.add_argument("--page-size", type=int, default=16, help="attention only")

@@ -91,13 +91,17 @@ def _parse_fault(spec: str, op: str, rest: str, known_ops: set[str] | None) -> t
         raise FaultSpecError(f"{ENV}={spec!r}: unknown op {op!r}; known: {sorted(known_ops)}")
     if kind == "drop_newest_key":
         if op != "attention.decode":
-            raise FaultSpecError(f"{ENV}={spec!r}: drop_newest_key applies to attention.decode only")
+            raise FaultSpecError(
+                f"{ENV}={spec!r}: drop_newest_key applies to attention.decode only"
+            )
         return op, _drop_newest_key
     if kind == "scale":
         try:
             return op, _scale(float(arg))
         except ValueError:
-            raise FaultSpecError(f"{ENV}={spec!r}: scale needs a number, e.g. {op}:scale:1.01") from None
+            raise FaultSpecError(
+                f"{ENV}={spec!r}: scale needs a number, e.g. {op}:scale:1.01"
+            ) from None
     raise FaultSpecError(f"{ENV}={spec!r}: faults are drop_newest_key and scale:<factor>")
 
 

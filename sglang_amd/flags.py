@@ -17,6 +17,8 @@ from typing import Any
 ATTENTION_BACKEND = "amd"
 # --moe-runner-backend value.
 MOE_RUNNER_BACKEND = "amd"
+# --moe-a2a-backend value served by our expert-parallel communicator (sglang_amd/ep).
+EP_A2A_BACKEND = "customized"
 # --quantization value.
 QUANTIZATION = "amd_mxfp4"
 # SGLANG_PLATFORM value (entry point in the sglang.srt.platforms group).

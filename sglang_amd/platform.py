@@ -17,11 +17,17 @@ import torch
 from sglang.srt.platforms.cpu import CpuSRTPlatform
 from sglang.srt.platforms.device_mixin import PlatformEnum
 
-from sglang_amd.flags import ATTENTION_BACKEND, CPU_PLATFORM, SPECULATIVE_ALGORITHMS
+from sglang_amd.flags import (
+    ATTENTION_BACKEND,
+    CPU_PLATFORM,
+    MOE_RUNNER_BACKEND,
+    SPECULATIVE_ALGORITHMS,
+)
 
 logger = logging.getLogger(__name__)
 
 PLATFORM_NAME = CPU_PLATFORM
+THREADS_BIND_ENV = "SGLANG_CPU_OMP_THREADS_BIND"
 
 # SGLang sizes the KV pool from free RAM (14 GB on a 24 GB machine, 20 s to
 # allocate). A reference platform serves small models for correctness work, so
@@ -72,6 +78,38 @@ class AmdCpuReferencePlatform(CpuSRTPlatform):
             server_args.attention_backend = ATTENTION_BACKEND
         if server_args.max_total_tokens is None:
             server_args.max_total_tokens = DEFAULT_MAX_TOTAL_TOKENS
+        ranks = 1
+        for name in ("tp_size", "pp_size", "dp_size"):
+            ranks *= getattr(server_args, name, 1) or 1
+        if ranks > 1 and not os.environ.get(THREADS_BIND_ENV):
+            # SGLang asserts one NUMA node per rank unless told which cores each
+            # rank owns; the servers here are small, so ranks share the machine.
+            os.environ[THREADS_BIND_ENV] = cpu_binds(ranks, sorted(os.sched_getaffinity(0)))
+            logger.info(
+                "sglang-amd cpu platform: %s=%s", THREADS_BIND_ENV, os.environ[THREADS_BIND_ENV]
+            )
+        ep, runner = (
+            getattr(server_args, "ep_size", 1),
+            getattr(server_args, "moe_runner_backend", None),
+        )
+        if ep > 1 and runner == "auto":
+            # SGLang's native CPU MoE cannot take the -1 ids of experts on other ranks.
+            logger.info(
+                "sglang-amd cpu platform: --ep-size > 1 uses --moe-runner-backend %s",
+                MOE_RUNNER_BACKEND,
+            )
+            server_args.moe_runner_backend = MOE_RUNNER_BACKEND
+
+
+def cpu_binds(ranks: int, cpus: list[int]) -> str:
+    """SGLANG_CPU_OMP_THREADS_BIND for `ranks` ranks: contiguous equal shares of
+    `cpus` when there are enough, else every rank on all of them."""
+    if len(cpus) < ranks:
+        share = [cpus] * ranks
+    else:
+        size = len(cpus) // ranks
+        share = [cpus[r * size : (r + 1) * size] for r in range(ranks)]
+    return "|".join(",".join(str(c) for c in part) for part in share)
 
 
 def speculative_cache_locs(

@@ -47,6 +47,7 @@ def _validate_flags(server_args: Any, previous) -> None:
         return
     model_config = model_config_of(server_args)
     capability.check_start(view, model_config)
+    capability.prepare_all(view)
     graphs = view.cuda_graph_config
     refusals = capability.graph_refusals(view, graphs, model_config)
     for phase, why in refusals.items():

@@ -201,7 +201,11 @@ OPS: dict[str, OpSpec] = {
             "fused MoE experts (--moe-runner-backend amd), bf16 or MXFP4 (W4A16) weights",
             (
                 Impl(Tier.TRITON, "sglang_amd.moe.fused:fused_moe", f"{_MOE}:triton_refusal"),
-                Impl(Tier.TORCH, "sglang_amd.moe.reference:fused_moe_reference", f"{_MOE}:torch_refusal"),
+                Impl(
+                    Tier.TORCH,
+                    "sglang_amd.moe.reference:fused_moe_reference",
+                    f"{_MOE}:torch_refusal",
+                ),
             ),
             trace_event="forward_moe",
             trace_fields=f"{_MOE}:trace_fields",
@@ -325,7 +329,9 @@ class TieredOp:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         impl = self.pick(*args, **kwargs)
         if self.spec.trace_event is not None:
-            fields = _resolve(self.spec.trace_fields)(*args, **kwargs) if self.spec.trace_fields else {}
+            fields = (
+                _resolve(self.spec.trace_fields)(*args, **kwargs) if self.spec.trace_fields else {}
+            )
             trace.record(self.spec.trace_event, tier=impl.tier.value, **fields)
         if self.fault is not None:
             return self.fault(impl, args, kwargs)

@@ -57,11 +57,13 @@ def dummy():
 
 def test_builtins_are_attention_moe_quant_serving():
     names = [c.name for c in capability.capabilities()]
-    assert names == ["attention", "moe", "quant", "serving"]
+    assert names == ["attention", "moe", "quant", "serving", "ep"]
     for cap in capability.capabilities():
         assert cap.registration.count(":") == 1
-        # Every family but serving (always on: request checks) owns flags and ops.
-        assert bool(cap.flags and cap.ops) == (cap.name != "serving"), cap.name
+        # Every family but serving (always on: request checks) owns flags; all but
+        # serving and ep (its transport is chosen in ep/support.py) own tiered ops.
+        assert bool(cap.flags) == (cap.name != "serving"), cap.name
+        assert bool(cap.ops) == (cap.name not in ("serving", "ep")), cap.name
 
 
 def test_inactive_capabilities_are_asked_nothing(dummy):

@@ -85,8 +85,10 @@ def test_env_report_lists_every_op():
 def test_env_reports_graph_phases_by_tier():
     triton = {"attention.decode": "triton", "attention.extend": "triton", "moe.fused": "triton"}
     lines = cli.graph_report("cuda", triton)
-    decode = [line for line in lines if " decode " in line]
+    decode = [line for line in lines if " decode " in line and "a2a" not in line]
     assert len(decode) == 3 and all(line.endswith("captured") for line in decode), lines
+    ep = {line.split()[2]: line for line in lines if "a2a" in line and " decode " in line}
+    assert "off:" in ep["(auto)"] and ep["(low_latency)"].endswith("captured"), lines
     assert all("off:" in line for line in lines if " prefill " in line and "attention" in line)
     torch_moe = cli.graph_report("cuda", {**triton, "moe.fused": "torch"})
     assert any("moe" in line and " decode " in line and "off:" in line for line in torch_moe)

@@ -21,7 +21,10 @@ from sglang_amd.ep.plan import local_expert_ids, plan_sends
 from tests import ep_rank_checks
 
 
-@pytest.mark.parametrize("world", [2, 3, 4])
+# World size 2 in `make test`; 3 and 4 (12 and 15 s) are the multi-rank sweep of `make test-full`.
+@pytest.mark.parametrize(
+    "world", [2, pytest.param(3, marks=pytest.mark.full), pytest.param(4, marks=pytest.mark.full)]
+)
 def test_dispatch_combine_across_ranks(world):
     errors = run_ranks(ep_rank_checks.all_checks, world, timeout=240)
     flat = [e for rank_errs in errors for e in rank_errs]
@@ -84,3 +87,26 @@ def test_bad_config_is_a_clear_error(kwargs, words):
     )
     with pytest.raises(EpError, match=words):
         EpConfig(**{**base, **kwargs})
+
+
+def test_bench_ep_smoke_holds_high_throughput_to_the_ideal(tmp_path):
+    """`sglang-amd bench ep --smoke`: every mode timed on 2 gloo ranks, the
+    high-throughput bytes equal to the ideal (the bench raises otherwise), the
+    low-latency buffers no smaller, a table, JSON and (with matplotlib) a PNG."""
+    from sglang_amd.bench import ep
+
+    result = ep.run(ep.SMOKE_CASES, torch.bfloat16, iters=1)
+    rows = result["rows"]
+    assert {(r["tokens"], r["mode"]) for r in rows} == {
+        (c.tokens, m) for c in ep.SMOKE_CASES for m in ep.MODES
+    }
+    for r in rows:
+        assert r["us"] > 0
+        if r["mode"] == "high_throughput":
+            assert r["bytes_sent"] == r["ideal_bytes"] > 0
+        if r["mode"] == "low_latency":
+            assert r["bytes_sent"] >= r["ideal_bytes"]
+    text = ep.table(result, "smoke")
+    assert "high_throughput overtakes low_latency" in text
+    json_path, png_path = ep.write(result, tmp_path, "smoke")
+    assert json_path.is_file() and (png_path is None or png_path.is_file())

@@ -6,6 +6,7 @@
   GPU test image (torch and triton only) — checked in a fresh interpreter where
   importing sglang raises;
 - quant/ imports neither moe/ nor attention/; moe/ never imports attention/;
+  ep/ (the communicator) imports no family but quant/ (its MXFP4 wire);
   gemm/ (shared matmuls) imports no family; attention/ imports neither moe/ nor
   quant/; the `@triton.jit` folders (`*_details/`) import only triton, the
   package-level `triton_utils` and the shared MXFP4 encoder
@@ -110,6 +111,7 @@ def test_plain_modules_import_without_sglang():
         ("moe", ("attention",)),
         ("gemm", ("moe", "attention", "quant")),
         ("attention", ("moe", "quant", "gemm")),
+        ("ep", ("attention", "moe", "gemm")),
     ],
 )
 def test_families_import_only_down_the_layers(folder, forbidden):

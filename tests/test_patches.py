@@ -15,6 +15,7 @@ import pytest
 from sglang_amd.patches import (
     cpu_speculative,
     draft_backends,
+    ep_dispatcher,
     request_validation,
     rocm_quantization,
     torch_native_mla,
@@ -57,6 +58,7 @@ def _resolve(target: str):
         *cpu_speculative.TARGETS.items(),
         *rocm_quantization.TARGETS.items(),
         *request_validation.TARGETS.items(),
+        *ep_dispatcher.TARGETS.items(),
     ],
 )
 def test_patch_targets_exist_with_the_signature_we_wrap(target, params):

@@ -75,6 +75,7 @@ def test_model_features_we_do_not_serve_are_refused():
 
 
 @pytest.mark.e2e
+@pytest.mark.full  # 53 s on CI: a launcher subprocess; the in-process refusals above stand in
 def test_cli_prints_one_line_and_exits_2(smollm2_path):
     from tests.e2e_engines import server_env
 

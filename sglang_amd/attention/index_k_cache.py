@@ -29,6 +29,8 @@ import functools
 
 import torch
 
+from sglang_amd.fp8_blocks import AMAX_FLOOR, FP8_MAX, QUANT_BLOCK, quantize_fp8
+
 __all__ = [
     "AMAX_FLOOR",
     "FP8_MAX",
@@ -43,9 +45,6 @@ __all__ = [
 ]
 
 INDEX_HEAD_DIM = 128  # SGLang's pool asserts it
-QUANT_BLOCK = 128
-FP8_MAX = 448.0  # float8 e4m3fn's largest finite value
-AMAX_FLOOR = 1e-4  # SGLang's act_quant: a zero block gets scale 1e-4 / 448
 _SCALE_BYTES = 4
 
 
@@ -69,23 +68,6 @@ def hadamard(x: torch.Tensor) -> torch.Tensor:
     if dim & (dim - 1):
         raise ValueError(f"hadamard: last dim {dim} is not a power of two")
     return (x.float() @ _sylvester(dim, str(x.device))).to(x.dtype)
-
-
-def quantize_fp8(
-    x: torch.Tensor, round_scale: bool = False, block: int = QUANT_BLOCK
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-block float8 e4m3fn rounding of x [..., D]: (x8 [..., D], scale [..., D / block]
-    float32) with x ~= x8 * scale. scale = max(amax, 1e-4) * (1 / 448), or with `round_scale`
-    the power of two at or above it (DeepSeek's `ue8m0` scale format)."""
-    if x.shape[-1] % block:
-        raise ValueError(f"quantize_fp8: last dim {x.shape[-1]} is not a multiple of {block}")
-    blocks = x.float().unflatten(-1, (-1, block))
-    amax = blocks.abs().amax(-1).clamp_min(AMAX_FLOOR)
-    scale = amax * (1.0 / FP8_MAX)  # times the reciprocal, as SGLang's act_quant rounds it
-    if round_scale:
-        scale = torch.exp2(torch.ceil(torch.log2(scale)))
-    y = (blocks / scale.unsqueeze(-1)).clamp(-FP8_MAX, FP8_MAX)
-    return y.to(torch.float8_e4m3fn).flatten(-2), scale
 
 
 def fp8_indexer_inputs(

@@ -383,6 +383,10 @@ class AmdAttnBackend(AttentionBackend):
     def get_cuda_graph_seq_len_fill_value(self) -> int:
         return 1
 
+    def get_cpu_graph_seq_len_fill_value(self) -> int:
+        # Padded rows of an MLP-sync batch on our CPU platform (patches/cpu_tensor_parallel.py).
+        return 1
+
     def shared_read_ends(self, fm):
         # Our decode and verify kernels read req_to_token (shared with the
         # scheduler) inside the replay, in every layer; nothing is snapshotted

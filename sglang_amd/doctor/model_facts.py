@@ -28,7 +28,12 @@ def _get(cfg: Any, *names: str, default: Any = None) -> Any:
 def mtp_layers(hf_config: Any) -> int:
     """Multi-token-prediction layers the checkpoint declares (0: none)."""
     text = text_config(hf_config)
-    return int(_get(text, "num_nextn_predict_layers", "mtp_num_hidden_layers", "num_mtp_modules", default=0) or 0)
+    return int(
+        _get(
+            text, "num_nextn_predict_layers", "mtp_num_hidden_layers", "num_mtp_modules", default=0
+        )
+        or 0
+    )
 
 
 def layer_kinds(hf_config: Any) -> dict[str, int]:
@@ -85,7 +90,13 @@ def attention(hf_config: Any) -> AttentionFacts:
         facts.index_head_dim = _get(text, "index_head_dim")
         facts.path = "DSA (MLA + top-k indexer)" if facts.index_topk else "MLA"
     else:
-        facts.path = "MHA" if kv_heads == heads else "MQA" if kv_heads == 1 else f"GQA ({heads // kv_heads} q per kv)"
+        facts.path = (
+            "MHA"
+            if kv_heads == heads
+            else "MQA"
+            if kv_heads == 1
+            else f"GQA ({heads // kv_heads} q per kv)"
+        )
     if kinds.get("linear"):
         facts.path = f"hybrid: {kinds['linear']} linear-attention + {kinds.get('full', 0)} {facts.path} layers"
     if kinds.get("sliding"):
@@ -123,7 +134,9 @@ def moe(hf_config: Any) -> MoeFacts | None:
     )
 
 
-def kv_bytes_per_token(att: AttentionFacts, kv_heads_per_rank: int, v_head_dim: int | None, elem: int) -> dict:
+def kv_bytes_per_token(
+    att: AttentionFacts, kv_heads_per_rank: int, v_head_dim: int | None, elem: int
+) -> dict:
     """KV-cache bytes one token takes on one rank, per kind of layer (what SGLang's pool holds).
 
     MLA stores the latent and the rope part once per layer, on every rank; MHA

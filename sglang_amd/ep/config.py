@@ -105,6 +105,13 @@ class EpConfig:
     def num_experts(self) -> int:
         return self.experts_per_rank * self.world_size
 
+    @property
+    def low_latency_capacity(self) -> int:
+        """Rows per source rank in a low-latency buffer (DeepEP's
+        num_max_dispatch_tokens_per_rank): the `auto` threshold, at most the
+        high-throughput bound, so a large prefill bound never sizes the decode path."""
+        return min(self.low_latency_max_tokens, self.max_tokens_per_rank)
+
 
 def choose_mode(config: EpConfig, *, is_decode: bool, tokens_bound: int) -> Mode:
     """The mode for one batch. `tokens_bound`: the most tokens any rank holds in this
@@ -112,5 +119,5 @@ def choose_mode(config: EpConfig, *, is_decode: bool, tokens_bound: int) -> Mode
     split over the attention-TP ranks). A forced mode is returned as is."""
     if config.mode != "auto":
         return config.mode  # type: ignore[return-value]
-    small = tokens_bound <= min(config.low_latency_max_tokens, config.max_tokens_per_rank)
+    small = tokens_bound <= config.low_latency_capacity
     return "low_latency" if is_decode and small else "high_throughput"

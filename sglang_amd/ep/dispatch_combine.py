@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import torch
 
 from sglang_amd.ep import wire
-from sglang_amd.ep.config import EpCapacityError, EpConfig, EpError, Mode, choose_mode
+from sglang_amd.ep.config import (
+    LOW_LATENCY_MAX_TOKENS_ENV,
+    EpCapacityError,
+    EpConfig,
+    EpError,
+    Mode,
+    choose_mode,
+)
 from sglang_amd.ep.plan import SendPlan, local_expert_ids, plan_sends
 from sglang_amd.ep.transport import TorchTransport
 
@@ -103,16 +110,22 @@ class EpDispatchCombine:
         plan = plan_sends(indices, c.experts_per_rank, c.world_size)
         rows = wire.encode(self.layout(x.dtype), x, weights, indices)
         if mode == "low_latency":
-            self._check_capacity(max(bound, x.shape[0]), "low_latency")
+            seen = max(x.shape[0], tokens_bound or 0)
+            self._check_capacity(seen, "low_latency", c.low_latency_capacity)
             return self._dispatch_low_latency(plan, rows, x.dtype)
         return self._dispatch_high_throughput(plan, rows, x.dtype)
 
-    def _check_capacity(self, tokens: int, where: str) -> None:
-        if tokens > self.config.max_tokens_per_rank:
+    def _check_capacity(self, tokens: int, where: str, capacity: int | None = None) -> None:
+        capacity = self.config.max_tokens_per_rank if capacity is None else capacity
+        if tokens > capacity:
+            fix = (
+                f"raise {LOW_LATENCY_MAX_TOKENS_ENV} or use --deepep-mode auto"
+                if where == "low_latency"
+                else "lower --chunked-prefill-size or --max-running-requests"
+            )
             raise EpCapacityError(
                 f"expert-parallel dispatch ({where}): {tokens} tokens on a rank, built for "
-                f"{self.config.max_tokens_per_rank} (EpConfig.max_tokens_per_rank; in SGLang "
-                "lower --chunked-prefill-size or --max-running-requests)"
+                f"{capacity} (EpConfig.max_tokens_per_rank; in SGLang {fix})"
             )
 
     def _dispatch_high_throughput(
@@ -135,7 +148,7 @@ class EpDispatchCombine:
         self, plan: SendPlan, rows: torch.Tensor, x_dtype: torch.dtype
     ) -> EpDispatchOutput:
         c, t = self.config, self.transport
-        cap, world = c.max_tokens_per_rank, c.world_size
+        cap, world = c.low_latency_capacity, c.world_size
         buf = rows.new_zeros(world * cap + 1, rows.shape[1])
         flat = plan.flat_slots(cap)
         buf[flat.reshape(-1)] = rows.repeat_interleave(world, 0)
@@ -189,9 +202,8 @@ class EpDispatchCombine:
             spare = back.shape[0]
         else:
             back = t.all_to_all(send, torch.empty_like(send))
-            slots = (
-                p.plan.slot + torch.arange(c.world_size, device=send.device) * c.max_tokens_per_rank
-            )
+            ranks = torch.arange(c.world_size, device=send.device)
+            slots = p.plan.slot + ranks * c.low_latency_capacity
             spare = back.shape[0]
         slots = torch.where(p.plan.dest, slots, torch.full_like(slots, spare))
         back = torch.cat([back.to(p.x_dtype), back.new_zeros(1, c.hidden_size, dtype=p.x_dtype)])

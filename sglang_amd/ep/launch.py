@@ -1,6 +1,7 @@
-"""Run a function on N local ranks over gloo: the tests' and `sglang-amd bench ep`'s launcher.
+"""Run a function on N local ranks: the tests' and `sglang-amd bench ep`'s launcher.
 
-Each rank is a spawned process with torch.distributed initialised on gloo (a TCP
+Each rank is a spawned process with torch.distributed initialised (gloo, or NCCL/RCCL
+with one GPU per rank) over a TCP
 store on a free local port); `run_ranks` returns every rank's return value in rank
 order, re-raises the first rank's exception with its traceback, and turns a rank
 that does not finish within `timeout` into `TimeoutError` (a hung collective is a
@@ -26,14 +27,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(fn, rank, world, port, threads, args, results, timeout) -> None:
+def _rank_main(fn, rank, world, port, threads, args, results, timeout, backend) -> None:
     import torch
     import torch.distributed as dist
 
     torch.set_num_threads(threads)
     try:
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
         dist.init_process_group(
-            "gloo",
+            backend,
             init_method=f"tcp://127.0.0.1:{port}",
             rank=rank,
             world_size=world,
@@ -74,9 +77,14 @@ def _collect(procs: list, results: Any, world_size: int, timeout: float) -> dict
 
 
 def run_ranks(
-    fn: Callable[..., Any], world_size: int, *args: Any, timeout: float = 120.0
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    timeout: float = 120.0,
+    backend: str = "gloo",
 ) -> list[Any]:
-    """fn(rank, world_size, *args) on each rank; fn must be importable (spawn)."""
+    """fn(rank, world_size, *args) on each rank; fn must be importable (spawn).
+    `backend`: "gloo" (CPU tensors) or "nccl" (rank r on GPU r; NCCL or RCCL)."""
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
@@ -84,7 +92,7 @@ def run_ranks(
     procs = [
         ctx.Process(
             target=_rank_main,
-            args=(fn, r, world_size, port, threads, args, results, timeout),
+            args=(fn, r, world_size, port, threads, args, results, timeout, backend),
             daemon=True,
         )
         for r in range(world_size)

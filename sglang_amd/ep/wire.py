@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sglang_amd.attention.index_k_cache import quantize_fp8
 from sglang_amd.ep.config import FP8_BLOCK, MXFP4_BLOCK
+from sglang_amd.fp8_blocks import dequantize_fp8, quantize_fp8
 from sglang_amd.quant.mxfp4 import dequantize_mxfp4, quantize_mxfp4
 
 _ALIGN = 16
@@ -119,6 +119,5 @@ def dequantize(layout: RowLayout, x: torch.Tensor, scales: torch.Tensor | None) 
     if layout.wire == "none":
         return x
     if layout.wire == "fp8":
-        blocks = x.float().unflatten(-1, (-1, FP8_BLOCK)) * scales.unsqueeze(-1)
-        return blocks.flatten(-2).to(layout.x_dtype)
+        return dequantize_fp8(x, scales, layout.x_dtype)
     return dequantize_mxfp4(x, scales).to(layout.x_dtype)

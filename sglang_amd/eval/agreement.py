@@ -56,7 +56,9 @@ def thresholds_for(dtype: str) -> Thresholds:
     try:
         return THRESHOLDS[dtype]
     except KeyError:
-        raise ValueError(f"no thresholds for dtype {dtype!r}; pass --dtype float32|bfloat16|float16") from None
+        raise ValueError(
+            f"no thresholds for dtype {dtype!r}; pass --dtype float32|bfloat16|float16"
+        ) from None
 
 
 def lead(p: Position) -> float:
@@ -111,7 +113,14 @@ class Agreement:
 
     def merge(self, other: Agreement) -> Agreement:
         out = Agreement()
-        for f in ("positions", "sum_abs_dlogprob", "top1_agree", "contested", "disagreements", "sum_kl"):
+        for f in (
+            "positions",
+            "sum_abs_dlogprob",
+            "top1_agree",
+            "contested",
+            "disagreements",
+            "sum_kl",
+        ):
             setattr(out, f, getattr(self, f) + getattr(other, f))
         out.max_abs_dlogprob = max(self.max_abs_dlogprob, other.max_abs_dlogprob)
         out.max_kl = max(self.max_kl, other.max_kl)
@@ -140,9 +149,13 @@ class Agreement:
     def failures(self, t: Thresholds, what: str) -> list[str]:
         out = []
         if t.max_abs_dlogprob is not None and self.max_abs_dlogprob > t.max_abs_dlogprob:
-            out.append(f"{what}: max |dlogprob| {self.max_abs_dlogprob:.2e} > {t.max_abs_dlogprob:.0e}")
+            out.append(
+                f"{what}: max |dlogprob| {self.max_abs_dlogprob:.2e} > {t.max_abs_dlogprob:.0e}"
+            )
         if self.mean_abs_dlogprob > t.mean_abs_dlogprob:
-            out.append(f"{what}: mean |dlogprob| {self.mean_abs_dlogprob:.2e} > {t.mean_abs_dlogprob:.0e}")
+            out.append(
+                f"{what}: mean |dlogprob| {self.mean_abs_dlogprob:.2e} > {t.mean_abs_dlogprob:.0e}"
+            )
         if self.sum_kl and self.mean_kl > t.mean_kl:
             out.append(f"{what}: mean KL {self.mean_kl:.2e} > {t.mean_kl:.0e}")
         if self.top1_agreement < t.top1_agreement:
@@ -155,7 +168,9 @@ class Agreement:
 
 def teacher_forced(a: Scored, b: Scored, tie_margin: float) -> Agreement:
     if a.ids != b.ids or a.start != b.start:
-        raise ValueError("teacher-forced comparison needs the same tokens scored from the same start")
+        raise ValueError(
+            "teacher-forced comparison needs the same tokens scored from the same start"
+        )
     agg = Agreement()
     for pa, pb in zip(a.positions, b.positions, strict=True):
         agg.add(pa, pb, tie_margin)
@@ -179,7 +194,9 @@ class Divergence:
     index: int | None
     a_token: int | None = None
     b_token: int | None = None
-    a_lead: float | None = None  # A's logprob of its token minus A's of B's (None: B's beyond A's top-K)
+    a_lead: float | None = (
+        None  # A's logprob of its token minus A's of B's (None: B's beyond A's top-K)
+    )
     near_tie: bool = False
 
 

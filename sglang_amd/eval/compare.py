@@ -91,7 +91,9 @@ def serving(target: Target, model: str, log_dir: Path) -> Iterator[str]:
 
     env = {**os.environ, **target.config.env}
     slug = re.sub(r"[^A-Za-z0-9]+", "-", target.name).strip("-")
-    server = ServerProcess(["--model-path", model, *target.config.argv()], log_dir / f"server-{slug}.log", env)
+    server = ServerProcess(
+        ["--model-path", model, *target.config.argv()], log_dir / f"server-{slug}.log", env
+    )
     try:
         yield server.base
     finally:
@@ -134,8 +136,14 @@ def collect(
         forced = own
     else:
         texts = [r.prompt + r.output for r in reference]
-        redo = [i for i, (g, r) in enumerate(zip(gen, reference, strict=True)) if g.output != r.output]
-        again = logprobs.score(base, [texts[i] for i in redo], [starts[i] for i in redo], work.top_k) if redo else []
+        redo = [
+            i for i, (g, r) in enumerate(zip(gen, reference, strict=True)) if g.output != r.output
+        ]
+        again = (
+            logprobs.score(base, [texts[i] for i in redo], [starts[i] for i in redo], work.top_k)
+            if redo
+            else []
+        )
         forced = list(own)
         for i, s in zip(redo, again, strict=True):
             forced[i] = s
@@ -195,12 +203,18 @@ def compare(ref: Collected, other: Collected, work: Workload, t: Thresholds) -> 
         pvd = {}
         for side, c in (("a", ref), ("b", other)):
             g = c.generated[i]
-            pvd[side] = agreement.prefill_vs_decode(g, _continuation(c.own[i], len(g.prompt)), t.tie_margin)
+            pvd[side] = agreement.prefill_vs_decode(
+                g, _continuation(c.own[i], len(g.prompt)), t.tie_margin
+            )
         out.rows.append({"label": label, "prompt_tokens": len(ids[i]), "teacher_forced": tf.as_dict(),
                          "greedy_divergence": asdict(div), "prefill_vs_decode_a": pvd["a"].as_dict(),
                          "prefill_vs_decode_b": pvd["b"].as_dict()})  # fmt: skip
         acc = groups.setdefault(group, {"tf": Agreement(), "a": Agreement(), "b": Agreement()})
-        acc["tf"], acc["a"], acc["b"] = acc["tf"].merge(tf), acc["a"].merge(pvd["a"]), acc["b"].merge(pvd["b"])
+        acc["tf"], acc["a"], acc["b"] = (
+            acc["tf"].merge(tf),
+            acc["a"].merge(pvd["a"]),
+            acc["b"].merge(pvd["b"]),
+        )
         divs.setdefault(group, []).append(div)
     for group, acc in groups.items():
         d = divs[group]
@@ -247,7 +261,12 @@ def _trial(a: Collected, cfg: Config, label: str, applied: int, model: str, work
 
 
 def bisect(
-    a: Collected, steps: list[Change], model: str, work: Workload, log_dir: Path, given_dtype: str | None
+    a: Collected,
+    steps: list[Change],
+    model: str,
+    work: Workload,
+    log_dir: Path,
+    given_dtype: str | None,
 ) -> tuple[Change | None, list[Step]]:
     """The first change (A plus changes[:k] fails, plus changes[:k-1] passes), by binary search.
 
@@ -298,8 +317,11 @@ def run(
     result: dict = {
         "protocol": {
             "model": model,
-            "prompts": {"source": work.prompts.source, "sha256": work.prompts.sha256,
-                        "count": len(work.prompts.ids)},
+            "prompts": {
+                "source": work.prompts.source,
+                "sha256": work.prompts.sha256,
+                "count": len(work.prompts.ids),
+            },
             "contexts": work.contexts,
             "context_tail_scored": CONTEXT_TAIL,
             "max_new_tokens": work.max_new_tokens,
@@ -312,7 +334,9 @@ def run(
         "comparisons": [],
     }
     collected: dict[str, Collected] = {}
-    plan = [("a", a, None), ("b", b, "a")] + ([("speculative", speculative, "b")] if speculative else [])
+    plan = [("a", a, None), ("b", b, "a")] + (
+        [("speculative", speculative, "b")] if speculative else []
+    )
     for key, target, ref in plan:
         with serving(target, model, out_dir) as base:
             collected[key] = collect(target, base, work, collected[ref].generated if ref else None)
@@ -327,12 +351,18 @@ def run(
     main = compare(collected["a"], collected["b"], work, t)
     result["comparisons"].append(_comparison_dict(main))
     if speculative:
-        ts = agreement.thresholds_for(verdict_dtype(collected["b"].server, collected["speculative"].server, given=dtype))
-        result["comparisons"].append(_comparison_dict(compare(collected["b"], collected["speculative"], work, ts)))
+        ts = agreement.thresholds_for(
+            verdict_dtype(collected["b"].server, collected["speculative"].server, given=dtype)
+        )
+        result["comparisons"].append(
+            _comparison_dict(compare(collected["b"], collected["speculative"], work, ts))
+        )
     result["passed"] = all(c["passed"] for c in result["comparisons"])
     if bisect_changes and not main.passed:
         if a.config is None or b.config is None:
-            result["bisect"] = {"error": "--bisect starts servers: give --a and --b as serve arguments, not URLs"}
+            result["bisect"] = {
+                "error": "--bisect starts servers: give --a and --b as serve arguments, not URLs"
+            }
         else:
             steps = changes(a.config, b.config)
             culprit, tried = bisect(collected["a"], steps, model, work, out_dir, dtype)
@@ -345,7 +375,9 @@ def run(
                 failing = apply(a.config, steps[: steps.index(culprit) + 1])
 
                 def trial(cfg: Config, label: str) -> Step:
-                    return _trial(collected["a"], cfg, label, len(steps), model, work, out_dir, dtype)
+                    return _trial(
+                        collected["a"], cfg, label, len(steps), model, work, out_dir, dtype
+                    )
 
                 narrowed = narrow.narrow(culprit, failing, trial)
                 if narrowed is not None:

@@ -30,8 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "without URLs: the SmolLM2 reference model on CPU)")  # fmt: skip
     for side in ("a", "b"):
         g = p.add_mutually_exclusive_group(required=True)
-        g.add_argument(f"--{side}", default=None, metavar="ARGS", help=f"serve arguments of {side.upper()}")
-        g.add_argument(f"--{side}-url", default=None, metavar="URL", help=f"{side.upper()} already serving")
+        g.add_argument(
+            f"--{side}", default=None, metavar="ARGS", help=f"serve arguments of {side.upper()}"
+        )
+        g.add_argument(
+            f"--{side}-url", default=None, metavar="URL", help=f"{side.upper()} already serving"
+        )
     p.add_argument("--prompts", default=None, help="JSONL: {\"prompt\": ...} or {\"input_ids\": [...]} "
                    "per line (default: the bundled set)")  # fmt: skip
     p.add_argument("--contexts", default=None, help="long-context sweep, e.g. 1k,8k,32k")
@@ -40,11 +44,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     spec = p.add_mutually_exclusive_group()
     spec.add_argument("--speculative", default=None, metavar="ARGS",
                       help="also run B with these flags added (speculative on vs off)")  # fmt: skip
-    spec.add_argument("--speculative-url", default=None, metavar="URL", help="B with speculation, serving")
-    p.add_argument("--bisect", action="store_true", help="on a failing pair, name the change at fault")
+    spec.add_argument(
+        "--speculative-url", default=None, metavar="URL", help="B with speculation, serving"
+    )
+    p.add_argument(
+        "--bisect", action="store_true", help="on a failing pair, name the change at fault"
+    )
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="thresholds to apply (default: the servers' dtype)")  # fmt: skip
-    p.add_argument("--out", default="eval-compare", help="directory for compare.json, compare.md, logs")
+    p.add_argument(
+        "--out", default="eval-compare", help="directory for compare.json, compare.md, logs"
+    )
 
 
 def _model(ns: argparse.Namespace) -> str:
@@ -53,7 +63,9 @@ def _model(ns: argparse.Namespace) -> str:
     if ns.a_url:
         import requests
 
-        return requests.get(f"{ns.a_url.rstrip('/')}/v1/models", timeout=60).json()["data"][0]["root"]
+        return requests.get(f"{ns.a_url.rstrip('/')}/v1/models", timeout=60).json()["data"][0][
+            "root"
+        ]
     from sglang_amd.reference_model import smollm2_path
 
     return str(smollm2_path())
@@ -74,12 +86,16 @@ def main(ns: argparse.Namespace) -> int:
             spec = compare.Target("B + speculative", url=ns.speculative_url)
         elif ns.speculative:
             if targets["b"].config is None:
-                raise ValueError("--speculative adds flags to B's: give --b as serve arguments (or --speculative-url)")
+                raise ValueError(
+                    "--speculative adds flags to B's: give --b as serve arguments (or --speculative-url)"
+                )
             extra = Config.parse(ns.speculative)
             spec = compare.Target("B + speculative", config=Config({**targets["b"].config.flags, **extra.flags},
                                                                  {**targets["b"].config.env, **extra.env}))  # fmt: skip
         if ns.bisect and (ns.a_url or ns.b_url):
-            raise ValueError("--bisect starts servers: give --a and --b as serve arguments, not URLs")
+            raise ValueError(
+                "--bisect starts servers: give --a and --b as serve arguments, not URLs"
+            )
         model = _model(ns)
         from transformers import AutoTokenizer
 
@@ -94,7 +110,9 @@ def main(ns: argparse.Namespace) -> int:
 
     out = Path(ns.out)
     try:
-        result = compare.run(model, targets["a"], targets["b"], work, out, spec, ns.bisect, ns.dtype)
+        result = compare.run(
+            model, targets["a"], targets["b"], work, out, spec, ns.bisect, ns.dtype
+        )
     except (ServerError, ServerAnswerError, ValueError) as exc:
         print(f"sglang-amd eval compare: {exc}", file=sys.stderr)
         return 2

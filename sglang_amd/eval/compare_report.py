@@ -56,13 +56,17 @@ def table(result: dict) -> str:
             lines += [f"  change {i + 1}: {c}" for i, c in enumerate(bis["changes"])]
             for s in bis["tried"]:
                 why = s["error"] or ("; ".join(s["failures"][:2]) if s["failures"] else "")
-                lines.append(f"  A + {s['applied']}: {'pass' if s['passed'] else 'FAIL'} {why}".rstrip())
+                lines.append(
+                    f"  A + {s['applied']}: {'pass' if s['passed'] else 'FAIL'} {why}".rstrip()
+                )
             lines.append(f"  at fault: {bis['culprit']}")
             nar = bis.get("narrowed")
             if nar:
                 lines.append(f"  narrowing {nar['family']}:")
                 for s in nar["tried"]:
                     why = s["error"] or ("; ".join(s["failures"][:1]) if s["failures"] else "")
-                    lines.append(f"    {s['label']}: {'pass' if s['passed'] else 'FAIL'} {why}".rstrip())
+                    lines.append(
+                        f"    {s['label']}: {'pass' if s['passed'] else 'FAIL'} {why}".rstrip()
+                    )
                 lines.append(f"  narrowed to: {nar['at_fault']}")
     return "\n".join(lines)

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 # Flags ours serve through, in the order `--bisect` applies them; a family's
 # flags travel together.
 FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("attention", ("--attention-backend", "--prefill-attention-backend", "--decode-attention-backend")),
+    (
+        "attention",
+        ("--attention-backend", "--prefill-attention-backend", "--decode-attention-backend"),
+    ),
     ("moe runner", ("--moe-runner-backend",)),
     ("quantization", ("--quantization",)),
     ("all-to-all", ("--moe-a2a-backend", "--deepep-mode")),
@@ -44,7 +47,9 @@ class Config:
             if tok.startswith("--"):
                 name, eq, value = tok.partition("=")
                 if name in OWNED:
-                    raise ValueError(f"{name} is set by eval compare (--model, one port per server); drop it")
+                    raise ValueError(
+                        f"{name} is set by eval compare (--model, one port per server); drop it"
+                    )
                 cfg.flags[name] = [value] if eq else []
                 current = None if eq else name
             elif current is None and "=" in tok and tok.split("=", 1)[0].isidentifier():
@@ -94,7 +99,9 @@ class Change:
         return out
 
     def describe(self) -> str:
-        parts = [f"{n} {' '.join(v)}".strip() if v is not None else f"no {n}" for n, v in self.flags]
+        parts = [
+            f"{n} {' '.join(v)}".strip() if v is not None else f"no {n}" for n, v in self.flags
+        ]
         parts += [f"{k}={v}" if v is not None else f"{k} unset" for k, v in self.env]
         if not self.flags and len(self.env) == 1:
             return parts[0]  # an environment change is named by its own assignment

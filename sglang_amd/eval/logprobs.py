@@ -85,10 +85,16 @@ def flush_cache(base: str) -> None:
         pass  # an OpenAI-only server has none; scoring never reads the cache anyway
 
 
-def generate(base: str, prompts: Sequence[list[int]], max_new_tokens: int, top_k: int) -> list[Generated]:
+def generate(
+    base: str, prompts: Sequence[list[int]], max_new_tokens: int, top_k: int
+) -> list[Generated]:
     body = {
         "input_ids": [list(p) for p in prompts],
-        "sampling_params": {"temperature": 0.0, "max_new_tokens": max_new_tokens, "ignore_eos": True},
+        "sampling_params": {
+            "temperature": 0.0,
+            "max_new_tokens": max_new_tokens,
+            "ignore_eos": True,
+        },
         "return_logprob": True,
         "top_logprobs_num": top_k,
         "logprob_start_len": -1,
@@ -105,7 +111,9 @@ def generate(base: str, prompts: Sequence[list[int]], max_new_tokens: int, top_k
     return out
 
 
-def score(base: str, sequences: Sequence[list[int]], starts: Sequence[int], top_k: int) -> list[Scored]:
+def score(
+    base: str, sequences: Sequence[list[int]], starts: Sequence[int], top_k: int
+) -> list[Scored]:
     """Teacher-forced log-probabilities of sequences[i][starts[i]:] (each start >= 1)."""
     body = {
         "input_ids": [list(s) for s in sequences],

@@ -70,7 +70,9 @@ def parse_lengths(text: str | None) -> list[int]:
         try:
             n = int(float(part.rstrip("k")) * mult)
         except ValueError:
-            raise ValueError(f"--contexts {text!r}: {part!r} is not a length (e.g. 1k,8k,32k)") from None
+            raise ValueError(
+                f"--contexts {text!r}: {part!r} is not a length (e.g. 1k,8k,32k)"
+            ) from None
         if n < 16:
             raise ValueError(f"--contexts {text!r}: {part!r} is shorter than 16 tokens")
         out.append(n)

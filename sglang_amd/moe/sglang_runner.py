@@ -33,7 +33,7 @@ from sglang.srt.layers.moe.utils import (
 )
 
 from sglang_amd import trace
-from sglang_amd.flags import MOE_RUNNER_BACKEND, UnsupportedConfigError
+from sglang_amd.flags import EP_A2A_BACKEND, MOE_RUNNER_BACKEND, UnsupportedConfigError
 from sglang_amd.moe.experts import ExpertsOp
 from sglang_amd.moe.support import runner_applies_routed_scaling
 from sglang_amd.moe.weights import Mxfp4Experts
@@ -89,8 +89,11 @@ def check_runner_config(
         if getattr(config, name) is not None:
             problems.append(f"{name}={getattr(config, name)} (clamped SwiGLU)")
     a2a = get_moe_a2a_backend()
-    if not a2a.is_none():
-        problems.append(f"--moe-a2a-backend {a2a.value} (the runner takes the standard dispatch)")
+    if not a2a.is_none() and a2a.value != EP_A2A_BACKEND:
+        problems.append(
+            f"--moe-a2a-backend {a2a.value} (the runner takes the standard dispatch; "
+            f"--moe-a2a-backend {EP_A2A_BACKEND} is ours)"
+        )
     if problems:
         raise MoeConfigError(
             f"{flag} cannot serve MoE layer {config.layer_id}: "

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from sglang_amd.flags import MOE_RUNNER_BACKEND, QUANTIZATION, server_device
+from sglang_amd.flags import EP_A2A_BACKEND, MOE_RUNNER_BACKEND, QUANTIZATION, server_device
 from sglang_amd.model_info import moe_sizes, text_config
 
 # Where a MoE model's routed_scaling_factor is applied is decided per model in
@@ -76,8 +76,11 @@ def moe_flag_problems(
         return []
     problems = []
     a2a = getattr(server_args, "moe_a2a_backend", None) or "none"
-    if a2a != "none":
-        problems.append(f"{ours[0]} takes the standard dispatch; drop --moe-a2a-backend {a2a}")
+    if a2a not in ("none", EP_A2A_BACKEND):
+        problems.append(
+            f"{ours[0]} takes the standard dispatch; drop --moe-a2a-backend {a2a} "
+            f"(or use --moe-a2a-backend {EP_A2A_BACKEND}, our communicator)"
+        )
     if hf_config is not None:
         problems.extend(_routed_scaling_problems(ours[0], hf_config, runner_scales))
     return problems
