@@ -38,9 +38,11 @@ FP8_BLOCK = 128
 MXFP4_BLOCK = 32
 
 # Decode batches with at most this many tokens on any rank take low_latency under
-# `auto`. Justified by `sglang-amd bench ep` (BENCHMARKS.md): on gloo the two
-# modes cross near 64 tokens per rank at world size 2-4 with hidden 2048; on a GPU
-# DeepEP's and MoRI's low-latency kernels are sized for 128.
+# `auto`. Not yet justified by a measurement: on gloo (BENCHMARKS.md, bench ep) the
+# low-latency mode never wins (a host read costs nothing there, and the bench sized
+# every buffer for its largest case); on GPUs DeepEP and MoRI size their
+# low-latency kernels for 128 tokens. 64 keeps decode buffers small until a GPU run
+# of `sglang-amd bench ep` places the switch.
 LOW_LATENCY_MAX_TOKENS_ENV = "SGLANG_AMD_EP_LOW_LATENCY_MAX_TOKENS"
 DEFAULT_LOW_LATENCY_MAX_TOKENS = 64
 
