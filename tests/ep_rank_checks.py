@@ -45,12 +45,18 @@ def inputs(scenario: str, rank: int, world: int):
     return x, w, ids
 
 
+def sent_to(scenario: str, src: int, rank: int, world: int) -> torch.Tensor:
+    """[T] which of rank `src`'s tokens must reach `rank`."""
+    i = inputs(scenario, src, world)[2]
+    return ((i >= 0) & (i // E_LOCAL == rank)).any(1)
+
+
 def expected_rows(scenario: str, rank: int, world: int):
     """(x, w, global ids) of the rows `rank` must receive, in source-rank then token order."""
     xs, ws, ids = [], [], []
     for src in range(world):
         x, w, i = inputs(scenario, src, world)
-        hit = ((i >= 0) & (i // E_LOCAL == rank)).any(1)
+        hit = sent_to(scenario, src, rank, world)
         xs.append(x[hit]), ws.append(w[hit]), ids.append(i[hit])
     return torch.cat(xs), torch.cat(ws), torch.cat(ids)
 
@@ -67,17 +73,7 @@ def _check_dispatch(d, layout, scenario, rank, world, errs, tag) -> None:
         errs.append(f"{tag}: total_recv {int(d.total_recv)} != {n}")
         return
     if d.mode == "low_latency":
-        counts = torch.tensor(
-            [
-                (
-                    (inputs(scenario, s, world)[2] // E_LOCAL == rank)
-                    & (inputs(scenario, s, world)[2] >= 0)
-                )
-                .any(1)
-                .sum()
-                for s in range(world)
-            ]
-        )
+        counts = torch.tensor([int(sent_to(scenario, s, rank, world).sum()) for s in range(world)])
         valid = (torch.arange(CAP) < counts.unsqueeze(1)).reshape(-1)
         pad_ids = d.local_ids[~valid]
         if pad_ids.numel() and not (pad_ids == -1).all():

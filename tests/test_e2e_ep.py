@@ -36,8 +36,12 @@ def tiny_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny-ep")
 
 
-def _check_both_ranks_dispatched(engines, before: int) -> None:
-    """The events this engine's ranks wrote (the trace file is the session's)."""
+def _serves_like(engines, oracle: HFOracle, prompts, **kwargs) -> None:
+    """Start the EP engine, hold it to the float32 bar against `oracle`, and check in
+    the events this engine's ranks wrote (the trace file is the session's) that both
+    built our dispatcher and ran both modes."""
+    before = len(trace.read(engines.trace_file))
+    check_fp32_against_hf(engines.get(**kwargs, **EP2), oracle, prompts)
     events = [
         e
         for e in trace.read(engines.trace_file)[before:]
@@ -52,26 +56,17 @@ def _check_both_ranks_dispatched(engines, before: int) -> None:
 
 def test_fp32_qwen3_moe_tp2_ep2_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     path = str(tiny_qwen3_moe(tiny_dir / "qwen3-moe", smollm2_path))
-    before = len(trace.read(engines.trace_file))
-    engine = engines.get(model_path=path, **EP2)
-    check_fp32_against_hf(engine, HFOracle(path), prompts)
-    _check_both_ranks_dispatched(engines, before)
+    _serves_like(engines, HFOracle(path), prompts, model_path=path)
 
 
 @pytest.mark.full
 def test_fp32_deepseek_v3_tp2_ep2_matches_hf(engines, tiny_dir, smollm2_path, prompts):
     path = str(tiny_deepseek_v3(tiny_dir / "deepseek-v3", smollm2_path))
-    before = len(trace.read(engines.trace_file))
-    engine = engines.get(model_path=path, **EP2)
-    check_fp32_against_hf(engine, HFOracle(path), prompts)
-    _check_both_ranks_dispatched(engines, before)
+    _serves_like(engines, HFOracle(path), prompts, model_path=path)
 
 
 @pytest.mark.full
 def test_fp32_mxfp4_tp2_ep2_matches_fake_quantized_hf(engines, tiny_dir, smollm2_path, prompts):
     src = tiny_qwen3_moe(tiny_dir / "qwen3-moe", smollm2_path)
     oracle = HFOracle(str(fake_quantized_copy(src, tiny_dir / "qwen3-moe-mxfp4-fq")))
-    before = len(trace.read(engines.trace_file))
-    engine = engines.get(model_path=str(src), quantization="amd_mxfp4", **EP2)
-    check_fp32_against_hf(engine, oracle, prompts)
-    _check_both_ranks_dispatched(engines, before)
+    _serves_like(engines, oracle, prompts, model_path=str(src), quantization="amd_mxfp4")

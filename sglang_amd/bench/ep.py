@@ -73,9 +73,10 @@ def _inputs(case: Case, rank: int, device: torch.device, dtype: torch.dtype):
 
 
 def _ideal_dispatch(case: Case, ids: torch.Tensor, layout) -> int:
-    ranks = torch.arange(case.world, device=ids.device)
-    owners = (ids.unsqueeze(-1) // case.experts_per_rank == ranks).any(1)
-    return int(owners.sum()) * layout.row_bytes
+    """Each token once to each rank owning one of its experts."""
+    from sglang_amd.ep.plan import plan_sends
+
+    return int(plan_sends(ids, case.experts_per_rank, case.world).counts.sum()) * layout.row_bytes
 
 
 def _time(fn, iters: int) -> float:

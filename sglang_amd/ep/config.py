@@ -104,10 +104,6 @@ class EpConfig:
                 raise EpError(f"EpConfig: {name} must be positive")
 
     @property
-    def num_experts(self) -> int:
-        return self.experts_per_rank * self.world_size
-
-    @property
     def low_latency_capacity(self) -> int:
         """Rows per source rank in a low-latency buffer (DeepEP's
         num_max_dispatch_tokens_per_rank): the `auto` threshold, at most the

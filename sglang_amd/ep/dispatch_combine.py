@@ -197,15 +197,11 @@ class EpDispatchCombine:
         if p.mode == "high_throughput":
             back = send.new_empty(sum(p.send_counts), c.hidden_size)
             t.all_to_all(send, back, p.recv_counts, p.send_counts)
-            starts = torch.tensor([0, *p.send_counts], device=send.device).cumsum(0)
-            slots = p.plan.slot + starts[:-1]
-            spare = back.shape[0]
+            starts = torch.tensor([0, *p.send_counts], device=send.device).cumsum(0)[:-1]
+            slots = p.plan.rows_in(starts, spare=back.shape[0])
         else:
             back = t.all_to_all(send, torch.empty_like(send))
-            ranks = torch.arange(c.world_size, device=send.device)
-            slots = p.plan.slot + ranks * c.low_latency_capacity
-            spare = back.shape[0]
-        slots = torch.where(p.plan.dest, slots, torch.full_like(slots, spare))
+            slots = p.plan.flat_slots(c.low_latency_capacity)
         back = torch.cat([back.to(p.x_dtype), back.new_zeros(1, c.hidden_size, dtype=p.x_dtype)])
         # One add per rank in rank order: both modes and every device sum alike.
         out = torch.zeros(p.plan.num_tokens, c.hidden_size, dtype=p.x_dtype, device=send.device)

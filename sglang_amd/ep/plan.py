@@ -35,13 +35,18 @@ class SendPlan:
         (the high-throughput send order). Reads the host (its length)."""
         return self.dest.t().nonzero()[:, 1]
 
+    def rows_in(self, starts: torch.Tensor, spare: int) -> torch.Tensor:
+        """[T, W] row of each (token, rank) in a buffer where rank r's rows begin at
+        starts[r]; pairs not sent land on row `spare`."""
+        rows = self.slot + starts
+        return torch.where(self.dest, rows, torch.full_like(rows, spare))
+
     def flat_slots(self, capacity: int) -> torch.Tensor:
-        """[T, W] row of each (token, rank) in a [W * capacity (+1)] buffer; pairs not
-        sent land on the spare last row W * capacity."""
+        """`rows_in` for a [W * capacity (+1)] buffer of `capacity` rows a rank, the
+        spare row last (the low-latency layout)."""
         world = self.dest.shape[1]
         ranks = torch.arange(world, device=self.dest.device)
-        flat = ranks * capacity + self.slot
-        return torch.where(self.dest, flat, torch.full_like(flat, world * capacity))
+        return self.rows_in(ranks * capacity, world * capacity)
 
 
 def plan_sends(indices: torch.Tensor, experts_per_rank: int, world_size: int) -> SendPlan:

@@ -99,12 +99,10 @@ def ep_problems(server_args: Any, model_config: Any | None) -> list[str]:
 
 
 def _shape_problems(config: Any) -> list[str]:
-    hidden = getattr(config, "hidden_size", None)
-    block = {"fp8": FP8_BLOCK, "mxfp4": MXFP4_BLOCK}.get(wire_format())
+    hidden, wire = getattr(config, "hidden_size", None), wire_format()
+    block = {"fp8": FP8_BLOCK, "mxfp4": MXFP4_BLOCK}.get(wire)
     if block and hidden and hidden % block:
-        return [
-            f"{WIRE_ENV}={wire_format()} needs hidden_size a multiple of {block} (got {hidden})"
-        ]
+        return [f"{WIRE_ENV}={wire} needs hidden_size a multiple of {block} (got {hidden})"]
     return []
 
 

@@ -27,8 +27,6 @@ class TorchTransport:
         self.world_size = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self.bytes_sent = 0
-        self.control_bytes = 0
-        self.collectives = 0
 
     def all_to_all(
         self,
@@ -41,17 +39,11 @@ class TorchTransport:
     ) -> torch.Tensor:
         """Rows of `inp` (split by `in_splits`, equal when None) to each rank; `out`
         receives each rank's rows in rank order. `control`: counts and sizes, kept
-        out of `bytes_sent` (they go to `control_bytes`)."""
+        out of `bytes_sent` (the ideal counts token rows only)."""
         dist.all_to_all_single(out, inp, out_splits, in_splits, group=self.group)
-        nbytes = inp.numel() * inp.element_size()
-        if control:
-            self.control_bytes += nbytes
-        else:
-            self.bytes_sent += nbytes
-        self.collectives += 1
+        if not control:
+            self.bytes_sent += inp.numel() * inp.element_size()
         return out
 
     def reset_counters(self) -> None:
         self.bytes_sent = 0
-        self.control_bytes = 0
-        self.collectives = 0
