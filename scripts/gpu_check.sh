@@ -5,7 +5,9 @@
 # (SGLang's own Triton attention among them: from SGLang when installed, else
 # from its kernel files carried in .peer/, see scripts/sglang_kernel_shim.py), and
 # a sweep of the attention kernels' launch flags (scripts/sweep_attention.py).
-# (bench dsa: DSA's indexer and sparse attention against SGLang's sparse MLA decode.)
+# (bench dsa: DSA's indexer and sparse attention against SGLang's sparse MLA decode;
+# bench mtp, where sglang is installed and SGLANG_AMD_MTP_MODEL names an MTP checkpoint:
+# decode tokens/s with and without MTP at batch 1, 4, 16, and the accept length.)
 # About 6 minutes on an H200 (298 and 330 s there before bench dsa, which adds at
 # most 60; the tests' first compiles take most of theirs), on
 # an image that has torch and triton but not sglang. Everything lands in
@@ -82,6 +84,16 @@ if want bench; then
         step bench-ep 90 "$PY" -m sglang_amd.cli bench ep --out "$RES"
     else
         echo "bench-ep: skipped (fewer than two GPUs)"
+    fi
+    # MTP serves through SGLang: it needs sglang on the image and a checkpoint with
+    # MTP layers on the device (no network there), e.g. MiMo-7B-RL or a GLM-4.5-Air.
+    if ! "$PY" -c "import sglang.srt" 2>/dev/null; then
+        say "bench-mtp: skipped (sglang is not installed on this image)"
+    elif [ -z "${SGLANG_AMD_MTP_MODEL:-}" ]; then
+        say "bench-mtp: skipped (set SGLANG_AMD_MTP_MODEL to a checkpoint with MTP layers)"
+    else
+        step bench-mtp 240 "$PY" -m sglang_amd.cli bench mtp --model "$SGLANG_AMD_MTP_MODEL" \
+            --batches 1,4,16 --new-tokens 128 --out "$RES"
     fi
 fi
 want sweep && step sweep-attention 120 "$PY" scripts/sweep_attention.py --budget 60 --out "$RES"

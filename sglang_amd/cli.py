@@ -8,6 +8,7 @@ sglang-amd env                          versions, device, and the tier each op u
 sglang-amd model smollm2                convert (once) and print the model path
 sglang-amd bench attention|moe          our kernels against peers (table, JSON, PNG)
 sglang-amd bench serve [-- SERVE ARGS]  the load-and-fault suite against a live server
+sglang-amd bench mtp --model M [...]     decode tokens/s with and without MTP, accept length
 sglang-amd eval gsm8k --base-url URL --data JSONL [--compare-url URL2]
                                         few-shot GSM8K accuracy with its interval;
                                         with two servers, whether they differ
@@ -480,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.add_argument("name", choices=["smollm2"])
     model.add_argument("--quiet", action="store_true", help="no progress bar")
     bench = sub.add_parser("bench", help="benchmark our kernels against peers (table + PNG)")
-    bench.add_argument("what", choices=["attention", "moe", "dsa", "ep", "serve"])
+    bench.add_argument("what", choices=["attention", "moe", "dsa", "ep", "serve", "mtp"])
     bench.add_argument("--out", default="bench-out", help="folder for the JSON and PNG")
     bench.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     bench.add_argument("--page-size", type=int, default=16, help="attention only")
@@ -533,6 +534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also compile (with --traffic: count) SGLang's Triton kernels over the matrix, "
         "reported beside ours (default: on for the full audit, off with --quick)",
     )
+    if argv[:2] == ["bench", "mtp"]:  # its own options (sglang_amd/bench/sglang_mtp.py)
+        from sglang_amd.bench import sglang_mtp as mtp
+
+        return mtp.main(argv[2:], _commit())
     # `bench serve [options] -- SERVE ARGS`: what follows `--` goes to `sglang-amd serve`.
     serve_args: list[str] = []
     if argv[:2] == ["bench", "serve"] and "--" in argv:

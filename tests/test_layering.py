@@ -77,7 +77,9 @@ def test_sglang_facing_modules_are_named_so():
         if path.name.startswith("sglang_") and path.name != "__init__.py":
             names = _imports(path)
             assert any(
-                n.startswith("sglang.") or n.rsplit(".", 1)[-1].startswith("sglang_")
+                n == "sglang"
+                or n.startswith("sglang.")
+                or n.rsplit(".", 1)[-1].startswith("sglang_")
                 or ".sglang_" in n
                 or n.startswith("sglang_amd.patches")
                 for n in names

@@ -476,3 +476,21 @@ def test_excluded_fused_linears_stay_float_when_the_model_maps_none():
     assert isinstance(config.get_quant_method(linear, f"{mlp}.down_proj"), AmdMxfp4LinearMethod)
     attn = "model.layers.0.self_attn.fused_qkv_a_proj_with_mqa"
     assert isinstance(config.get_quant_method(linear, attn), AmdMxfp4LinearMethod)
+
+
+@pytest.mark.parametrize("entry", [r"re:model\.layers\.2\..*", "model.layers.2.self_attn.q_a_proj"])
+def test_mxfp4_export_excludes_reach_the_nextn_layer_by_its_checkpoint_name(entry):
+    """SGLang's NextN drafts call the MTP layer "model.decoder"; exports name it
+    "model.layers.{num_hidden_layers}". A bf16 MTP layer must be read as float."""
+    from sglang_amd.quant.mxfp4_checkpoint import quark_config
+    from sglang_amd.quant.sglang_mxfp4 import AmdMxfp4Config
+
+    mtp = SimpleNamespace(num_hidden_layers=2, num_nextn_predict_layers=1)
+    config = AmdMxfp4Config.from_config({**quark_config([entry]), "hf_config": mtp})
+    assert config._excluded("model.decoder.self_attn.q_a_proj")
+    assert config._excluded("model.layers.2.self_attn.q_a_proj")
+    assert not config._excluded("model.layers.1.self_attn.q_a_proj")
+    assert not config._excluded("model.decoder.mlp.experts") or entry.startswith("re:")
+    plain = SimpleNamespace(num_hidden_layers=2, num_nextn_predict_layers=0)
+    config = AmdMxfp4Config.from_config({**quark_config([entry]), "hf_config": plain})
+    assert not config._excluded("model.decoder.self_attn.q_a_proj")

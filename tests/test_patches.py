@@ -82,11 +82,14 @@ def test_torch_native_bug_is_still_there():
 
 def test_cpu_speculative_blockers_are_still_there():
     """When SGLang fixes one of these, the matching hook in patches/cpu_speculative.py can go."""
-    from sglang.kernels.ops.speculative import spec_tree
-    from sglang.srt.models import deepseek_v2
+    import importlib
 
-    src = inspect.getsource(inspect.unwrap(deepseek_v2.DeepseekV2ForCausalLM.set_embed_and_head))
-    assert "torch.cuda.synchronize()" in src
+    from sglang.kernels.ops.speculative import spec_tree
+
+    for target in (cpu_speculative.SET_EMBED_AND_HEAD, *cpu_speculative.SET_EMBED_AND_HEAD_ALSO):
+        module, cls, fn = target.rsplit(".", 2)
+        method = getattr(getattr(importlib.import_module(module), cls), fn)
+        assert "torch.cuda.synchronize()" in inspect.getsource(inspect.unwrap(method)), target
     for fn in (spec_tree.build_tree_kernel_efficient_func, spec_tree.verify_tree_greedy_func):
         assert "reject_out_of_tree_path" in inspect.getsource(inspect.unwrap(fn))
 

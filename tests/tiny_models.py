@@ -113,9 +113,13 @@ def fake_quantized_copy(src: Path, out: Path, dense: tuple[str, ...] = ()) -> Pa
     return out
 
 
-def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP4) -> Path:
+def quark_mxfp4_export(
+    src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP4, keep_float: str | None = None
+) -> Path:
     """`src` as a Quark MXFP4 export: experts (and the `dense` linears) stored as packed
     uint8 `weight` + E8M0 `weight_scale`, every other linear listed in `exclude`.
+    `keep_float`: a regex of weight names kept float and excluded as one `re:` entry,
+    as exports list an MTP layer left in bf16 (`re:model\\.layers\\.61\\..*`).
 
     Quantized by our torch reference with the scale rounding the online path uses,
     so it holds the same weights as `fake_quantized_copy(src, ..., dense)`.
@@ -123,6 +127,7 @@ def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP
     if (out / "config.json").is_file():
         return out
     import json
+    import re
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -131,9 +136,15 @@ def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP
     from sglang_amd.quant.mxfp4_checkpoint import quark_config
 
     out.mkdir(parents=True)
-    tensors, exclude = {}, []
-    for name, w in load_file(src / "model.safetensors").items():
+    tensors, exclude = {}, [f"re:{keep_float}"] if keep_float else []
+    weights = {}
+    for shard in sorted(src.glob("*.safetensors")):
+        weights.update(load_file(shard))
+    for name, w in weights.items():
         module = name.removesuffix(".weight")
+        if keep_float and re.match(keep_float, name):
+            tensors[name] = w
+            continue
         quantized = ".mlp.experts." in name or module.rsplit(".", 1)[-1] in dense
         if name.endswith(".weight") and w.dim() == 2 and quantized:
             tensors[name], tensors[f"{module}.weight_scale"] = quantize_mxfp4(w.float(), "even")
@@ -146,7 +157,7 @@ def quark_mxfp4_export(src: Path, out: Path, dense: tuple[str, ...] = DENSE_MXFP
     config["quantization_config"] = quark_config(sorted(exclude))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     for f in src.iterdir():
-        if f.name not in ("config.json", "model.safetensors"):
+        if f.name != "config.json" and not f.name.startswith("model"):
             shutil.copy(f, out / f.name)
     return out
 
@@ -234,3 +245,108 @@ def tiny_deepseek_v32(
     )
     _sglang_deepseek_fields(config, nextn)
     return _save_random(DeepseekV32ForCausalLM(config), out, smollm2)
+
+
+@torch.no_grad()
+def _with_agreeing_mtp(
+    model, out: Path, smollm2: str, quiet_first_layer: float, config_extra: dict | None = None
+) -> Path:
+    """Save `model` (two layers, the last MoE, random) with an MTP layer that drafts
+    what it would say: embeddings scaled to unit RMS, the first layer's output
+    projections scaled by `quiet_first_layer`, and the NextN layer the last layer's
+    copy read one token later (`NextNHead.copy_target_layer`: eh_proj passes the
+    embedding through, so the draft at position t computes that layer at t+1 over
+    every token but the first, without the quiet layer's small share). Two layers,
+    not one: SGLang reads a one-layer target's MTP weights from layer 0.
+    `config_extra`: config.json fields transformers would not write (SGLang's
+    architecture name for a family transformers lacks)."""
+    import json
+
+    from sglang_amd.mtp.checkpoint import write_into_checkpoint
+    from sglang_amd.mtp.nextn_head import NextNHead
+
+    _save_random(model, out, smollm2)  # the random init; saved again below
+    model.to(torch.float32)
+    e = model.model.embed_tokens.weight
+    e.div_(e.pow(2).mean(-1, keepdim=True).sqrt())
+    first = model.model.layers[0]
+    first.self_attn.o_proj.weight.mul_(quiet_first_layer)
+    first.mlp.down_proj.weight.mul_(quiet_first_layer)
+    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    if config_extra:
+        path = out / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **config_extra}, indent=2))
+        for key, value in config_extra.items():
+            setattr(model.config, key, value)
+    head = NextNHead(model.to(torch.float32))
+    head.copy_target_layer()
+    write_into_checkpoint(head, out, torch.bfloat16)
+    return out
+
+
+def tiny_deepseek_v3_agreeing_mtp(
+    out: Path, smollm2: str, seed: int = 0, quiet_first_layer: float = 0.1
+) -> Path:
+    """DeepSeek-V3 (`_DEEPSEEK`: a dense MLA layer, then a MoE MLA layer) whose MTP
+    layer agrees with it (`_with_agreeing_mtp`): ~0.8 of the drafts teacher-forced,
+    so multi-token acceptance and rejection both run. MTP weights in the checkpoint."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = DeepseekV3Config(**_COMMON, **_DEEPSEEK, first_k_dense_replace=1)
+    _sglang_deepseek_fields(config, nextn=True)
+    return _with_agreeing_mtp(DeepseekV3ForCausalLM(config), out, smollm2, quiet_first_layer)
+
+
+def tiny_glm4_moe_agreeing_mtp(
+    out: Path, smollm2: str, seed: int = 0, quiet_first_layer: float = 0.1
+) -> Path:
+    """GLM-4.5-style MoE (`Glm4MoeForCausalLM`: GQA 4 q / 2 kv heads of 32 with half
+    rotary, QK norm and qkv bias; a dense layer, then 8 routed + 1 shared experts,
+    top-2, sigmoid scores with a correction bias) whose MTP layer agrees with it
+    (`_with_agreeing_mtp`); SGLang drafts with `Glm4MoeForCausalLMNextN`."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import Glm4MoeConfig, Glm4MoeForCausalLM
+
+    torch.manual_seed(seed)
+    config = Glm4MoeConfig(
+        **_COMMON,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        partial_rotary_factor=0.5,
+        attention_bias=True,
+        use_qk_norm=True,
+        n_routed_experts=8,
+        n_shared_experts=1,
+        num_experts_per_tok=2,
+        n_group=1,
+        topk_group=1,
+        first_k_dense_replace=1,
+        norm_topk_prob=True,
+        routed_scaling_factor=1.0,
+        num_nextn_predict_layers=1,
+    )
+    return _with_agreeing_mtp(Glm4MoeForCausalLM(config), out, smollm2, quiet_first_layer)
+
+
+def tiny_mimo_agreeing_mtp(
+    out: Path, smollm2: str, seed: int = 0, quiet_first_layer: float = 0.1
+) -> Path:
+    """MiMo (SGLang's `MiMoForCausalLM`: Qwen2 with MTP layers; transformers has no
+    MiMo class, so the config is Qwen2's with MiMo's architecture name and
+    `num_nextn_predict_layers`, and HF's Qwen2 is the oracle): GQA 4 q / 2 kv heads
+    of 32 with qkv bias, dense layers; its MTP layer agrees with it
+    (`_with_agreeing_mtp`, MiMo's `model.mtp_layers.0.*` names); SGLang drafts
+    with `MiMoMTP`."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(**_COMMON, num_attention_heads=4, num_key_value_heads=2)
+    extra = {"architectures": ["MiMoForCausalLM"], "num_nextn_predict_layers": 1}
+    return _with_agreeing_mtp(Qwen2ForCausalLM(config), out, smollm2, quiet_first_layer, extra)

@@ -5,9 +5,10 @@ otherwise device-agnostic. Each hook below is an AROUND hook through SGLang's
 HookRegistry that changes behaviour only when the tensors involved live on the
 CPU; on a GPU every call runs SGLang's code untouched.
 
-- `DeepseekV2ForCausalLM.set_embed_and_head` (the MTP draft shares the target's
-  embedding and lm_head) ends with `torch.cuda.empty_cache(); torch.cuda.synchronize()`,
-  which raise without an NVIDIA driver.
+- `set_embed_and_head` of the MTP families' draft classes (DeepseekV2ForCausalLM,
+  Glm4MoeForCausalLM, MiMoForCausalLM: the draft shares the target's embedding and
+  lm_head) ends with `torch.cuda.empty_cache(); torch.cuda.synchronize()`, which
+  raise without an NVIDIA driver.
 - `build_tree_kernel_efficient_func` / `verify_tree_greedy_func` (EAGLE tree
   construction and greedy verification) reach sgl-kernel CUDA/CPU builds or refuse
   out-of-tree platforms; SGLang ships Triton versions of both (its XPU path), which
@@ -28,6 +29,11 @@ CPU; on a GPU every call runs SGLang's code untouched.
 from __future__ import annotations
 
 SET_EMBED_AND_HEAD = "sglang.srt.models.deepseek_v2.DeepseekV2ForCausalLM.set_embed_and_head"
+# The same method, same body, in the other MTP families' classes
+SET_EMBED_AND_HEAD_ALSO = (
+    "sglang.srt.models.glm4_moe.Glm4MoeForCausalLM.set_embed_and_head",
+    "sglang.srt.models.mimo.MiMoForCausalLM.set_embed_and_head",
+)
 _SPEC_TREE = "sglang.kernels.ops.speculative.spec_tree"
 BUILD_TREE = f"{_SPEC_TREE}.build_tree_kernel_efficient_func"
 VERIFY_GREEDY = f"{_SPEC_TREE}.verify_tree_greedy_func"
@@ -35,6 +41,7 @@ USES_GREEDY = "sglang.srt.speculative.eagle_utils._verify_uses_greedy"
 TARGETS = {
     USES_GREEDY: ("is_all_greedy", "is_cpu", "is_hip", "is_xpu", "use_rejection_sampling"),
     SET_EMBED_AND_HEAD: ("self", "embed", "head"),
+    **dict.fromkeys(SET_EMBED_AND_HEAD_ALSO, ("self", "embed", "head")),
     BUILD_TREE: (
         "parent_list",
         "top_scores_index",
@@ -128,6 +135,7 @@ def register() -> None:
         __name__,
         {
             SET_EMBED_AND_HEAD: _set_embed_and_head,
+            **dict.fromkeys(SET_EMBED_AND_HEAD_ALSO, _set_embed_and_head),
             BUILD_TREE: _build_tree,
             VERIFY_GREEDY: _verify_greedy,
             USES_GREEDY: _verify_uses_greedy,

@@ -48,6 +48,8 @@ DENSE_ENV = "SGLANG_AMD_MXFP4_DENSE"
 # Online dense quantization keeps these in float: routers (quantizing them moves
 # expert choices) and the output head. Matched on the layer name's last part.
 _DENSE_KEEP_FLOAT = ("gate", "lm_head")
+# What SGLang's NextN draft models (deepseek_nextn, glm4_moe_nextn) call their MTP layer.
+_NEXTN_LAYER = "model.decoder"
 # Linears SGLang fuses that checkpoints store (and Quark excludes) per shard. Models
 # declare only some of theirs (DeepSeek: fused_qkv_a only, not its MLPs' gate_up);
 # SGLang adds these for its own "quark" method, which is what lets an export keep
@@ -153,6 +155,9 @@ class AmdMxfp4Config(QuantizationConfig):
         self.rounding = rounding or _scale_rounding()
         # Online only: also quantize dense linears (SGLANG_AMD_MXFP4_DENSE=1).
         self.dense = layout is None and (_dense_requested() if dense is None else dense)
+        # The checkpoint name of an MTP (NextN) layer, "model.layers.{num_hidden_layers}",
+        # when the model declares one; see _excluded.
+        self.nextn_layer: str | None = None
 
     def get_name(self) -> str:
         return QUANTIZATION
@@ -172,6 +177,9 @@ class AmdMxfp4Config(QuantizationConfig):
     def from_config(cls, config: dict[str, Any]) -> AmdMxfp4Config:
         out = cls(parse_quark_mxfp4(config))
         out.packed_modules_mapping = dict(config.get("packed_modules_mapping") or {})
+        hf_config = config.get("hf_config")  # SGLang passes the model's config here
+        if int(getattr(hf_config, "num_nextn_predict_layers", 0) or 0) > 0:
+            out.nextn_layer = f"model.layers.{hf_config.num_hidden_layers}"
         return out
 
     @classmethod
@@ -199,10 +207,20 @@ class AmdMxfp4Config(QuantizationConfig):
         )
 
     def _excluded(self, prefix: str) -> bool:
+        """Is the layer `prefix` kept float by the export's exclude list? SGLang's NextN
+        drafts (DeepSeek, GLM-4.5 MoE) name the MTP layer "model.decoder" while exports
+        list it by its checkpoint name "model.layers.{N}" (a bf16 MTP layer beside MXFP4
+        experts): both are matched, so that layer loads float instead of as MXFP4."""
         from sglang.srt.layers.quantization.quark.utils import should_ignore_layer
 
         fused = {**_CHECKPOINT_FUSIONS, **(self.packed_modules_mapping or {})}
-        return should_ignore_layer(prefix, ignore=self.layout.exclude, fused_mapping=fused)
+        names = [prefix]
+        if self.nextn_layer and prefix.startswith(_NEXTN_LAYER + "."):
+            names.append(self.nextn_layer + prefix[len(_NEXTN_LAYER) :])
+        return any(
+            should_ignore_layer(name, ignore=self.layout.exclude, fused_mapping=fused)
+            for name in names
+        )
 
     def get_quant_method(self, layer: torch.nn.Module, prefix: str) -> QuantizeMethodBase | None:
         from sglang.srt.layers.linear import LinearBase
