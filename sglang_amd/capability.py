@@ -43,8 +43,8 @@ NOT_YET: tuple[str, ...] = (
     "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) on a GPU (served on the CPU platform; refused"
     " at start on a GPU, where SGLang's indexer has no forward of ours yet), tree drafts over"
     " DSA, gfx942's e4m3fnuz index-K cache",
-    "MTP: draft-head training for models without MTP layers (sglang-amd mtp train, EAGLE3),"
-    " Qwen3-Next MTP, any MTP figure on a GPU",
+    "MTP: Qwen3-Next MTP, any MTP figure on a GPU, sglang-amd mtp train beyond one CPU run"
+    " on SmolLM2 (no GPU training run; SpecForge's exact training-time-test attention)",
     "day-0 models: Qwen3-Next linear attention, gpt-oss sinks and its MXFP4 format",
     "the aiter tier: no op has an aiter implementation yet (TIER_ORDER keeps its place)",
     "quantized (fp8/fp4) KV caches under --attention-backend amd",

@@ -9,6 +9,8 @@ sglang-amd model smollm2                convert (once) and print the model path
 sglang-amd bench attention|moe          our kernels against peers (table, JSON, PNG)
 sglang-amd bench serve [-- SERVE ARGS]  the load-and-fault suite against a live server
 sglang-amd bench mtp --model M [...]     decode tokens/s with and without MTP, accept length
+sglang-amd mtp train --model M --out D --data JSONL
+                                        an EAGLE3 draft head by self-distillation
 sglang-amd eval gsm8k --base-url URL --data JSONL [--compare-url URL2]
                                         few-shot GSM8K accuracy with its interval;
                                         with two servers, whether they differ
@@ -477,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("serve", help="run sglang.launch_server with our backends", add_help=False)
     sub.add_parser("env", help="versions, device, and the tier each op will use")
+    sub.add_parser("mtp", help="mtp train: an EAGLE3 draft head (sglang-amd mtp train -h)")
     model = sub.add_parser("model", help="prepare a reference model and print its path")
     model.add_argument("name", choices=["smollm2"])
     model.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -534,6 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also compile (with --traffic: count) SGLang's Triton kernels over the matrix, "
         "reported beside ours (default: on for the full audit, off with --quick)",
     )
+    if argv[:1] == ["mtp"]:  # its own options (sglang_amd/mtp/cli.py)
+        from sglang_amd.mtp import cli as mtp_cli
+
+        return mtp_cli.main(argv[1:])
     if argv[:2] == ["bench", "mtp"]:  # its own options (sglang_amd/bench/sglang_mtp.py)
         from sglang_amd.bench import sglang_mtp as mtp
 
