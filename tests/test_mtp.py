@@ -87,7 +87,7 @@ def test_copied_head_drafts_what_the_target_says(agreeing, prompts):
     """Teacher-forced agreement of the copied head at draft steps 1-3 (SGLang then
     accepts ~2.9 tokens a pass at 3 steps: test_e2e_mtp); a random head agrees ~never."""
     _, target = agreeing
-    seqs = teacher.greedy_sequences(target, [p.ids for p in prompts[:4]], 16)
+    seqs = teacher.greedy_continuations(target, [p.ids for p in prompts[:4]], 16)
     traces = teacher.teacher_traces(target, seqs)
     head = NextNHead(target)
     with torch.no_grad():

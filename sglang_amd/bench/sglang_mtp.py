@@ -59,6 +59,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cuda, cpu (default: cuda when present)")
     p.add_argument("--dtype", default=None, help="--dtype (default: float32 on CPU, auto else)")
     p.add_argument("--page-size", type=int, default=None)
+    p.add_argument("--chat", action="store_true",
+                   help="send the prompts through the model's chat template (as chat requests)")  # fmt: skip
     p.add_argument("--out", default="bench-out")
     ns = p.parse_args(argv)
     try:
@@ -104,12 +106,19 @@ def engine_kwargs(ns: argparse.Namespace, speculative: bool) -> dict:
     return kw
 
 
-def _prompts(model: str, n: int) -> list[list[int]]:
+def _prompts(model: str, n: int, chat: bool) -> list[list[int]]:
+    """The bundled prompts (eval/data), cycled to `n`; raw text, or through the chat
+    template (what a draft trained on chat answers, e.g. by `mtp train`, expects)."""
     from transformers import AutoTokenizer
 
     from sglang_amd.eval import prompts
+    from sglang_amd.mtp.eagle3_train import prompt_ids
 
-    ids = prompts.load(None, AutoTokenizer.from_pretrained(model)).ids
+    tok = AutoTokenizer.from_pretrained(model)
+    if chat:
+        ids = [list(prompt_ids(tok, t, chat=True)) for t in prompts.bundled_texts()]
+    else:
+        ids = prompts.load(None, tok).ids
     return [ids[i % len(ids)] for i in range(n)]
 
 
@@ -120,7 +129,7 @@ def _timed(engine, ids: list[list[int]], new_tokens: int) -> tuple[float, list[d
     return time.perf_counter() - t0, outs
 
 
-def measure(kwargs: dict, batches: list[int], new_tokens: int, env: dict[str, str]):
+def measure(kwargs: dict, batches: list[int], new_tokens: int, env: dict[str, str], chat: bool):
     """Per batch: (decode tokens/s, the full outputs) from one engine."""
     import sglang as sgl
 
@@ -136,7 +145,7 @@ def measure(kwargs: dict, batches: list[int], new_tokens: int, env: dict[str, st
             else:
                 os.environ[k] = v
     try:
-        ids_all = _prompts(kwargs["model_path"], max(batches))
+        ids_all = _prompts(kwargs["model_path"], max(batches), chat)
         _timed(engine, ids_all[:1], 4)  # warm-up: first-call allocations, graph capture
         results = {}
         for b in batches:
@@ -154,15 +163,19 @@ def run(ns: argparse.Namespace) -> dict:
         from sglang_amd.flags import CPU_PLATFORM
 
         os.environ.setdefault("SGLANG_PLATFORM", CPU_PLATFORM)  # before SGLang picks one
-    base = measure(engine_kwargs(ns, False), ns.batches, ns.new_tokens, engine_env(ns, False))
-    spec = measure(engine_kwargs(ns, True), ns.batches, ns.new_tokens, engine_env(ns, True))
+    base = measure(
+        engine_kwargs(ns, False), ns.batches, ns.new_tokens, engine_env(ns, False), ns.chat
+    )
+    spec = measure(
+        engine_kwargs(ns, True), ns.batches, ns.new_tokens, engine_env(ns, True), ns.chat
+    )
     rows = []
     for b in ns.batches:
         (rate0, outs0), (rate1, outs1) = base[b], spec[b]
         acc = acceptance.from_meta(o["meta_info"] for o in outs1)
         same = sum(a["output_ids"] == s["output_ids"] for a, s in zip(outs0, outs1, strict=True))
         rows.append(Row(b, rate0, rate1, acc.accept_length, acc.accept_rate, same))
-    return {"kwargs": engine_kwargs(ns, True), "new_tokens": ns.new_tokens,
+    return {"kwargs": engine_kwargs(ns, True), "new_tokens": ns.new_tokens, "chat": ns.chat,
             "simulate_acc_len": ns.simulate_acc_len, "rows": rows}  # fmt: skip
 
 

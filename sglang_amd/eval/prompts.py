@@ -34,6 +34,13 @@ def _records(path: str | Path | None) -> tuple[str, bytes]:
     return str(path), Path(path).read_bytes()
 
 
+def bundled_texts() -> list[str]:
+    """The bundled set's prompts as text (for callers that tokenize them their own
+    way, e.g. through a chat template)."""
+    _, raw = _records(None)
+    return [json.loads(line)["prompt"] for line in raw.decode().splitlines() if line.strip()]
+
+
 def load(path: str | Path | None, tokenizer) -> PromptSet:
     source, raw = _records(path)
     labels, ids = [], []

@@ -96,6 +96,15 @@ class Eagle3Head(nn.Module):
         """[..., H] -> [..., draft_vocab]"""
         return self.lm_head(normed)
 
+    def step(self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor):  # noqa: ANN201
+        """`teacher.unrolled`'s protocol: (normed state for the logits, `out` for the
+        next step)."""
+        return self(hidden, next_ids, positions)
+
+    def target_ids(self, drafted: torch.Tensor) -> torch.Tensor:
+        """Draft-vocabulary ids -> the target's ids."""
+        return self.hot_ids[drafted]
+
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         """Weights under the names SGLang's LlamaForCausalLMEagle3 loads (SpecForge's
         layout): fc, layers.0.*, norm, lm_head, d2t (draft id -> target id - draft

@@ -19,16 +19,20 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from sglang_amd.mtp.eagle3_head import Eagle3Head, aux_layer_ids
-
-IGNORE = -100
+from sglang_amd.mtp.teacher import (
+    IGNORE,
+    Traces,
+    agreement,
+    greedy_continuations,
+    teacher_traces,
+    unrolled,
+)
 
 
 class UnsupportedTargetError(ValueError):
@@ -48,19 +52,6 @@ def check_target(target) -> None:  # noqa: ANN001  (a transformers causal LM)
             f"{target.config.num_hidden_layers} layers: EAGLE3 reads layers 1, L/2-1 and "
             "L-4, so the target needs at least 5"
         )
-
-
-@dataclass
-class Eagle3Traces:
-    """ids [N, L] (right-padded), aux [N, L, 3H], labels [N, L-1] (the target's
-    greedy token after ids[:, 1:]; IGNORE past a sequence's end)."""
-
-    ids: torch.Tensor
-    aux: torch.Tensor
-    labels: torch.Tensor
-
-    def rows(self, idx: torch.Tensor | slice) -> Eagle3Traces:
-        return Eagle3Traces(self.ids[idx], self.aux[idx], self.labels[idx])
 
 
 def prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
@@ -94,49 +85,6 @@ def read_prompts(
     return out
 
 
-@torch.no_grad()
-def greedy_continuations(target, prompts: Sequence[Sequence[int]], new_tokens: int,
-                         batch: int = 16) -> list[list[int]]:  # fmt: skip
-    """Each prompt followed by the target's greedy continuation, up to and including
-    its first end-of-sequence token (left-padded batches)."""
-    eos = target.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    out = []
-    for i in range(0, len(prompts), batch):
-        part = prompts[i : i + batch]
-        width = max(len(p) for p in part)
-        ids = torch.zeros(len(part), width, dtype=torch.long)
-        mask = torch.zeros(len(part), width, dtype=torch.long)
-        for j, p in enumerate(part):
-            ids[j, width - len(p) :] = torch.tensor(p)
-            mask[j, width - len(p) :] = 1
-        dev = target.device
-        y = target.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=new_tokens,
-                            do_sample=False, pad_token_id=0)  # fmt: skip
-        for j, p in enumerate(part):
-            new = y[j, width:].cpu().tolist()
-            stop = next((i + 1 for i, t in enumerate(new) if t in eos), len(new))
-            out.append(list(p) + new[:stop])
-    return out
-
-
-@torch.no_grad()
-def teacher_traces(target, sequences: Sequence[Sequence[int]], aux_ids: list[int]) -> Eagle3Traces:
-    n, length = len(sequences), max(len(s) for s in sequences)
-    ids = torch.zeros(n, length, dtype=torch.long)
-    valid = torch.zeros(n, length, dtype=torch.bool)
-    for i, s in enumerate(sequences):
-        ids[i, : len(s)] = torch.tensor(s)
-        valid[i, : len(s)] = True
-    ids, valid = ids.to(target.device), valid.to(target.device)
-    out = target(input_ids=ids, output_hidden_states=True)
-    # hidden_states[j] is the input of layer j: SGLang captures layer id + 1's input
-    aux = torch.cat([out.hidden_states[j + 1] for j in aux_ids], dim=-1)
-    greedy = out.logits.argmax(-1)
-    labels = torch.where(valid[:, 1:], greedy[:, 1:], torch.full_like(greedy[:, 1:], IGNORE))
-    return Eagle3Traces(ids=ids, aux=aux, labels=labels)
-
-
 def hot_token_ids(labels: torch.Tensor, vocab: int, size: int) -> torch.Tensor:
     """The draft vocabulary: the labels' tokens by frequency, then the lowest ids
     (BPE's earliest merges, the commonest pieces), `size` in all, sorted."""
@@ -157,20 +105,7 @@ def _draft_labels(head: Eagle3Head, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(labels == IGNORE, labels, index[labels.clamp(min=0)])
 
 
-def _unrolled(head: Eagle3Head, tr: Eagle3Traces, steps: int):
-    """Yield (step k, draft logits [B, T-k, Vd], target labels [B, T-k]) for steps
-    0..steps-1: step k+1 sees the same next tokens with step k's `out`, one
-    position earlier, as its hidden input (SGLang's chained draft)."""
-    nxt = tr.ids[:, 1:]
-    pos = torch.arange(nxt.shape[1], device=nxt.device).expand_as(nxt)
-    hidden = tr.aux[:, :-1]
-    for k in range(steps):
-        normed, out = head(hidden, nxt, pos)
-        yield k, head.logits(normed[:, k:]), tr.labels[:, k:]
-        hidden = torch.cat([out[:, :1], out[:, :-1]], dim=1)
-
-
-def train(head: Eagle3Head, tr: Eagle3Traces, *, steps: int = 300, batch: int = 8,
+def train(head: Eagle3Head, tr: Traces, *, steps: int = 300, batch: int = 8,
           lr: float = 1e-3, ttt_steps: int = 3, seed: int = 0, progress: bool = True) -> dict:  # fmt: skip
     """AdamW on the head (the lm_head rows stay the target's); loss weights 0.8^k
     over the unrolled draft steps, as EAGLE3 trains."""
@@ -191,7 +126,7 @@ def train(head: Eagle3Head, tr: Eagle3Traces, *, steps: int = 300, batch: int = 
         rows = tr.rows(torch.randint(0, tr.ids.shape[0], (batch,), generator=gen).to(tr.ids.device))
         labels_d = _draft_labels(head, rows.labels)
         loss = torch.zeros((), device=labels_d.device)
-        for k, logits, _ in _unrolled(head, rows, ttt_steps):
+        for k, logits, _ in unrolled(head, rows, ttt_steps):
             lab = labels_d[:, k:]
             if (lab != IGNORE).any():
                 ce = F.cross_entropy(logits.flatten(0, 1), lab.flatten(), ignore_index=IGNORE)
@@ -206,19 +141,6 @@ def train(head: Eagle3Head, tr: Eagle3Traces, *, steps: int = 300, batch: int = 
     head.eval()
     return {"steps": steps, "batch": batch, "lr": lr, "ttt_steps": ttt_steps,
             "seconds": time.monotonic() - t0, "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
-
-
-@torch.no_grad()
-def agreement(head: Eagle3Head, tr: Eagle3Traces, steps: int = 3) -> list[float]:
-    """Per draft step, teacher-forced: the share of positions whose drafted token
-    (through the draft vocabulary) is the target's greedy one."""
-    head.eval()
-    rates = []
-    for _, logits, labels in _unrolled(head, tr, steps):
-        drafted = head.hot_ids[logits.argmax(-1)]
-        mask = labels != IGNORE
-        rates.append(float((drafted[mask] == labels[mask]).float().mean()))
-    return rates
 
 
 def save(head: Eagle3Head, out: str | Path, target_dir: str | Path, aux_ids: list[int],
@@ -271,6 +193,7 @@ def run(model_dir: str | Path, out: str | Path, data: str | Path, *, new_tokens:
     figures |= {"data_seconds": data_s, "prompts": len(prompts), "held_out": held_out, "chat": chat,
                 "positions": int((fit.labels != IGNORE).sum()), "aux_layer_ids": aux_ids,
                 "draft_vocab": len(head.hot_ids),
-                "agreement_fit": agreement(head, fit), "agreement_held_out": agreement(head, check)}  # fmt: skip
+                "agreement_fit": agreement(head, fit, 3),
+                "agreement_held_out": agreement(head, check, 3)}  # fmt: skip
     save(head, out, model_dir, aux_ids, figures)
     return figures

@@ -150,6 +150,15 @@ class NextNHead(nn.Module):
     def logits(self, draft_hidden: torch.Tensor) -> torch.Tensor:
         return self.target.lm_head(draft_hidden)
 
+    def step(self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor):  # noqa: ANN201
+        """`teacher.unrolled`'s protocol: (state for the logits, state for the next
+        step); a NextN head feeds its normed output back."""
+        out = self(hidden, next_ids, positions)
+        return out, out
+
+    def target_ids(self, drafted: torch.Tensor) -> torch.Tensor:
+        return drafted  # the target's own vocabulary
+
     def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
         """The module's weights under the names SGLang's loaders read (`MtpLayout`;
         experts one by one as in the original checkpoints); embed and head stay the
