@@ -128,6 +128,7 @@ def test_bench_mtp_refuses_bad_options_naming_them(capsys):
     assert ns.draft_tokens == 3 and ns.batches == [1, 4, 16]
     spec = mtp.engine_kwargs(ns, True)
     assert spec["speculative_num_draft_tokens"] == 3 and spec["dtype"] == "float32"
+    assert spec["disable_radix_cache"]  # else the N-token run skips the prefill the 1-token run paid
     assert "speculative_algorithm" not in mtp.engine_kwargs(ns, False)
     # the CPU platform: our torch tier for both; the interpreter and the simulated
     # acceptance only for the speculative engine

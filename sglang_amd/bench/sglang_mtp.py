@@ -4,8 +4,8 @@ Where it sits: a user's figure for speculative decoding through our backends.
 One SGLang Engine at a time in this process: the target alone, then the target
 with `--speculative-algorithm` (NEXTN by default: the model's own MTP layer), each
 at batch 1, 4 and 16 by default. Decode rate = the extra time of N new tokens
-over 1 new token, per batch (prefill cancels out), after a warm-up; greedy,
-`ignore_eos`, the bundled prompts (`eval/data`). The speculative run's accept
+over 1 new token, per batch (prefill cancels out: the radix cache is off), after
+a warm-up; greedy, `ignore_eos`, the bundled prompts (`eval/data`). The speculative run's accept
 length is SGLang's own per-request figure summed (`mtp/acceptance.py`).
 `--simulate-acc-len X` sets SGLang's `SGLANG_SIMULATE_ACC_LEN` for the
 speculative engine: a fixed acceptance, for timing the draft/verify machinery
@@ -93,8 +93,10 @@ def engine_env(ns: argparse.Namespace, speculative: bool) -> dict[str, str]:
 
 def engine_kwargs(ns: argparse.Namespace, speculative: bool) -> dict:
     device = _device(ns)
+    # no radix cache: the N-token request must prefill as the 1-token one did, or the
+    # difference would credit decode with a prefill it never paid
     kw = dict(model_path=ns.model, device=device, attention_backend="amd", random_seed=0,
-              log_level="error", disable_overlap_schedule=True,
+              log_level="error", disable_overlap_schedule=True, disable_radix_cache=True,
               dtype=ns.dtype or ("float32" if device == "cpu" else "auto"))  # fmt: skip
     if ns.page_size:
         kw["page_size"] = ns.page_size
