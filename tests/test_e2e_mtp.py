@@ -154,3 +154,13 @@ def test_quark_mxfp4_export_with_a_bf16_mtp_layer(
                   page_size=16, quantization="amd_mxfp4", moe_runner_backend="amd")  # fmt: skip
     acc = _check(outs, want, "NEXTN 3 steps on a Quark MXFP4 export, bf16 MTP layer")
     assert acc.accept_length >= 2.0, acc.line()
+
+
+@pytest.mark.full  # make test keeps the tree on MLA (above)
+@pytest.mark.parametrize("family", ["glm4_moe", "mimo"])
+def test_tree_drafts_on_the_gqa_families(engines, families, bundled_ids, family):
+    """Top-k 2 tree drafts through our GQA verify path (page size 1, as SGLang needs)."""
+    want = families.greedy(family, bundled_ids)
+    outs = _serve(engines, families.path(family), bundled_ids, steps=3, topk=2, draft_tokens=6)
+    acc = _check(outs, want, f"{family} NEXTN 3 steps, top-k 2, 6 draft tokens")
+    assert acc.accept_length >= 2.0, acc.line()
