@@ -26,6 +26,7 @@ import os
 import pytest
 
 from sglang_amd import trace
+from sglang_amd.mtp import acceptance
 from tests.oracle import HFOracle
 from tests.tiny_models import tiny_deepseek_v3
 
@@ -55,16 +56,14 @@ def _generate_all(engine, prompts):
     return outs
 
 
-def _check_against_hf(outs, oracle: HFOracle, prompts) -> tuple[int, int]:
+def _check_against_hf(outs, oracle: HFOracle, prompts) -> acceptance.Acceptance:
     mismatched = [
         i
         for i, (p, o) in enumerate(zip(prompts, outs, strict=True))
         if o["output_ids"] != oracle.greedy(p.ids, NEW_TOKENS)
     ]
     assert not mismatched, f"speculative greedy output differs from HF fp32 on {mismatched}"
-    tokens = sum(o["meta_info"]["completion_tokens"] for o in outs)
-    verifies = sum(o["meta_info"]["spec_verify_ct"] for o in outs)
-    return tokens, verifies
+    return acceptance.from_meta(o["meta_info"] for o in outs)
 
 
 @pytest.mark.parametrize(
@@ -91,10 +90,10 @@ def test_self_drafting_matches_hf_and_accepts(
         speculative_eagle_topk=topk,
         speculative_num_draft_tokens=draft_tokens,
     )
-    tokens, verifies = _check_against_hf(_generate_all(engine, prompts), hf_oracle, prompts)
-    print(f"{topk=}: {tokens} tokens in {verifies} verify passes")
+    acc = _check_against_hf(_generate_all(engine, prompts), hf_oracle, prompts)
+    print(f"{topk=}: {acc.line()}")
     # The draft is the target: at most STEPS + 1 tokens per pass, nearly always reached.
-    assert tokens / verifies >= 2.5
+    assert acc.accept_length >= 2.5
     assert {"target_verify", "draft_extend", "draft_decode"} <= _spec_events(engines)
 
 
@@ -122,9 +121,9 @@ def _nextn_engine(engines, path, env, topk, draft_tokens):
 def test_nextn_on_mla_matches_hf(engines, nextn_model, prompts):
     engine = _nextn_engine(engines, nextn_model, SPEC_ENV, 1, STEPS + 1)
     outs = _generate_all(engine, prompts)
-    tokens, verifies = _check_against_hf(outs, HFOracle(nextn_model), prompts)
-    print(f"NEXTN (random MTP layer): {tokens} tokens in {verifies} verify passes")
-    assert verifies > 0
+    acc = _check_against_hf(outs, HFOracle(nextn_model), prompts)
+    print(f"NEXTN (random MTP layer): {acc.line()}")
+    assert acc.verify_passes > 0
 
 
 def test_triton_tiers_serve_tree_drafts_on_mla(engines, nextn_model, prompts):

@@ -27,20 +27,28 @@ _COMMON = dict(
 
 
 @torch.no_grad()
-def _save_random(model: torch.nn.Module, out: Path, smollm2: str) -> Path:
-    """Larger-than-default init (so routing and logits are not flat), saved bf16 with
-    SmolLM2's tokenizer: the folder both HF (the oracle) and SGLang load."""
-    from transformers import AutoTokenizer
-
+def _random_init(model: torch.nn.Module) -> None:
+    """Larger-than-default init, so routing and logits are not flat."""
     for p in model.parameters():
         if p.dim() > 1:
             p.normal_(0.0, 0.08)
     for name, buf in model.named_buffers():
         if name.endswith("e_score_correction_bias"):
             buf.normal_(0.0, 0.05)
+
+
+def _save(model: torch.nn.Module, out: Path, smollm2: str) -> Path:
+    """Saved bf16 with SmolLM2's tokenizer: the folder both HF (the oracle) and SGLang load."""
+    from transformers import AutoTokenizer
+
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     AutoTokenizer.from_pretrained(smollm2).save_pretrained(out)
     return out
+
+
+def _save_random(model: torch.nn.Module, out: Path, smollm2: str) -> Path:
+    _random_init(model)
+    return _save(model, out, smollm2)
 
 
 def tiny_qwen3_moe(out: Path, smollm2: str, seed: int = 0) -> Path:
@@ -265,14 +273,14 @@ def _with_agreeing_mtp(
     from sglang_amd.mtp.checkpoint import write_into_checkpoint
     from sglang_amd.mtp.nextn_head import NextNHead
 
-    _save_random(model, out, smollm2)  # the random init; saved again below
-    model.to(torch.float32)
+    _random_init(model)
+    model.to(torch.bfloat16).to(torch.float32)  # scale the values the checkpoint stores
     e = model.model.embed_tokens.weight
     e.div_(e.pow(2).mean(-1, keepdim=True).sqrt())
     first = model.model.layers[0]
     first.self_attn.o_proj.weight.mul_(quiet_first_layer)
     first.mlp.down_proj.weight.mul_(quiet_first_layer)
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    _save(model, out, smollm2)
     if config_extra:
         path = out / "config.json"
         path.write_text(json.dumps({**json.loads(path.read_text()), **config_extra}, indent=2))

@@ -90,8 +90,8 @@ def hot_token_ids(labels: torch.Tensor, vocab: int, size: int) -> torch.Tensor:
     (BPE's earliest merges, the commonest pieces), `size` in all, sorted."""
     seen = labels[labels != IGNORE]
     counts = torch.bincount(seen, minlength=vocab)
-    ranked = [int(t) for t in torch.argsort(counts, descending=True, stable=True) if counts[t] > 0]
-    chosen = ranked[:size]
+    order = torch.argsort(counts, descending=True, stable=True)
+    chosen = order[counts[order] > 0][:size].tolist()
     rest = torch.ones(vocab, dtype=torch.bool)
     rest[chosen] = False
     chosen += torch.nonzero(rest).flatten()[: size - len(chosen)].tolist()

@@ -163,8 +163,7 @@ class NextNHead(nn.Module):
         """The module's weights under the names SGLang's loaders read (`MtpLayout`;
         experts one by one as in the original checkpoints); embed and head stay the
         target's."""
-        lay = self.layout
-        p = lay.prefix.format(n=self.layer_index)
+        lay, p = self.layout, self.checkpoint_prefix
         out = {
             f"{p}{lay.enorm}.weight": self.enorm.weight,
             f"{p}{lay.hnorm}.weight": self.hnorm.weight,
