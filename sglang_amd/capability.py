@@ -32,6 +32,8 @@ BUILTIN: tuple[str, ...] = (
     "sglang_amd.quant.capability",
     "sglang_amd.serving.capability",
     "sglang_amd.ep.capability",
+    "sglang_amd.models.capability",
+    "sglang_amd.linear_attention.capability",
 )
 
 TierOf = Callable[[str], str]
@@ -43,9 +45,13 @@ NOT_YET: tuple[str, ...] = (
     "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) on a GPU (served on the CPU platform; refused"
     " at start on a GPU, where SGLang's indexer has no forward of ours yet), tree drafts over"
     " DSA, gfx942's e4m3fnuz index-K cache",
-    "MTP: Qwen3-Next MTP, any MTP figure on a GPU, sglang-amd mtp train beyond one CPU run"
-    " on SmolLM2 (no GPU training run; SpecForge's exact training-time-test attention)",
-    "day-0 models: Qwen3-Next linear attention, gpt-oss sinks and its MXFP4 format",
+    "MTP: any MTP figure on a GPU, sglang-amd mtp train beyond one CPU run on SmolLM2 (no"
+    " GPU training run; SpecForge's exact training-time-test attention)",
+    "day-0 models: Qwen3.5, Kimi-K2.5, DeepSeek-V4 and GLM-5 (refused at start:"
+    " models/coverage.py says what each misses); a Triton or aiter tier of Qwen3-Next's Gated"
+    " DeltaNet (SGLang's own fla kernels serve it on GPUs; ours is the CPU platform's torch"
+    " tier); SGLang's separate sliding-window KV pool (gpt-oss gets one full pool under"
+    " --attention-backend amd); any day-0 model figure on a GPU",
     "the aiter tier: no op has an aiter implementation yet (TIER_ORDER keeps its place)",
     "quantized (fp8/fp4) KV caches under --attention-backend amd",
     "any AMD GPU measurement: our Triton kernels have run and been timed on one NVIDIA H200"

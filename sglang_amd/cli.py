@@ -186,7 +186,7 @@ def env_report() -> str:
     lines += ["", "capabilities (flags -> ops)"]
     for cap in capabilities():
         flags = ", ".join(cap.flags) or "(always on)"
-        ops = ", ".join(cap.ops) or "request checks"
+        ops = ", ".join(cap.ops) or "no tiered op"
         lines.append(f"  {cap.name:<10} {flags} -> {ops}")
     for cap in capabilities():
         if cap.env_lines is not None:

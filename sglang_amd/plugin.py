@@ -58,35 +58,59 @@ def _validate_flags(server_args: Any, previous) -> None:
 
 
 def _around_model_hooks(server_args: Any, previous) -> None:
-    """Resolution-hook wrapper around SGLang's per-model step, for our attention backend:
-    the refusals that step would otherwise preempt
-    (`attention.support.refusals_before_model_hooks`); for a DSA model, the step run
-    where no CUDA device exists (`patches.cpu_dsa_resolution`) and the KV-cache
-    dtype it imposes for its own DSA kernels given back to the user's choice."""
+    """Resolution-hook wrapper around SGLang's per-model step, when any flag of ours
+    is in use: first the refusals that step would otherwise preempt (an
+    architecture our backends do not serve yet, `models.coverage`; for our
+    attention backend `attention.support.refusals_before_model_hooks`); then,
+    under our attention backend, for a DSA model the step run where no CUDA device
+    exists (`patches.cpu_dsa_resolution`) and the KV-cache dtype it imposes for its
+    own DSA kernels given back to the user's choice, and for gpt-oss the step's
+    closed list of attention backends with ours on it
+    (`patches.gpt_oss_backend_check`); under `--quantization amd_mxfp4`, the
+    --dtype SGLang replaces with bfloat16 for a gpt-oss mxfp4 checkpoint given
+    back when ours serve it (`quant.support.gpt_oss_dtype`)."""
     from sglang.srt.arg_groups.model_override_base import model_config_of
 
     from sglang_amd.attention import support
     from sglang_amd.flags import UnsupportedConfigError
+    from sglang_amd.models.capability import CAPABILITY as MODELS
 
-    if not support.backend_flags_using_amd(server_args):
+    if not MODELS.used(server_args):
         previous(server_args)
         return
     model_config = model_config_of(server_args)
-    reasons = support.refusals_before_model_hooks(server_args, model_config)
+    reasons = MODELS.problems(server_args, model_config)
+    reasons += support.refusals_before_model_hooks(server_args, model_config)
     if reasons:
         raise UnsupportedConfigError("sglang-amd: " + "; ".join(reasons))
-    if not support.is_dsa_model(model_config):
-        previous(server_args)
-        return
     from sglang.srt.arg_groups.overrides import declare_resolution, resolved_view
 
-    from sglang_amd.patches.cpu_dsa_resolution import no_cuda_capability
+    from sglang_amd.patches import cpu_dsa_resolution, gpt_oss_backend_check
 
-    with no_cuda_capability():
+    amd_attention = bool(support.backend_flags_using_amd(server_args))
+    dsa = amd_attention and support.is_dsa_model(model_config)
+    if dsa:
+        with cpu_dsa_resolution.no_cuda_capability():
+            previous(server_args)
+    elif amd_attention and gpt_oss_backend_check.applies(model_config):
+        with gpt_oss_backend_check.amd_listed():
+            previous(server_args)
+    else:
         previous(server_args)
-    kv = support.dsa_kv_cache_dtype(server_args, resolved_view(server_args).kv_cache_dtype)
-    if kv is not None:
-        declare_resolution(server_args, RESOLUTION_NAME, kv_cache_dtype=kv)
+    declared = {}
+    if dsa:
+        kv = support.dsa_kv_cache_dtype(server_args, resolved_view(server_args).kv_cache_dtype)
+        if kv is not None:
+            declared["kv_cache_dtype"] = kv
+    from sglang_amd.quant.support import gpt_oss_dtype
+
+    dtype, problems = gpt_oss_dtype(server_args, getattr(model_config, "hf_config", None))
+    if problems:
+        raise UnsupportedConfigError("sglang-amd: " + "; ".join(problems))
+    if dtype is not None:
+        declared["dtype"] = dtype
+    if declared:
+        declare_resolution(server_args, RESOLUTION_NAME, **declared)
 
 
 def register() -> None:

@@ -156,6 +156,9 @@ _DSA = "sglang_amd.attention.dsa"
 _MOE = "sglang_amd.moe.experts"
 _LINEAR = "sglang_amd.quant.mxfp4_linear"
 _MXFP4 = "sglang_amd.quant.mxfp4"
+# Gated DeltaNet (Qwen3-Next's linear attention): torch tier only; no Triton tier yet
+# (on GPUs SGLang's own fla kernels serve these layers).
+_GDN = "sglang_amd.linear_attention.gdn"
 
 OPS: dict[str, OpSpec] = {
     spec.name: spec
@@ -227,6 +230,54 @@ OPS: dict[str, OpSpec] = {
                 Impl(Tier.TRITON, "sglang_amd.quant.mxfp4_triton:quantize_mxfp4_triton"),
                 Impl(Tier.TORCH, f"{_MXFP4}:quantize_mxfp4"),
             ),
+        ),
+        OpSpec(
+            "linear_attention.gdn_chunked",
+            "Gated DeltaNet, chunked form (extend, prefill) over the state pool",
+            (Impl(Tier.TORCH, f"{_GDN}:gdn_chunked_torch"),),
+            trace_event="forward_gdn_chunked",
+        ),
+        OpSpec(
+            "linear_attention.gdn_recurrent",
+            "Gated DeltaNet, recurrent form (decode, verify) over the state pool",
+            (Impl(Tier.TORCH, f"{_GDN}:gdn_recurrent_torch"),),
+            trace_event="forward_gdn_recurrent",
+        ),
+        OpSpec(
+            "linear_attention.gating",
+            "Gated DeltaNet decay and write strength from the a/b projections",
+            (Impl(Tier.TORCH, f"{_GDN}:gating_torch"),),
+        ),
+        OpSpec(
+            "linear_attention.conv1d",
+            "causal depthwise conv over a varlen batch, from each slot's window",
+            (Impl(Tier.TORCH, f"{_GDN}:conv1d_torch"),),
+            trace_event="forward_gdn_conv1d",
+        ),
+        OpSpec(
+            "linear_attention.conv1d_update",
+            "causal depthwise conv for a few new tokens a sequence, window updated",
+            (Impl(Tier.TORCH, f"{_GDN}:conv1d_update_torch"),),
+        ),
+        OpSpec(
+            "linear_attention.gated_rmsnorm",
+            "RMSNorm times an activated gate (each GDN head's output norm)",
+            (Impl(Tier.TORCH, f"{_GDN}:gated_rmsnorm_torch"),),
+        ),
+        OpSpec(
+            "linear_attention.split_qkvzba",
+            "Qwen3-Next's interleaved qkvz/ba projections into conv input and gates",
+            (Impl(Tier.TORCH, f"{_GDN}:split_qkvzba_torch"),),
+        ),
+        OpSpec(
+            "linear_attention.copy_slots",
+            "copy state-pool slots (the radix cache's state snapshots)",
+            (Impl(Tier.TORCH, f"{_GDN}:copy_state_slots_torch"),),
+        ),
+        OpSpec(
+            "linear_attention.commit_steps",
+            "keep each request's state at its last accepted draft (speculative verify)",
+            (Impl(Tier.TORCH, f"{_GDN}:commit_steps_torch"),),
         ),
     )
 }

@@ -1,7 +1,7 @@
 """What `AmdAttnBackend` does with inputs beyond plain causal attention.
 
 Bidirectional decoder layers (EmbeddingGemma, HRM) attend both ways in extend;
-math our kernels do not compute (attention sinks, Grok's query temperature,
+math our kernels do not compute (a score_mod, Grok's query temperature,
 non-tanh capping, a returned LSE) is an error naming the flag, never a silently
 different result; the verify width and the page size come from the runner's
 resolved values, not from the flags as typed; the scheduler is told our kernels
@@ -113,7 +113,7 @@ def test_bidirectional_decoder_layers_attend_both_ways():
 @pytest.mark.parametrize(
     "kw,needle",
     [
-        ({"sinks": torch.zeros(HEADS[0])}, "sinks"),
+        ({"sinks": torch.zeros(HEADS[1])}, "sinks of shape"),
         ({"score_mod": lambda s, *a: s}, "score_mod"),
         ({"return_lse": True}, "log-sum-exp"),
     ],
@@ -127,6 +127,35 @@ def test_call_inputs_we_do_not_compute_are_errors(kw, needle):
         backend.forward_extend(q, k, k.clone(), _layer(), batch, **kw)
     # The same call without them (a model passing sinks=None) is served.
     backend.forward_extend(q, k, k.clone(), _layer(), batch, sinks=None, return_lse=False)
+
+
+def test_sinks_are_served_in_extend_and_decode():
+    """gpt-oss passes its per-head sink logits (bf16) with every call: they reach
+    the kernels (the output is the sink-aware reference, not the plain one)."""
+    from sglang_amd.attention.reference import paged_attention_reference
+
+    backend = _backend()
+    lens = [5, 3]
+    batch = _extend_batch(backend, lens)
+    backend.init_forward_metadata(batch)
+    t = sum(lens)
+    q, k, v = (
+        torch.randn(t, HEADS[0], DIM),
+        torch.randn(t, HEADS[1], DIM),
+        torch.randn(t, HEADS[1], DIM),
+    )
+    sinks = (torch.randn(HEADS[0]) * 3).to(torch.bfloat16)
+    out = backend.forward_extend(q.reshape(t, -1), k, v, _layer(), batch, sinks=sinks)
+    meta = backend.forward_metadata
+    pool = backend.token_to_kv_pool
+    args = (
+        q, pool.get_key_buffer(0), pool.get_value_buffer(0), backend.req_to_token_pool.req_to_token,
+        meta.rows_cpu(), meta.kv_lens_cpu, meta.qo_lens_cpu,
+    )  # fmt: skip
+    want = paged_attention_reference(*args, scale=_layer().scaling, sinks=sinks)
+    torch.testing.assert_close(out.view(t, HEADS[0], DIM), want, atol=1e-5, rtol=1e-5)
+    plain = paged_attention_reference(*args, scale=_layer().scaling)
+    assert (out.view(t, HEADS[0], DIM) - plain).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize(

@@ -55,15 +55,16 @@ def dummy():
     capability.remove_capability(DUMMY.name)
 
 
-def test_builtins_are_attention_moe_quant_serving():
+def test_builtins_are_attention_moe_quant_serving_ep_models():
     names = [c.name for c in capability.capabilities()]
-    assert names == ["attention", "moe", "quant", "serving", "ep"]
+    assert names == ["attention", "moe", "quant", "serving", "ep", "models", "linear_attention"]
     for cap in capability.capabilities():
         assert cap.registration.count(":") == 1
-        # Every family but serving (always on: request checks) owns flags; all but
-        # serving and ep (its transport is chosen in ep/support.py) own tiered ops.
-        assert bool(cap.flags) == (cap.name != "serving"), cap.name
-        assert bool(cap.ops) == (cap.name not in ("serving", "ep")), cap.name
+        # Every family but serving (always on: request checks) and models (on with
+        # any of ours: coverage) owns flags; all but those and ep (its transport is
+        # chosen in ep/support.py) own tiered ops.
+        assert bool(cap.flags) == (cap.name not in ("serving", "models")), cap.name
+        assert bool(cap.ops) == (cap.name not in ("serving", "ep", "models")), cap.name
 
 
 def test_inactive_capabilities_are_asked_nothing(dummy):
@@ -89,7 +90,9 @@ def test_env_reports_the_dummy(dummy):
     from sglang_amd import cli
 
     lines = cli.graph_report("cuda", {"attention.decode": "triton"} | _all_triton())
-    assert any("--dummy-flag on" in line and "off: the dummy reads the host" in line for line in lines)
+    assert any(
+        "--dummy-flag on" in line and "off: the dummy reads the host" in line for line in lines
+    )
     report = cli.env_report()
     assert "dummy" in report and "--dummy-flag on -> attention.decode" in report
 

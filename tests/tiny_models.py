@@ -229,6 +229,36 @@ def tiny_deepseek_v3(
     return _save_random(DeepseekV3ForCausalLM(config), out, smollm2)
 
 
+def tiny_qwen3(out: Path, smollm2: str, seed: int = 0) -> Path:
+    """Qwen3 dense: hidden 128, 2 layers, 4 q / 2 kv heads of 32 (q/k RMSNorm in the model)."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    common = {k: v for k, v in _COMMON.items() if k != "moe_intermediate_size"}
+    config = Qwen3Config(**common, num_attention_heads=4, num_key_value_heads=2, head_dim=32)
+    return _save_random(Qwen3ForCausalLM(config), out, smollm2)
+
+
+def tiny_kimi_k2(out: Path, smollm2: str, seed: int = 0) -> Path:
+    """Kimi-K2's shape scaled down: the DeepSeek-V3 architecture (SGLang reads a
+    `kimi_k2` config as DeepSeek-V3's; saved as `deepseek_v3` so HF loads it without
+    remote code) with one expert group, top-8 of 48 routed experts (384 in the
+    real model), one shared expert, routed scaling 2.827, layer 0 dense."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    torch.manual_seed(seed)
+    kimi = {**_DEEPSEEK, "n_routed_experts": 48, "num_experts_per_tok": 8, "n_group": 1,
+            "topk_group": 1, "routed_scaling_factor": 2.827, "moe_intermediate_size": 32}  # fmt: skip
+    common = {k: v for k, v in _COMMON.items() if k != "moe_intermediate_size"}
+    config = DeepseekV3Config(**common, **kimi, first_k_dense_replace=1)
+    _sglang_deepseek_fields(config, nextn=False)
+    return _save_random(DeepseekV3ForCausalLM(config), out, smollm2)
+
+
 def tiny_deepseek_v32(
     out: Path, smollm2: str, seed: int = 0, index_topk: int = 16, nextn: bool = False
 ) -> Path:

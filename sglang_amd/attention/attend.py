@@ -33,6 +33,8 @@ class LayerMath:
     logit_cap: float = 0.0
     k_scale: float | None = None
     v_scale: float | None = None
+    # [Hq] per-head sink logits (gpt-oss), any float dtype; None: no sink.
+    sinks: torch.Tensor | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -161,6 +163,7 @@ def decode_triton(
         max_kv_len=meta.graph_max_kv_len or max(meta.kv_lens_cpu, default=0),
         sliding_window=math.sliding_window,
         logit_cap=math.logit_cap,
+        sinks=math.sinks,
         out=out,
     )
 
@@ -192,6 +195,7 @@ def extend_triton(
         custom_mask=meta.custom_mask,
         mask_draft_only=meta.mask_draft_only,
         uniform_qo=meta.uniform_qo,
+        sinks=math.sinks,
         out=out,
         plans=meta.extend_plans,
     )
@@ -221,5 +225,6 @@ def attend_torch(
         custom_mask=meta.full_mask(),
         k_scale=math.k_scale,
         v_scale=math.v_scale,
+        sinks=math.sinks,
         out=out,
     )

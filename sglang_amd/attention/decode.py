@@ -4,7 +4,7 @@ Split-KV flash decoding over SGLang's token-slot KV pool: see
 `decode_details/_split_kv.py` for the kernels and `attention/opt_flags.py`
 for the launch flags (split count, tiles) per target. Serves MHA, GQA/MQA (query heads of one KV head share each
 K/V load), MLA in absorbed form (K = [latent | rope], V aliasing the latent),
-sliding window and logit soft-cap. `unsupported_reason` says, before launch,
+sliding window, logit soft-cap and attention sinks. `unsupported_reason` says, before launch,
 when a request needs the torch tier instead. Never imports sglang.
 """
 
@@ -46,6 +46,7 @@ def paged_decode(
     max_kv_len: int | None = None,
     sliding_window: int | None = None,
     logit_cap: float = 0.0,
+    sinks: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     flags: DecodeFlags | None = None,
 ) -> torch.Tensor:
@@ -66,6 +67,8 @@ def paged_decode(
             length needs.
         sliding_window: read only keys j with (kv_len - 1) - j <= window.
         logit_cap: > 0 applies cap * tanh(s / cap) to the scores.
+        sinks: [Hq] per-head sink logits (any float dtype, read as float32): each
+            joins its head's softmax denominator, unscaled and uncapped.
         out: [B, Hq, Dv] written in place when given.
         flags: launch parameters (default: `decode_flags` for this device's target/shape).
 
@@ -85,6 +88,7 @@ def paged_decode(
     return split_kv_attention(
         q, k_cache, v_cache, req_to_token, req_pool_indices, kv_lens, None,
         length=max_kv_len, scale=scale, window=window, logit_cap=logit_cap, out=out, flags=flags,
+        sinks=sinks,
     )  # fmt: skip
 
 
@@ -103,6 +107,7 @@ def split_kv_attention(
     logit_cap: float,
     out: torch.Tensor,
     flags: DecodeFlags | None,
+    sinks: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The two launches (split-KV stage 1, merge) shared by dense and sparse decode.
 
@@ -171,9 +176,12 @@ def split_kv_attention(
         num_warps=flags.num_warps,
         num_stages=flags.num_stages,
     )
+    if sinks is not None and sinks.shape != (hq,):
+        raise ValueError(f"sinks must be [{hq}] (one per query head), got {tuple(sinks.shape)}")
     _decode_reduce_kernel[(batch, hq)](
         mid_o,
         mid_lse,
+        mid_lse if sinks is None else sinks,
         out,
         mid_o.stride(0),
         mid_o.stride(1),
@@ -185,6 +193,7 @@ def split_kv_attention(
         splits,
         D_V=d_v,
         BLOCK_S=block_s,
+        HAS_SINK=sinks is not None,
         num_warps=reduce_warps(target, block_s, d_v),
     )
     return out

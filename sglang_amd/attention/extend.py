@@ -8,7 +8,7 @@ a K/V tile is loaded once for its whole group) -- and walks its keys in BLOCK_N
 tiles up to the causal limit, so chunked
 prefill and prefix reuse cost only the tiles they touch. Serves MHA/GQA/MQA,
 QK widths of power of two (+ power of two, e.g. 192 = 128 + 64), sliding window,
-logit soft-cap and per-sequence tree masks (speculative verify).
+logit soft-cap, attention sinks and per-sequence tree masks (speculative verify).
 
 With `uniform_qo` (every sequence brings the same number of new tokens; the
 backend passes it for target verify) the launch reads no host lengths: the block table
@@ -114,6 +114,7 @@ def paged_extend(
     custom_mask: torch.Tensor | None = None,
     mask_draft_only: bool = False,
     uniform_qo: int | None = None,
+    sinks: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
     flags: ExtendFlags | None = None,
     plans: dict | None = None,
@@ -151,6 +152,8 @@ def paged_extend(
     total, hq, d_qk = q.shape
     hkv, d_v = k_cache.shape[1], v_cache.shape[2]
     d_main, d_extra = split_qk_dim(d_qk)
+    if sinks is not None and sinks.shape != (hq,):
+        raise ValueError(f"sinks must be [{hq}] (one per query head), got {tuple(sinks.shape)}")
     if out is None:
         out = q.new_empty(total, hq, d_v)
     if total == 0:
@@ -197,6 +200,7 @@ def paged_extend(
         block_start,
         mask_arg,
         mask_starts,
+        q_starts if sinks is None else sinks,
         q.stride(0),
         q.stride(1),
         k_cache.stride(0),
@@ -220,6 +224,7 @@ def paged_extend(
         HAS_WINDOW=window >= 0,
         HAS_CAP=logit_cap > 0,
         MASK_MODE=mask_mode,
+        HAS_SINK=sinks is not None,
         **dot_flags(q.dtype, v_cache.dtype),
         num_warps=flags.num_warps,
         num_stages=flags.num_stages,

@@ -2,7 +2,8 @@
 
 Serves every request shape the `amd` backend accepts (extend over a radix
 prefix, decode, GQA/MQA, MLA in absorbed form through a shared K/V buffer,
-sliding window, logit soft-cap, tree masks for speculative verify) on any device,
+sliding window, logit soft-cap, attention sinks, tree masks for speculative verify)
+on any device,
 computing in float32 whatever the storage dtype. It is what runs on CPU and what
 every faster tier is tested against. Never imports sglang.
 
@@ -72,6 +73,7 @@ def paged_attention_reference(
     custom_mask: torch.Tensor | None = None,
     k_scale: float | None = None,
     v_scale: float | None = None,
+    sinks: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of packed queries over paged K/V.
@@ -91,6 +93,9 @@ def paged_attention_reference(
         custom_mask: flat bool, the concatenation over sequences of row-major
             [qo_len, kv_len] masks (speculative tree verify); ANDed with the rest.
         k_scale, v_scale: dequantization scales of a quantized cache.
+        sinks: [Hq] learned per-head logits (gpt-oss) that join each row's softmax
+            denominator as one more key whose value is zero: the raw logit, neither
+            scaled nor capped (SGLang's and HF's definition).
         out: [T, Hq, Dv] written in place when given.
 
     Returns:
@@ -111,6 +116,11 @@ def paged_attention_reference(
     group = hq // hkv
     if out is None:
         out = q.new_empty(total_q, hq, dv)
+    sink_col = None
+    if sinks is not None:
+        if sinks.shape != (hq,):
+            raise ValueError(f"sinks must be [{hq}] (one per query head), got {tuple(sinks.shape)}")
+        sink_col = sinks.float().view(hkv, group, 1, 1)
 
     q_start = 0
     mask_start = 0
@@ -139,7 +149,12 @@ def paged_attention_reference(
             allowed = allowed & custom_mask[mask_start : mask_start + n].view(qo_len, kv_len)
             mask_start += n
         scores = scores.masked_fill(~allowed, float("-inf"))
-        probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
+        if sink_col is not None:
+            sink = sink_col.expand(hkv, group, qo_len, 1)
+            probs = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :-1]
+            probs = probs.nan_to_num_(0.0)  # a -inf sink over no key
+        else:
+            probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
         o = torch.einsum("hgqk,khd->qhgd", probs, v).reshape(qo_len, hq, dv)
         out[q_start:q_end] = o.to(out.dtype)
         q_start = q_end

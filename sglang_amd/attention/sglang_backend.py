@@ -184,9 +184,11 @@ class AmdAttnBackend(AttentionBackend):
         layer: RadixAttention,
         kv: tuple[torch.Tensor, torch.Tensor, torch.Tensor, ForwardMetadata] | None = None,
         topk: torch.Tensor | None = None,
+        sinks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention of q over the pool (or over `kv` = (k, v, token map, metadata));
-        with `topk` (DSA: the indexer's [T, K] positions) over the picked tokens only."""
+        with `topk` (DSA: the indexer's [T, K] positions) over the picked tokens only;
+        `sinks` ([Hq] per-head logits, gpt-oss) join each row's softmax denominator."""
         if kv is None:
             k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
             v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
@@ -210,6 +212,11 @@ class AmdAttnBackend(AttentionBackend):
         out = q.new_empty(q3.shape[0], layer.tp_q_head_num, layer.v_head_dim)
 
         if topk is not None:
+            if sinks is not None:
+                raise NotImplementedError(
+                    f"--attention-backend amd: layer {layer.layer_id} passed sinks to a "
+                    "DSA (top-k sparse) call; sparse attention with sinks is not served"
+                )
             self.dsa.attend(q3, k_cache, v_cache, topk, layer.scaling, out)
             return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
         math = LayerMath(
@@ -219,6 +226,7 @@ class AmdAttnBackend(AttentionBackend):
             logit_cap=cap,
             k_scale=layer.k_scale_float,
             v_scale=layer.v_scale_float,
+            sinks=sinks,
         )
         self.ops[mode](q3, k_cache, v_cache, req_to_token, meta, math, out)
         return out.view(-1, layer.tp_q_head_num * layer.v_head_dim)
@@ -228,12 +236,12 @@ class AmdAttnBackend(AttentionBackend):
     ):
         _refuse_extra_inputs(layer, kw)
         if self.use_mla and k is not None and not save_kv_cache:
-            return self._attend_new_tokens(q, k, v, layer)
+            return self._attend_new_tokens(q, k, v, layer, kw.get("sinks"))
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
-        return self._attend(q, layer, topk=self._topk(layer, kw))
+        return self._attend(q, layer, topk=self._topk(layer, kw), sinks=kw.get("sinks"))
 
-    def _attend_new_tokens(self, q, k, v, layer: RadixAttention) -> torch.Tensor:
+    def _attend_new_tokens(self, q, k, v, layer: RadixAttention, sinks=None) -> torch.Tensor:
         """MLA fresh prefill: causal attention over the decompressed K/V handed in.
 
         SGLang's DeepSeek code takes this path (`attn_mha`, save_kv_cache=False)
@@ -249,7 +257,7 @@ class AmdAttnBackend(AttentionBackend):
         new_meta, token_map = meta.new_tokens_only()
         k3 = k.reshape(k.shape[0], -1, layer.qk_head_dim)
         v3 = v.reshape(v.shape[0], -1, layer.v_head_dim)
-        return self._attend(q, layer, (k3, v3, token_map, new_meta))
+        return self._attend(q, layer, (k3, v3, token_map, new_meta), sinks=sinks)
 
     def forward_decode(
         self, q, k, v, layer: RadixAttention, forward_batch: ForwardBatch, save_kv_cache=True, **kw
@@ -257,7 +265,7 @@ class AmdAttnBackend(AttentionBackend):
         _refuse_extra_inputs(layer, kw)
         if save_kv_cache:
             self._save_kv(layer, forward_batch, k, v)
-        return self._attend(q, layer, topk=self._topk(layer, kw))
+        return self._attend(q, layer, topk=self._topk(layer, kw), sinks=kw.get("sinks"))
 
     def _topk(self, layer: RadixAttention, kw: dict) -> torch.Tensor | None:
         """The indexer's table for this call; a DSA model's absorbed call without one
@@ -402,12 +410,18 @@ def _refuse_extra_inputs(layer: RadixAttention, kw: dict) -> None:
     The start-time scan (`support.check_model_layers`) catches what the layers
     declare; these arrive only with the call.
     """
-    for name in ("sinks", "score_mod"):
-        if kw.get(name) is not None:
-            raise NotImplementedError(
-                f"--attention-backend amd does not compute attention {name} (layer "
-                f"{layer.layer_id}); serve this model with another --attention-backend"
-            )
+    if kw.get("score_mod") is not None:
+        raise NotImplementedError(
+            f"--attention-backend amd does not compute an attention score_mod (layer "
+            f"{layer.layer_id}); serve this model with another --attention-backend"
+        )
+    sinks = kw.get("sinks")
+    if sinks is not None and tuple(sinks.shape) != (layer.tp_q_head_num,):
+        raise NotImplementedError(
+            f"layer {layer.layer_id} passed sinks of shape {tuple(sinks.shape)}, but "
+            f"--attention-backend amd takes one sink logit per query head "
+            f"({layer.tp_q_head_num} on this rank)"
+        )
     if kw.get("return_lse"):
         raise NotImplementedError(
             f"--attention-backend amd does not return the log-sum-exp (layer {layer.layer_id}); "

@@ -85,7 +85,9 @@ def _model_reasons(model_config: Any, flag: str, server_args: Any) -> list[str]:
             f"{flag} {ATTENTION_BACKEND} does not serve encoder-decoder models; "
             "pick another --attention-backend for this model"
         )
-    if getattr(model_config, "is_hybrid_swa", False):
+    if getattr(model_config, "is_hybrid_swa", False) and not getattr(
+        server_args, "disable_hybrid_swa_memory", False
+    ):  # declared by attention/sglang_registration.full_pool_for_amd
         reasons.append(
             f"{flag} {ATTENTION_BACKEND} does not serve hybrid sliding-window KV pools yet; "
             "pick another --attention-backend for this model"

@@ -50,7 +50,12 @@ OURS = Source("ours", lambda arch, quick: cases(quick), lambda arch, target: fla
 
 
 def _config(c: Compiled) -> str:
-    parts = [f"{k}={v}" for k, v in c.constexprs.items() if k not in _QUIET]
+    # A jit function passed as a constexpr (the grouped GEMM's GLU) by its name.
+    parts = [
+        f"{k}={getattr(v, '__name__', v) if callable(v) else v}"
+        for k, v in c.constexprs.items()
+        if k not in _QUIET
+    ]
     parts += [f"{k}={v}" for k, v in c.options.items()]
     return " ".join(parts)
 

@@ -62,12 +62,21 @@ EXTEND_ATTENTION = (
     ("DeepSeek-V3 prefill 128 heads", 128, 128, 192, 128),
     ("DeepSeek-V3 MLA extend 16 heads", 16, 1, 576, 512),
 )
+# gpt-oss-120b attention per tp8 rank (64 q / 8 kv heads of 64): learned sinks in
+# every layer, and the sliding layers' window of 128 (SGLang's size 127).
+GPT_OSS_ATTENTION = ("gpt-oss-120b tp8 sinks", 8, 1, 64, 64)
+GPT_OSS_WINDOW = 127
 # (model, hidden, moe intermediate per rank, top-k, experts)
 MOE = (
     ("Qwen3-235B-A22B", 4096, 1536, 8, 128),
     ("DeepSeek-V3", 7168, 2048, 8, 256),
     ("gpt-oss-120b", 2880, 2880, 4, 128),
 )
+# gpt-oss as it is served: expert biases on both GEMMs, the clamped SwiGLU over
+# interleaved gate/up rows (gemm/activation.py); bf16 experts and its own MXFP4
+# checkpoint (W4A16). The MOE row above keeps its SiLU launches for comparison.
+GPT_OSS_MOE = ("gpt-oss-120b swiglu+bias", 2880, 2880, 4, 128)
+GPT_OSS_WEIGHTS = ("bf16", "mxfp4")
 DECODE_SIZES = tuple((b, ctx) for b in (1, 8, 64) for ctx in (1024, 8192, 65536))
 EXTEND_SIZES = (512, 4096)
 MOE_TOKENS = (1, 64, 512)
@@ -97,7 +106,15 @@ def flags_for(target: Target) -> Iterator[None]:
 
 
 def _decode(
-    hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: int, dtype: torch.dtype = BF16
+    hq: int,
+    hkv: int,
+    dqk: int,
+    dv: int,
+    batch: int,
+    ctx: int,
+    dtype: torch.dtype = BF16,
+    sinks: bool = False,
+    window: int | None = None,
 ) -> None:
     from sglang_amd.attention.decode import paged_decode
 
@@ -106,7 +123,10 @@ def _decode(
     v = k[..., :dv] if dv < dqk else torch.empty(_SLOTS, hkv, dv, dtype=dtype)
     r2t = torch.zeros(batch, _SLOTS, dtype=torch.int32)
     lens = torch.full((batch,), _SLOTS, dtype=torch.int32)
-    paged_decode(q, k, v, r2t, torch.arange(batch), lens, scale=0.1, max_kv_len=ctx)
+    paged_decode(
+        q, k, v, r2t, torch.arange(batch), lens, scale=0.1, max_kv_len=ctx,
+        sinks=torch.empty(hq, dtype=BF16) if sinks else None, sliding_window=window,
+    )  # fmt: skip
 
 
 def _sparse(hq: int, hkv: int, dqk: int, dv: int, rows: int) -> None:
@@ -160,7 +180,16 @@ def _topk(rows: int, width: int) -> None:
     topk_positions(scores, SPARSE_TOPK, out=out)
 
 
-def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int, dtype: torch.dtype = BF16) -> None:
+def _extend(
+    hq: int,
+    hkv: int,
+    dqk: int,
+    dv: int,
+    tokens: int,
+    dtype: torch.dtype = BF16,
+    sinks: bool = False,
+    window: int | None = None,
+) -> None:
     from sglang_amd.attention.extend import paged_extend
 
     new = 64  # query rows handed in; the tile plan does not change the kernel
@@ -170,13 +199,24 @@ def _extend(hq: int, hkv: int, dqk: int, dv: int, tokens: int, dtype: torch.dtyp
     r2t = torch.zeros(1, _SLOTS, dtype=torch.int32)
     lens = torch.tensor([new], dtype=torch.int32)
     paged_extend(
-        q, k, v, r2t, torch.arange(1), lens, lens, scale=0.1, kv_lens_cpu=[new], qo_lens_cpu=[new]
-    )
+        q, k, v, r2t, torch.arange(1), lens, lens, scale=0.1, kv_lens_cpu=[new], qo_lens_cpu=[new],
+        sinks=torch.empty(hq, dtype=BF16) if sinks else None, sliding_window=window,
+    )  # fmt: skip
 
 
-def _moe(hidden: int, inter: int, topk: int, experts: int, tokens: int, weights: str) -> None:
+def _moe(
+    hidden: int,
+    inter: int,
+    topk: int,
+    experts: int,
+    tokens: int,
+    weights: str,
+    gpt_oss: bool = False,
+) -> None:
     """One fused MoE layer: its four launches (align, gated GEMM1 with SiLU-and-mul,
-    GEMM2, top-k combine), plus the two activation quantizers with A4W4."""
+    GEMM2, top-k combine), plus the two activation quantizers with A4W4. `gpt_oss`:
+    with expert biases and gpt-oss's clamped SwiGLU over interleaved rows."""
+    from sglang_amd.gemm.activation import SILU, gpt_oss_swiglu
     from sglang_amd.moe.fused import fused_moe
     from sglang_amd.moe.weights import Mxfp4Experts
 
@@ -190,8 +230,16 @@ def _moe(hidden: int, inter: int, topk: int, experts: int, tokens: int, weights:
     def stack(*shape: int, dtype: torch.dtype) -> torch.Tensor:
         return torch.empty(1, *shape, dtype=dtype).expand(experts, *shape)
 
+    extra: dict = {"activation": SILU}
+    if gpt_oss:
+        extra = dict(
+            activation=gpt_oss_swiglu(),
+            b13=stack(2 * inter, dtype=BF16),
+            b2=stack(hidden, dtype=BF16),
+        )
     if weights == "bf16":
-        fused_moe(x, stack(2 * inter, hidden, dtype=BF16), stack(hidden, inter, dtype=BF16), w, ids)
+        w13, w2 = stack(2 * inter, hidden, dtype=BF16), stack(hidden, inter, dtype=BF16)
+        fused_moe(x, w13, w2, w, ids, **extra)
         return
     u8 = torch.uint8
     q = Mxfp4Experts(
@@ -200,7 +248,7 @@ def _moe(hidden: int, inter: int, topk: int, experts: int, tokens: int, weights:
         stack(hidden, inter // 2, dtype=u8),
         stack(hidden, inter // 32, dtype=u8),
     )
-    fused_moe(x, q, None, w, ids, act_mxfp4=weights == "a4w4")
+    fused_moe(x, q, None, w, ids, act_mxfp4=weights == "a4w4", **extra)
 
 
 def _linear(n: int, k: int, rows: int, a4w4: bool) -> None:
@@ -223,6 +271,8 @@ QUICK_MODELS = {
     "DeepSeek-V3 MLA extend 16 heads",
     "DeepSeek-V3",
     "DeepSeek-V3 o_proj",
+    "gpt-oss-120b swiglu+bias",
+    "gpt-oss-120b tp8 sinks sliding",
 }
 
 
@@ -285,6 +335,28 @@ def _all_cases(quick: bool) -> list[Case]:
             True, partial(_decode, dtype=torch.float32), partial(_extend, dtype=torch.float32)
         )
         out += [replace(c, model=f"{c.model} float32") for c in f32]
+    model, hq, hkv, dqk, dv = GPT_OSS_ATTENTION
+    for window in (None, GPT_OSS_WINDOW):
+        layer = "sliding" if window else "full"
+        sink = dict(sinks=True, window=window)
+        for b, ctx in ((8, 8192),) if quick else DECODE_SIZES:
+            out.append(
+                Case(
+                    f"{model} {layer}",
+                    "attention.decode",
+                    f"batch {b}, context {ctx}",
+                    lambda a=(hq, hkv, dqk, dv, b, ctx), kw=sink: _decode(*a, **kw),
+                )
+            )
+        for t in EXTEND_SIZES[:1] if quick else EXTEND_SIZES:
+            out.append(
+                Case(
+                    f"{model} {layer}",
+                    "attention.extend",
+                    f"{t} new tokens",
+                    lambda a=(hq, hkv, dqk, dv, t), kw=sink: _extend(*a, **kw),
+                )
+            )
     name, heads, dim = INDEXER
     for rows, width in INDEXER_SIZES[1:2] if quick else INDEXER_SIZES:
         out.append(
@@ -325,6 +397,17 @@ def _all_cases(quick: bool) -> list[Case]:
                         lambda a=(hidden, inter, topk, experts, t, weights): _moe(*a),
                     )
                 )
+    model, hidden, inter, topk, experts = GPT_OSS_MOE
+    for weights in GPT_OSS_WEIGHTS:
+        for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:
+            out.append(
+                Case(
+                    model,
+                    f"moe.fused {weights}",
+                    f"{t} tokens",
+                    lambda a=(hidden, inter, topk, experts, t, weights): _moe(*a, gpt_oss=True),
+                )
+            )
     for rows in (1, 64) if not quick else (64,):
         for a4w4 in (False, True):
             out.append(

@@ -1,7 +1,9 @@
 """Grouped GEMM over expert-aligned slots: the matmul both fused MoE and dense MXFP4 use.
 
-Where it sits: `moe/fused.py` calls it twice per MoE layer (gate_up with
-SiLU-and-mul in the epilogue, `gated`; then down with the router weights);
+Where it sits: `moe/fused.py` calls it twice per MoE layer (gate_up with its
+gated activation in the epilogue, `gated`: SiLU-and-mul or gpt-oss's clamped
+SwiGLU, `gemm/activation.py`; then down with the router weights), each with an
+optional per-expert bias;
 `quant/mxfp4_linear.py` calls it as the one-group case for dense MXFP4 linears.
 Row r of the output is slot `slots[r]`; its input row is slot // row_div.
 Kernels: `grouped_gemm_details/_grouped_gemm.py` (float weights, or MXFP4
@@ -15,9 +17,13 @@ depends on no family). Never imports sglang.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 
+from sglang_amd.gemm.activation import SILU, GatedActivation
+from sglang_amd.gemm.grouped_gemm_details._activation import gpt_oss_glu, silu_glu
 from sglang_amd.gemm.grouped_gemm_details._grouped_gemm import _grouped_gemm_kernel
 from sglang_amd.gemm.grouped_gemm_details._grouped_gemm_a4w4 import _grouped_gemm_a4w4_kernel
 from sglang_amd.gemm.opt_flags import grouped_gemm_flags
@@ -27,6 +33,46 @@ from sglang_amd.triton_utils import dot_flags
 # Left-operand formats tl.dot_scaled takes unscaled: MXFP4 weights with these
 # activations go to it; float32 activations decode in the loop instead.
 _DOT_SCALED_FORMAT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+# GatedActivation.kind -> the jit function the gated GEMM's epilogue calls.
+_GLU = {"silu": silu_glu, "gpt_oss": gpt_oss_glu}
+
+
+@dataclass(frozen=True)
+class _Epilogue:
+    """The kernels' bias and activation arguments: `bias` (W itself when there is
+    none: unused), its per-group stride, the activation's runtime scalars, and
+    the constexprs that select the code."""
+
+    bias: torch.Tensor
+    stride_be: int
+    alpha: float
+    limit: float
+    constexprs: dict
+
+
+def _epilogue(
+    w: torch.Tensor, gated: bool, activation: GatedActivation, bias: torch.Tensor | None
+) -> _Epilogue:
+    rows = w.shape[1]
+    if bias is not None and tuple(bias.shape) != (w.shape[0], rows):
+        raise ValueError(
+            f"bias must be [{w.shape[0]}, {rows}] (a value per W row), got {tuple(bias.shape)}"
+        )
+    if bias is not None and bias.stride(-1) != 1:
+        bias = bias.contiguous()
+    if not gated and activation != SILU:
+        raise ValueError("only the gated GEMM applies an activation")
+    return _Epilogue(
+        bias=bias if bias is not None else w,
+        stride_be=bias.stride(0) if bias is not None else 0,
+        alpha=float(activation.alpha if activation.alpha is not None else 1.0),
+        limit=float(activation.limit if activation.limit is not None else 0.0),
+        constexprs=dict(
+            GLU=_GLU[activation.kind],
+            INTERLEAVED=gated and activation.interleaved,
+            HAS_BIAS=bias is not None,
+        ),
+    )
 
 
 def grouped_gemm(
@@ -47,11 +93,15 @@ def grouped_gemm(
     quantize_a: bool = False,
     out_scale: torch.Tensor | None = None,
     gated: bool = False,
+    activation: GatedActivation = SILU,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """out[slots[r]] = a[slots[r] // row_div] @ W[group(r)]^T (x weights[slots[r]]).
+    """out[slots[r]] = (a[slots[r] // row_div] @ W[group(r)]^T + bias[group(r)])
+    (x weights[slots[r]]).
 
-    With `gated`, W has 2n rows (gate [0, n), up [n, 2n)) and
-    out[slots[r]] = SiLU(a_row @ W_gate^T) * (a_row @ W_up^T), computed in float32.
+    With `gated`, W has 2n rows (gate [0, n), up [n, 2n); or interleaved, gate
+    2i and up 2i + 1, as `activation` says) and out[slots[r]] =
+    activation(gate, up) of the row's two products (+ their bias), in float32.
 
     Args:
         a: [rows, k] float16/bfloat16/float32 activations, or with `a_scale`
@@ -71,6 +121,9 @@ def grouped_gemm(
         quantize_a: A4W4 from float `a`: each program rounds its rows to MXFP4
             ("even" scales) as it loads them.
         out_scale: [num_slots, n // 32] uint8: write the output as MXFP4 (A4W4).
+        activation: the gated GEMM's `GatedActivation` (SiLU over halves by default).
+        bias: [G, n (2n)] float, a value per W row added before the activation /
+            the router weight; None for none.
     """
     if w.shape[1] != (2 * n if gated else n):
         raise ValueError(f"weight has {w.shape[1]} rows; expected {2 * n if gated else n}")
@@ -81,6 +134,7 @@ def grouped_gemm(
         raise ValueError("an MXFP4 output (out_scale) is written by the A4W4 kernel only")
     if out_scale is not None and (n % 32 or out.shape[-1] * 2 != n):
         raise ValueError(f"MXFP4 output needs n % 32 == 0 and out [.., n // 2]; n {n}")
+    epi = _epilogue(w, gated, activation, bias)
     flags = grouped_gemm_flags(
         current_target(a.device),
         a4w4=a4w4,
@@ -103,6 +157,7 @@ def grouped_gemm(
             slots,
             block_group,
             weights if weights is not None else w_scale,  # unused without MUL_WEIGHT
+            epi.bias,
             num_slots,
             n,
             k,
@@ -114,6 +169,9 @@ def grouped_gemm(
             w_scale.stride(1),
             out.stride(0),
             0 if out_scale is None else out_scale.stride(0),
+            epi.stride_be,
+            epi.alpha,
+            epi.limit,
             A_ROW_DIV=row_div,
             MUL_WEIGHT=weights is not None,
             GATED=gated,
@@ -123,6 +181,7 @@ def grouped_gemm(
             BLOCK_N=flags.block_n,
             BLOCK_K=flags.block_k,
             num_warps=flags.num_warps,
+            **epi.constexprs,
         )
         return out
     scale = w_scale if w_scale is not None else w  # unused when W_MXFP4 is False
@@ -134,6 +193,7 @@ def grouped_gemm(
         slots,
         block_group,
         weights if weights is not None else scale,
+        epi.bias,
         num_slots,
         n,
         k,
@@ -143,6 +203,9 @@ def grouped_gemm(
         scale.stride(0),
         scale.stride(1),
         out.stride(0),
+        epi.stride_be,
+        epi.alpha,
+        epi.limit,
         A_ROW_DIV=row_div,
         MUL_WEIGHT=weights is not None,
         W_MXFP4=w_scale is not None,
@@ -152,6 +215,7 @@ def grouped_gemm(
         BLOCK_N=flags.block_n,
         BLOCK_K=flags.block_k,
         num_warps=flags.num_warps,
+        **epi.constexprs,
         **dot_flags(a.dtype),
     )
     return out

@@ -1,15 +1,21 @@
 """Triton tier of the fused MoE: aligned grouped GEMMs with bf16 or MXFP4 (W4A16) experts.
 
   slots aligned by expert                          (moe/align.py, 1 launch)
-  -> act = SiLU(x[token(slot)] @ W_gate[e]^T) * (x[token(slot)] @ W_up[e]^T)
+  -> act = GLU(x[token(slot)] @ W_gate[e]^T + b_gate[e], x[token(slot)] @ W_up[e]^T + b_up[e])
                                                    (gemm/grouped_gemm.py, gated epilogue)
-  -> y[slot] = w_route[slot] * act[slot] @ W2[e]^T (grouped GEMM, activation dtype)
+  -> y[slot] = w_route[slot] * (act[slot] @ W2[e]^T + b2[e])
+                                                   (grouped GEMM, activation dtype)
   -> out[t] = sum_j y[t * k + j]                   (moe/combine.py, float32 sum)
+
+GLU is the `GatedActivation` (gemm/activation.py): SiLU(gate) * up, or gpt-oss's
+clamped SwiGLU over interleaved gate/up rows; the biases are optional (gpt-oss
+has both), each added per selected expert before the activation / the router
+weight, as SGLang's Triton MoE and transformers' GptOssExperts do.
 
 Four launches a layer, no torch kernel in between, for float, W4A16 and A4W4
 experts alike. With `act_mxfp4` (A4W4) both GEMMs take MXFP4 activations and
 weights (`gemm/grouped_gemm_details/_grouped_gemm_a4w4.py`, tl.dot_scaled):
-the first rounds x's rows to MXFP4 in its prologue and writes SiLU(gate) * up
+the first rounds x's rows to MXFP4 in its prologue and writes its activation
 as MXFP4 from its float32 accumulators (act crosses HBM at 4.25 bits), the
 second reads that packed act. Above 64 tokens x is quantized by one launch
 first (five), since every output-column program of the first GEMM would read
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from sglang_amd.gemm.activation import SILU, GatedActivation
 from sglang_amd.gemm.grouped_gemm import grouped_gemm
 from sglang_amd.gemm.opt_flags import moe_block_m, quantize_a_in_gemm
 from sglang_amd.moe.align import align_by_expert
@@ -41,14 +48,19 @@ def fused_moe(
     topk_ids: torch.Tensor,
     block_m: int | None = None,
     act_mxfp4: bool = False,
+    activation: GatedActivation = SILU,
+    b13: torch.Tensor | None = None,
+    b2: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x [T, H] bf16/fp16/fp32; w13 [E, 2I, H] + w2 [E, H, I], or Mxfp4Experts (w2 None);
     topk_weights [T, k] float; topk_ids [T, k] int (-1: routed nowhere). Returns [T, H].
 
-    act_mxfp4: A4W4 (MXFP4 experts only). Each GEMM input is rounded to MXFP4 per
-    32 ("even" scales): x in the first GEMM's prologue (by a quantizer launch above
-    64 tokens), SiLU(gate) * up in float32 in its epilogue; both GEMMs take both
-    operands through `tl.dot_scaled`."""
+    activation: how GEMM1's 2I columns become I (`GatedActivation`: kind, alpha,
+    limit, gate/up layout). b13 [E, 2I], b2 [E, H] float: optional expert biases,
+    laid out as w13's and w2's rows. act_mxfp4: A4W4 (MXFP4 experts only). Each
+    GEMM input is rounded to MXFP4 per 32 ("even" scales): x in the first GEMM's
+    prologue (by a quantizer launch above 64 tokens), the activation's output in
+    float32 in its epilogue; both GEMMs take both operands through `tl.dot_scaled`."""
     if isinstance(w13, Mxfp4Experts):
         q = w13
         w13, s13, w2, s2 = q.w13, q.w13_scale, q.w2, q.w2_scale
@@ -94,6 +106,8 @@ def fused_moe(
         a_scale=a_scale,
         quantize_a=act_mxfp4 and a_scale is None,
         gated=True,
+        activation=activation,
+        bias=b13,
         **common,
     )
     # Rows of slots routed nowhere stay unwritten: the combine never reads them.
@@ -110,6 +124,7 @@ def fused_moe(
         out=y,
         weights=topk_weights.reshape(-1),
         a_scale=act_scale,
+        bias=b2,
         **common,
     )
     out = torch.empty(tokens, hidden, dtype=x.dtype, device=x.device)

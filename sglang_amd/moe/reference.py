@@ -1,9 +1,13 @@
-"""Torch reference of the fused MoE: gate_up -> SiLU-and-mul -> down, weighted sum.
+"""Torch reference of the fused MoE: gate_up (+ bias) -> gated activation -> down
+(+ bias), weighted sum.
 
-Weight layout as in SGLang and transformers: w13 [E, 2I, H] (gate rows, then up
-rows), w2 [E, H, I]. MXFP4 weights (`Mxfp4Experts`) are dequantized with the
-torch reference, so this is the oracle every fused tier is judged by. Computes
-in float32 and returns the activations' dtype. Never imports sglang.
+Weight layout as in SGLang: w13 [E, 2I, H] (gate rows then up rows, or
+interleaved as the `GatedActivation` says: gpt-oss), w2 [E, H, I], optional
+biases b13 [E, 2I] and b2 [E, H] added per selected expert before the
+activation and before the router weight. MXFP4 weights (`Mxfp4Experts`) are
+dequantized with the torch reference, so this is the oracle every fused tier is
+judged by. Computes in float32 and returns the activations' dtype. Never imports
+sglang.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sglang_amd.gemm.activation import SILU, GatedActivation
 from sglang_amd.moe.weights import Mxfp4Experts
 from sglang_amd.quant.mxfp4 import (
     BLOCK,
@@ -92,6 +97,9 @@ def fused_moe_reference(
     topk_ids: torch.Tensor,
     act_mxfp4: bool = False,
     stored_as: torch.dtype | None = None,
+    activation: GatedActivation = SILU,
+    b13: torch.Tensor | None = None,
+    b2: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x [T, H] routed through experts; returns [T, H] in x's dtype.
 
@@ -101,13 +109,16 @@ def fused_moe_reference(
         w2: [E, H, I] down weights.
         topk_weights: [T, k] router weights (applied after the down projection).
         topk_ids: [T, k] expert ids; -1 marks a slot routed nowhere (EP).
-        act_mxfp4: A4W4 numerics: both GEMM inputs (x, and SiLU(gate) * up) are
-            rounded to MXFP4 per 32 along their reduction dim before the product.
+        act_mxfp4: A4W4 numerics: both GEMM inputs (x, and the activation's
+            output) are rounded to MXFP4 per 32 along their reduction dim.
         stored_as: round where the fused kernels store between launches (`moe/fused.py`):
-            SiLU(gate) * up (unless MXFP4) and each slot's weighted output, in this
+            the activation's output (unless MXFP4) and each slot's weighted output, in this
             dtype. None keeps float32 throughout (the definition). In bfloat16 those
             roundings move the output by about an ulp of each slot's value, which
             top-k cancellation can leave larger than the output itself.
+        activation: how gate_up's 2I columns become I (`GatedActivation`).
+        b13: [E, 2I] bias of the gate_up projection (rows as w13's), or None.
+        b2: [E, H] bias of the down projection, or None.
     """
     xf = fake_quantize_mxfp4(x.float()) if act_mxfp4 else x.float()
     out = torch.zeros_like(xf)
@@ -117,13 +128,14 @@ def fused_moe_reference(
             continue
         token, slot = torch.where(ids == expert)
         w_gate_up, w_down = _expert_weights(w13, w2, expert)
-        gate, up = F.linear(xf[token], w_gate_up).chunk(2, dim=-1)
-        act = F.silu(gate) * up
+        bias13 = None if b13 is None else b13[expert].float()
+        bias2 = None if b2 is None else b2[expert].float()
+        act = activation(F.linear(xf[token], w_gate_up, bias13))
         if act_mxfp4:
             act = fake_quantize_mxfp4(act)
         elif stored_as is not None:
             act = act.to(stored_as).float()
-        y = F.linear(act, w_down) * topk_weights[token, slot, None].float()
+        y = F.linear(act, w_down, bias2) * topk_weights[token, slot, None].float()
         if stored_as is not None:
             y = y.to(stored_as).float()
         out.index_add_(0, token, y)

@@ -9,7 +9,10 @@ Registered with SGLang's own extension points (`register_moe_runner_core`,
 which also registers the name, and `add_moe_runner_backend_choices`). Which
 quant methods hand their layers to this runner: our MXFP4 method
 (quant/sglang_mxfp4.py) always, and SGLang's unquantized method when the flag
-asks for it (patches/unquantized_moe.py; it has no hook of its own).
+asks for it (patches/unquantized_moe.py; it has no hook of its own). The
+layer's gated activation comes from its runner config (`support.runner_activation`:
+SiLU, or gpt-oss's clamped SwiGLU), its expert biases from the quant info or the
+layer (`layer_biases`).
 
 Imports sglang: only plugin.py and the quant method import this module.
 """
@@ -34,8 +37,9 @@ from sglang.srt.layers.moe.utils import (
 
 from sglang_amd import trace
 from sglang_amd.flags import EP_A2A_BACKEND, MOE_RUNNER_BACKEND, UnsupportedConfigError
+from sglang_amd.gemm.activation import GatedActivation
 from sglang_amd.moe.experts import ExpertsOp
-from sglang_amd.moe.support import runner_applies_routed_scaling
+from sglang_amd.moe.support import runner_activation, runner_applies_routed_scaling
 from sglang_amd.moe.weights import Mxfp4Experts
 
 
@@ -49,11 +53,15 @@ class AmdMoeQuantInfo(MoeQuantInfo):
 
     w13: [E, 2I, H] float tensor, or `Mxfp4Experts` (then w2 is None).
     w2:  [E, H, I] float tensor.
+    b13, b2: [E, 2I] / [E, H] expert biases (gpt-oss), or None; see `layer_biases`
+    for layers whose method hands none over.
     """
 
     w13: torch.Tensor | Mxfp4Experts
     w2: torch.Tensor | None = None
     act_mxfp4: bool = False  # A4W4: round GEMM inputs to MXFP4 per 32
+    b13: torch.Tensor | None = None
+    b2: torch.Tensor | None = None
 
 
 def runner_requested() -> bool:
@@ -63,9 +71,13 @@ def runner_requested() -> bool:
 
 def check_runner_config(
     config: MoeRunnerConfig, *, with_bias: bool = False, flag: str | None = None
-) -> None:
-    """Refuse, at model build, the MoE features our kernels do not compute.
+) -> GatedActivation:
+    """Refuse, at model build, the MoE features our kernels do not compute; return
+    the gated activation the layer asks for (`support.runner_activation`).
 
+    `with_bias` (the layer has expert biases) refuses nothing any more: both tiers
+    add them per selected expert, before the activation and before the router
+    weight, as SGLang's Triton MoE does; callers still say it.
     `flag`: the flag that sent this layer to our runner (default the runner flag;
     the MXFP4 method passes `--quantization amd_mxfp4`), named in the error.
     """
@@ -74,20 +86,11 @@ def check_runner_config(
         advice = "Use another --moe-runner-backend (e.g. auto) for this model."
     else:
         advice = f"Serve this model without {flag}."
-    problems = []
-    if config.activation != "silu" or not config.is_gated:
-        problems.append(
-            f"activation {config.activation!r} (gated={config.is_gated}); only gated SiLU"
-        )
-    if with_bias:
-        problems.append("expert biases")
+    activation, problems = runner_activation(config)
     if config.apply_router_weight_on_input:
         problems.append("router weights applied on the input")
     if config.no_combine:
         problems.append("no_combine (per-choice outputs)")
-    for name in ("gemm1_alpha", "gemm1_clamp_limit", "swiglu_limit"):
-        if getattr(config, name) is not None:
-            problems.append(f"{name}={getattr(config, name)} (clamped SwiGLU)")
     a2a = get_moe_a2a_backend()
     if not a2a.is_none() and a2a.value != EP_A2A_BACKEND:
         problems.append(
@@ -101,6 +104,29 @@ def check_runner_config(
             + ". "
             + advice
         )
+    return activation
+
+
+def layer_biases(
+    quant_info: AmdMoeQuantInfo, config: MoeRunnerConfig
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The expert biases of a call: the quant info's, else, for a FusedMoE built
+    `with_bias` whose method hands none over (SGLang's unquantized method, which
+    reaches us through patches/unquantized_moe.py with w13/w2 only), the layer's
+    own `w13_weight_bias` / `w2_weight_bias` (FusedMoE's names). A biased layer
+    without them is an error, never a silently bias-free result."""
+    if quant_info.b13 is not None or quant_info.b2 is not None:
+        return quant_info.b13, quant_info.b2
+    layer = getattr(config, "layer", None)
+    if not getattr(layer, "with_bias", False):
+        return None, None
+    b13, b2 = (getattr(layer, n, None) for n in ("w13_weight_bias", "w2_weight_bias"))
+    if b13 is None or b2 is None:
+        raise MoeConfigError(
+            f"--moe-runner-backend {MOE_RUNNER_BACKEND}: MoE layer {config.layer_id} has expert "
+            "biases but its quant method created no w13_weight_bias / w2_weight_bias"
+        )
+    return b13, b2
 
 
 class AmdMoeRunnerCore(DispatchMoeRunnerCore):
@@ -108,7 +134,7 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
 
     def __init__(self, config: MoeRunnerConfig):
         super().__init__(config)
-        check_runner_config(config)
+        self.activation = check_runner_config(config)
         # One op per device the activations arrive on: a --device cpu server on a
         # GPU machine must not pick the GPU's Triton tier for CPU tensors.
         self._ops: dict[torch.device, ExpertsOp] = {}
@@ -146,6 +172,7 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
                 f"{type(topk).__name__}"
             )
         x = dispatch_output.hidden_states
+        b13, b2 = layer_biases(quant_info, runner_config)
         out = self.op(x.device)(
             x,
             quant_info.w13,
@@ -153,6 +180,9 @@ class AmdMoeRunnerCore(DispatchMoeRunnerCore):
             topk.topk_weights,
             topk.topk_ids,
             act_mxfp4=quant_info.act_mxfp4,
+            activation=self.activation,
+            b13=b13,
+            b2=b2,
         )
         if self.scale is not None:
             out.mul_(self.scale)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from sglang_amd.flags import EP_A2A_BACKEND, MOE_RUNNER_BACKEND, QUANTIZATION, server_device
+from sglang_amd.gemm.activation import SILU, GatedActivation
 from sglang_amd.model_info import moe_sizes, text_config
 
 # Where a MoE model's routed_scaling_factor is applied is decided per model in
@@ -51,6 +52,45 @@ def runner_applies_routed_scaling() -> bool:
         return True
     musa = getattr(torch.version, "musa", None) is not None
     return musa and importlib.util.find_spec("torchada") is not None
+
+
+def runner_activation(config: Any) -> tuple[GatedActivation | None, list[str]]:
+    """The gated activation an SGLang `MoeRunnerConfig` (duck-typed) asks for, as
+    SGLang's Triton runner computes it, or why our kernels do not compute it.
+
+    Served: gated SiLU (SiLU(gate) * up over halves), and gpt-oss's clamped
+    SwiGLU (activation "silu" with gemm1_alpha and gemm1_clamp_limit: SGLang's
+    `swiglu_gpt_oss_sigmoid_alpha` over interleaved gate/up rows when
+    gate_up_interleaved, its halves variant otherwise). Refused, each named:
+    other activations, ungated experts, gemm1_clamp_limit alone (SGLang then
+    clamps *after* SiLU), gemm1_beta, and swiglu_limit (DeepSeek-V4's clamp)."""
+    problems = []
+    activation, gated = getattr(config, "activation", "silu"), getattr(config, "is_gated", True)
+    alpha = getattr(config, "gemm1_alpha", None)
+    limit = getattr(config, "gemm1_clamp_limit", None)
+    if activation != "silu" or not gated:
+        problems.append(
+            f"activation {activation!r} (gated={gated}); only gated SiLU and gpt-oss's "
+            "clamped SwiGLU (silu with gemm1_alpha and gemm1_clamp_limit)"
+        )
+    if alpha is not None and limit is None:
+        problems.append(f"gemm1_alpha={alpha} without gemm1_clamp_limit")
+    if alpha is None and limit is not None:
+        problems.append(
+            f"gemm1_clamp_limit={limit} without gemm1_alpha (SiLU, then clamped: not "
+            "gpt-oss's SwiGLU)"
+        )
+    if getattr(config, "gemm1_beta", None) is not None:
+        problems.append(f"gemm1_beta={config.gemm1_beta}")
+    swiglu_limit = getattr(config, "swiglu_limit", None)
+    if swiglu_limit is not None:
+        problems.append(f"swiglu_limit={swiglu_limit} (DeepSeek-V4's clamped SwiGLU)")
+    if problems:
+        return None, problems
+    if alpha is None:
+        return SILU, []
+    interleaved = bool(getattr(config, "gate_up_interleaved", True))
+    return GatedActivation("gpt_oss", float(alpha), float(limit), interleaved), []
 
 
 def moe_flags_used(server_args: Any) -> list[str]:

@@ -1,7 +1,9 @@
 """MoE expert weights as the fused-MoE tiers read them.
 
 Float experts are plain tensors in SGLang's layout (w13 [E, 2I, H], w2 [E, H, I]);
-MXFP4 experts travel as one `Mxfp4Experts`. The SGLang adapters build these from
+MXFP4 experts travel as one `Mxfp4Experts`. Expert biases (gpt-oss) travel beside
+either as float b13 [E, 2I] / b2 [E, H], and w13's gate/up row order (halves or
+interleaved) is the `GatedActivation`'s (gemm/activation.py). The SGLang adapters build these from
 a layer's parameters; `moe/reference.py` (torch tier) and `moe/fused.py` (Triton
 tier) consume them. Never imports sglang.
 """

@@ -1,10 +1,13 @@
 """SGLang adapter: `--quantization amd_mxfp4`, MXFP4 (OCP) weights served by our kernels.
 
-Two sources, one flag:
+Three sources, one flag:
 
   float checkpoint (no quantization_config)      -> online: MoE experts quantized at load
   Quark MXFP4 export (quant/mxfp4_checkpoint.py) -> pre-quantized: packed uint8 + E8M0
                                                     scales loaded as stored
+  gpt-oss MXFP4 checkpoint (quant_method mxfp4)  -> its experts' *_blocks / *_scales
+                                                    loaded as our packed layout (a view),
+                                                    every linear float
 
   FusedMoE layers -> `moe_method`, set by the MoE family when it registers
                      (moe/sglang_mxfp4_experts.py: our runner; quant/ never imports moe/)
@@ -38,7 +41,11 @@ from sglang.srt.utils import set_weight_attrs
 from sglang_amd import trace
 from sglang_amd.flags import QUANTIZATION
 from sglang_amd.quant.mxfp4 import BLOCK, E8M0_NAN, ScaleRounding, dequantize_mxfp4
-from sglang_amd.quant.mxfp4_checkpoint import Mxfp4CheckpointLayout, parse_quark_mxfp4
+from sglang_amd.quant.mxfp4_checkpoint import (
+    Mxfp4CheckpointLayout,
+    gpt_oss_excluded,
+    parse_mxfp4_checkpoint,
+)
 from sglang_amd.tiers import TieredOp
 
 logger = logging.getLogger(__name__)
@@ -95,12 +102,14 @@ def check_blocked(name: str, size: int, where: str) -> None:
         )
 
 
-def check_scales_loaded(layer: torch.nn.Module, names: tuple[str, ...], where: str) -> None:
+def check_scales_loaded(
+    layer: torch.nn.Module, names: tuple[str, ...], where: str, source: str = "Quark MXFP4 export"
+) -> None:
     for name in names:
         if bool((getattr(layer, name) == E8M0_NAN).any()):
             raise ValueError(
                 f"--quantization {QUANTIZATION}: {where}.{name} was not (fully) in the checkpoint, "
-                "or holds NaN scales; the checkpoint is not a complete Quark MXFP4 export"
+                f"or holds NaN scales; the checkpoint is not a complete {source}"
             )
 
 
@@ -175,23 +184,27 @@ class AmdMxfp4Config(QuantizationConfig):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> AmdMxfp4Config:
-        out = cls(parse_quark_mxfp4(config))
-        out.packed_modules_mapping = dict(config.get("packed_modules_mapping") or {})
         hf_config = config.get("hf_config")  # SGLang passes the model's config here
+        out = cls(parse_mxfp4_checkpoint(config, getattr(hf_config, "architectures", None)))
+        out.packed_modules_mapping = dict(config.get("packed_modules_mapping") or {})
         if int(getattr(hf_config, "num_nextn_predict_layers", 0) or 0) > 0:
             out.nextn_layer = f"model.layers.{hf_config.num_hidden_layers}"
         return out
 
     @classmethod
     def override_quantization_method(cls, hf_quant_cfg, user_quant) -> str | None:
-        # `--quantization amd_mxfp4` on a Quark export: ours reads it (from_config
-        # refuses layouts it does not know); without the flag SGLang keeps "quark".
-        if (
-            user_quant == QUANTIZATION
-            and str(hf_quant_cfg.get("quant_method", "")).lower() == "quark"
-        ):
+        # `--quantization amd_mxfp4` on a Quark export or a gpt-oss mxfp4 checkpoint:
+        # ours reads it (from_config refuses layouts it does not know, and the start
+        # checks before it: quant/support.py); without the flag SGLang keeps its own.
+        method = str(hf_quant_cfg.get("quant_method", "")).lower()
+        if user_quant == QUANTIZATION and method in ("quark", "mxfp4"):
             return QUANTIZATION
         return None
+
+    @property
+    def gpt_oss(self) -> bool:
+        """A gpt-oss mxfp4 checkpoint (only the routed experts are MXFP4)."""
+        return self.layout is not None and self.layout.source == "gpt_oss"
 
     def can_fuse_shared_expert(self) -> bool:
         """May SGLang fold the shared expert into the routed FusedMoE (DeepSeek)?
@@ -200,7 +213,7 @@ class AmdMxfp4Config(QuantizationConfig):
         A float shared expert (Quark exclude list) would be copied into an MXFP4
         slot; online quantization quantizes only the routed experts.
         """
-        if self.layout is None:
+        if self.layout is None or self.gpt_oss:
             return False
         return not any(
             "shared_expert" in e and "shared_expert_gate" not in e for e in self.layout.exclude
@@ -211,6 +224,8 @@ class AmdMxfp4Config(QuantizationConfig):
         drafts (DeepSeek, GLM-4.5 MoE) name the MTP layer "model.decoder" while exports
         list it by its checkpoint name "model.layers.{N}" (a bf16 MTP layer beside MXFP4
         experts): both are matched, so that layer loads float instead of as MXFP4."""
+        if self.gpt_oss:
+            return gpt_oss_excluded(prefix, self.layout.exclude)
         from sglang.srt.layers.quantization.quark.utils import should_ignore_layer
 
         fused = {**_CHECKPOINT_FUSIONS, **(self.packed_modules_mapping or {})}
@@ -241,6 +256,8 @@ class AmdMxfp4Config(QuantizationConfig):
                 )
             return self.moe_method(self)
         if isinstance(layer, LinearBase):
+            if self.gpt_oss:  # gpt-oss quantizes its routed experts only
+                return UnquantizedLinearMethod()
             if self.layout is not None and not excluded:
                 if prefix.rsplit(".", 1)[-1] in _DECODE_AT_LOAD:
                     return Mxfp4DecodedAtLoadLinearMethod(prefix)

@@ -8,7 +8,9 @@ cutting short sequences into slivers. It loads the query heads that share the KV
 each K/V tile is read once for the whole group), walks its slice of the
 sequence's tokens through `req_to_token`, and keeps an online softmax. It writes
 a partial output and its log-sum-exp. Stage 2 (`_decode_reduce_kernel`) merges
-the splits of each (sequence, query head).
+the splits of each (sequence, query head); a per-head sink logit (gpt-oss), when
+given, joins the merged softmax's denominator there, once per row, as a key
+whose value is zero.
 
 SPARSE (DSA's top-k attention, `attention/sparse.py`): row b is one query token
 and walks the `sparse_width` entries of its row of TOPK, token positions in its
@@ -161,6 +163,7 @@ def _decode_split_kernel(
 def _decode_reduce_kernel(
     MID_O,
     MID_LSE,
+    SINKS,
     OUT,
     stride_mo_b,
     stride_mo_h,
@@ -172,6 +175,7 @@ def _decode_reduce_kernel(
     num_splits,
     D_V: tl.constexpr,
     BLOCK_S: tl.constexpr,
+    HAS_SINK: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -181,6 +185,9 @@ def _decode_reduce_kernel(
         MID_LSE + b * stride_ml_b + h * stride_ml_h + offs_s, mask=s_mask, other=float("-inf")
     )
     m = tl.max(lse, 0)
+    if HAS_SINK:  # base 2, like the partials' log-sum-exp
+        sink = tl.load(SINKS + h).to(tl.float32) * 1.4426950408889634
+        m = tl.maximum(m, sink)
     m_safe = tl.where(m == float("-inf"), 0.0, m)
     w = tl.exp2(lse - m_safe)
     offs_d = tl.arange(0, D_V)
@@ -190,5 +197,7 @@ def _decode_reduce_kernel(
         other=0.0,
     )
     total = tl.sum(w, 0)
+    if HAS_SINK:
+        total += tl.exp2(sink - m_safe)
     out = tl.sum(o * w[:, None], 0) / tl.where(total > 0.0, total, 1.0)
     tl.store(OUT + b * stride_ot + h * stride_oh + offs_d, out.to(OUT.dtype.element_ty))

@@ -12,7 +12,9 @@ in SGLang's two layouts: MASK_MODE 1 is a row-major [qo_len, kv_len] block per
 sequence (FULL_MASK), MASK_MODE 2 only the [qo_len, qo_len] block over the new
 tokens, the prefix being visible to all of them (QLEN_ONLY: a few KB at any
 context, and the layout our backend owns for graph-captured verify). Online
-softmax in base 2; rows that see no key are written as zeros.
+softmax in base 2; rows that see no key are written as zeros. A per-head sink
+logit (gpt-oss), when given, joins each row's denominator at the end as a key
+whose value is zero.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def _extend_kernel(
     BLOCK_M_START,
     MASK,
     MASK_STARTS,
+    SINKS,
     stride_qt,
     stride_qh,
     stride_kt,
@@ -61,6 +64,7 @@ def _extend_kernel(
     HAS_WINDOW: tl.constexpr,
     HAS_CAP: tl.constexpr,
     MASK_MODE: tl.constexpr,
+    HAS_SINK: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -138,6 +142,13 @@ def _extend_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         m_i = m_new
 
+    if HAS_SINK:  # rescale to max(m, sink) so a large sink cannot overflow exp2
+        sink = tl.load(SINKS + heads).to(tl.float32) * 1.4426950408889634
+        m_fin = tl.maximum(m_i, sink)
+        m_fin = tl.where(m_fin == float("-inf"), 0.0, m_fin)
+        alpha = tl.exp2(m_i - m_fin)
+        acc = acc * alpha[:, None]
+        l_i = l_i * alpha + tl.exp2(sink - m_fin)
     out = acc / tl.where(l_i > 0.0, l_i, 1.0)[:, None]
     o_rows = (q_start + offs_m)[:, None] * stride_ot + heads[:, None] * stride_oh
     o_ptrs = OUT + o_rows + offs_dv[None, :]

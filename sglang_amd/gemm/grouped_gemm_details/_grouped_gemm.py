@@ -7,9 +7,12 @@ GEMM, the slot itself for the second). Output row = slot, optionally times its
 router weight.
 
 GATED (the MoE's first GEMM): W holds 2N rows, gate rows [0, N) then up rows
-[N, 2N); the program keeps one accumulator for gate columns n and one for the
-matching up columns N + n and writes act = SiLU(gate) * up, so no [slots, 2N]
-intermediate is ever stored.
+[N, 2N), or with INTERLEAVED gate row 2n and up row 2n + 1 (gpt-oss); the
+program keeps one accumulator for gate columns n and one for the matching up
+columns and writes act = GLU(gate, up) (`_activation.py`: SiLU(gate) * up, or
+gpt-oss's clamped SwiGLU with `alpha`, `limit`), so no [slots, 2N] intermediate
+is ever stored. HAS_BIAS: BIAS [G, rows of W] float is added to each
+accumulator before the activation (GATED) or before the router weight.
 
 MXFP4 weights with bf16/fp16 activations go to `tl.dot_scaled` (codes and one
 E8M0 scale per 32 straight to the MMA, or its upcast). Float32 activations
@@ -76,6 +79,7 @@ def _grouped_gemm_kernel(
     SLOTS,
     BLOCK_EXPERT,
     TOPK_WEIGHTS,
+    BIAS,
     num_slots,
     N,
     K,
@@ -85,10 +89,16 @@ def _grouped_gemm_kernel(
     stride_se,
     stride_sn,
     stride_cm,
+    stride_be,
+    alpha,
+    limit,
     A_ROW_DIV: tl.constexpr,
     MUL_WEIGHT: tl.constexpr,
     W_MXFP4: tl.constexpr,
     GATED: tl.constexpr,
+    GLU: tl.constexpr,
+    INTERLEAVED: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     A_FORMAT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -99,9 +109,10 @@ def _grouped_gemm_kernel(
     """A [rows, K] f16/bf16/f32; W [G, (2 if GATED else 1) * N, K] float, or with
     W_MXFP4 [G, ., K // 2] uint8 codes + W_SCALE [G, ., K // 32] uint8;
     C [num_slots, N] (any float dtype); SLOTS [num_blocks * BLOCK_M] int32;
-    BLOCK_EXPERT [num_blocks] int32; TOPK_WEIGHTS [num_slots] float (MUL_WEIGHT).
-    A_FORMAT "bf16"/"fp16": MXFP4 through tl.dot_scaled; "": decoded in the loop.
-    Grid (num_blocks, cdiv(N, BLOCK_N))."""
+    BLOCK_EXPERT [num_blocks] int32; TOPK_WEIGHTS [num_slots] float (MUL_WEIGHT);
+    BIAS [G, rows of W] float (HAS_BIAS). GLU (GATED): a `_activation.py` function
+    of (gate, up, alpha, limit). A_FORMAT "bf16"/"fp16": MXFP4 through
+    tl.dot_scaled; "": decoded in the loop. Grid (num_blocks, cdiv(N, BLOCK_N))."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     expert = tl.load(BLOCK_EXPERT + pid_m).to(tl.int64)
@@ -112,8 +123,15 @@ def _grouped_gemm_kernel(
     rows = (slots // A_ROW_DIV).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
-    up = N * stride_wn  # up rows follow the N gate rows (GATED)
-    up_s = N * stride_sn
+    # W's row of output column n, and (GATED) how many rows further its up row is.
+    if INTERLEAVED:
+        w_rows = 2 * offs_n
+        up_rows = 1
+    else:
+        w_rows = offs_n
+        up_rows = N
+    up = up_rows * stride_wn
+    up_s = up_rows * stride_sn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     nan_cols = tl.zeros([BLOCK_N], dtype=tl.int1)
@@ -134,8 +152,8 @@ def _grouped_gemm_kernel(
             ks = k0 // 32 + offs_s
             wm = (kb < K // 2)[:, None] & n_mask[None, :]
             sm = n_mask[:, None] & (ks < K // 32)[None, :]
-            w_ptrs = w_base + offs_n[None, :] * stride_wn + kb[:, None]
-            s_ptrs = s_base + offs_n[:, None] * stride_sn + ks[None, :]
+            w_ptrs = w_base + w_rows[None, :] * stride_wn + kb[:, None]
+            s_ptrs = s_base + w_rows[:, None] * stride_sn + ks[None, :]
             acc, nan_cols = _scaled_dot(acc, nan_cols, a, w_ptrs, s_ptrs, wm, sm, A_FORMAT)
             if GATED:
                 acc_up, nan_cols = _scaled_dot(
@@ -155,8 +173,8 @@ def _grouped_gemm_kernel(
             ks = k0 // 32 + offs_s
             wm = k_mask[:, None] & n_mask[None, :]
             sm = (ks < K // 32)[:, None] & n_mask[None, :]
-            w_ptrs = w_base + offs_n[None, :] * stride_wn + (k_even // 2)[:, None]
-            s_ptrs = s_base + offs_n[None, :] * stride_sn + ks[:, None]
+            w_ptrs = w_base + w_rows[None, :] * stride_wn + (k_even // 2)[:, None]
+            s_ptrs = s_base + w_rows[None, :] * stride_sn + ks[:, None]
             acc = _decoded_dot(
                 acc, a_even, a_odd, w_ptrs, s_ptrs, wm, sm, BLOCK_K, BLOCK_N, PRECISION, UPCAST
             )
@@ -184,14 +202,19 @@ def _grouped_gemm_kernel(
                 mask=valid[:, None] & k_mask[None, :],
                 other=0.0,
             )
-            w_ptrs = w_base + offs_n[None, :] * stride_wn + offs_k[:, None]
+            w_ptrs = w_base + w_rows[None, :] * stride_wn + offs_k[:, None]
             wm = k_mask[:, None] & n_mask[None, :]
             acc += mma(a, tl.load(w_ptrs, mask=wm, other=0.0).to(a.dtype), PRECISION, UPCAST)
             if GATED:
                 w_up = tl.load(w_ptrs + up, mask=wm, other=0.0).to(a.dtype)
                 acc_up += mma(a, w_up, PRECISION, UPCAST)
+    if HAS_BIAS:
+        b_ptrs = BIAS + expert * stride_be + w_rows
+        acc += tl.load(b_ptrs, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        if GATED:
+            acc_up += tl.load(b_ptrs + up_rows, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if GATED:
-        acc = acc * tl.sigmoid(acc) * acc_up  # SiLU(gate) * up, in float32
+        acc = GLU(acc, acc_up, alpha, limit)  # in float32
     if MUL_WEIGHT:
         acc *= tl.load(TOPK_WEIGHTS + slots, mask=valid, other=0.0).to(tl.float32)[:, None]
     c_ptr = C + slots.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]

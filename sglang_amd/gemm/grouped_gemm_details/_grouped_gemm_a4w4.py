@@ -13,8 +13,9 @@ linear's input): no quantizer launch and no packed copy in HBM, at the price of
 reading the float row once per output-column block, as W4A16 does.
 
 GATED (the MoE's first GEMM), as in `_grouped_gemm.py`: gate rows [0, N) and up
-rows [N, 2N) of W go to two accumulators and the program computes
-SiLU(gate) * up in float32. With C_MXFP4 it writes that as MXFP4 (C [slots,
+rows [N, 2N) of W (INTERLEAVED: rows 2n and 2n + 1) go to two accumulators, the
+bias (HAS_BIAS) is added to each and the program computes GLU(gate, up) in
+float32 (`_activation.py`). With C_MXFP4 it writes that as MXFP4 (C [slots,
 N // 2] codes, C_SCALE [slots, N // 32]), the second GEMM's packed A; BLOCK_N
 is then a multiple of 32 and N % 32 == 0, so no 32-block straddles two programs.
 Both quantizations use the shared encoder (`numerics_details/mxfp4.py`) with
@@ -40,6 +41,7 @@ def _grouped_gemm_a4w4_kernel(
     SLOTS,
     BLOCK_EXPERT,
     TOPK_WEIGHTS,
+    BIAS,
     num_slots,
     N,
     K,
@@ -51,9 +53,15 @@ def _grouped_gemm_a4w4_kernel(
     stride_sn,
     stride_cm,
     stride_csm,
+    stride_be,
+    alpha,
+    limit,
     A_ROW_DIV: tl.constexpr,
     MUL_WEIGHT: tl.constexpr,
     GATED: tl.constexpr,
+    GLU: tl.constexpr,
+    INTERLEAVED: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     QUANTIZE_A: tl.constexpr,
     C_MXFP4: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -65,7 +73,8 @@ def _grouped_gemm_a4w4_kernel(
     K // 2] uint8 + W_SCALE [G, ., K // 32] uint8; C [num_slots, N] float, or with
     C_MXFP4 C [num_slots, N // 2] uint8 + C_SCALE [num_slots, N // 32] uint8 (else
     unused); SLOTS [num_blocks * BLOCK_M] int32; BLOCK_EXPERT [num_blocks] int32;
-    TOPK_WEIGHTS [num_slots] float (MUL_WEIGHT). Grid (num_blocks, cdiv(N, BLOCK_N))."""
+    TOPK_WEIGHTS [num_slots] float (MUL_WEIGHT); BIAS [G, rows of W] float (HAS_BIAS).
+    Grid (num_blocks, cdiv(N, BLOCK_N))."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     expert = tl.load(BLOCK_EXPERT + pid_m).to(tl.int64)
@@ -76,15 +85,22 @@ def _grouped_gemm_a4w4_kernel(
     rows = (slots // A_ROW_DIV).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
+    # W's row of output column n, and (GATED) how many rows further its up row is.
+    if INTERLEAVED:
+        w_rows = 2 * offs_n
+        up_rows = 1
+    else:
+        w_rows = offs_n
+        up_rows = N
     offs_b = tl.arange(0, BLOCK_K // 2)  # bytes along K
     offs_s = tl.arange(0, BLOCK_K // 32)  # scales along K
     offs_k = tl.arange(0, BLOCK_K)  # elements along K (QUANTIZE_A)
-    w_base = W + expert * stride_we + offs_n[None, :] * stride_wn
-    ws_base = W_SCALE + expert * stride_se + offs_n[:, None] * stride_sn
+    w_base = W + expert * stride_we + w_rows[None, :] * stride_wn
+    ws_base = W_SCALE + expert * stride_se + w_rows[:, None] * stride_sn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    up = N * stride_wn  # up rows follow the N gate rows (GATED)
-    up_s = N * stride_sn
+    up = up_rows * stride_wn
+    up_s = up_rows * stride_sn
     for k0 in range(0, K, BLOCK_K):
         kb = k0 // 2 + offs_b
         b_mask = kb < K // 2
@@ -121,8 +137,13 @@ def _grouped_gemm_a4w4_kernel(
             w = tl.load(w_base + up + kb[:, None], mask=wm, other=0)
             w_scale = tl.load(ws_base + up_s + ks[None, :], mask=sm, other=127)
             acc_up = tl.dot_scaled(a, a_scale, "e2m1", w, w_scale, "e2m1", acc_up)
+    if HAS_BIAS:
+        b_ptrs = BIAS + expert * stride_be + w_rows
+        acc += tl.load(b_ptrs, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+        if GATED:
+            acc_up += tl.load(b_ptrs + up_rows, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if GATED:
-        acc = acc * tl.sigmoid(acc) * acc_up  # SiLU(gate) * up, in float32
+        acc = GLU(acc, acc_up, alpha, limit)  # in float32
     if MUL_WEIGHT:
         acc *= tl.load(TOPK_WEIGHTS + slots, mask=valid, other=0.0).to(tl.float32)[:, None]
     out_rows = slots.to(tl.int64)[:, None]

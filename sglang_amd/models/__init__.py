@@ -1,0 +1,1 @@
+"""Model coverage: which architectures our backends serve, model-specific start fixes."""
