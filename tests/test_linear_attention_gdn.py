@@ -362,6 +362,7 @@ def sglang_kernels_interpreted(monkeypatch):
     import importlib
     import sys
 
+    from triton.runtime.autotuner import Autotuner, Heuristics
     from triton.runtime.interpreter import InterpretedFunction
     from triton.runtime.jit import JITFunction
 
@@ -371,8 +372,10 @@ def sglang_kernels_interpreted(monkeypatch):
     for module in loaded:
         for attr, value in list(vars(module).items()):
             parent, field = module, attr
-            while not isinstance(value, JITFunction) and hasattr(value, "fn"):
-                parent, field, value = value, "fn", value.fn  # autotune / heuristics
+            # autotune / heuristics wrap the kernel; only those (a module's lazy
+            # proxies answer every attribute, so `hasattr(x, "fn")` would never end)
+            while isinstance(value, (Autotuner, Heuristics)):
+                parent, field, value = value, "fn", value.fn
             if isinstance(value, JITFunction) and not isinstance(value, InterpretedFunction):
                 monkeypatch.setattr(parent, field, InterpretedFunction(value.fn))
 
