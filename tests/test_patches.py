@@ -13,6 +13,7 @@ import inspect
 import pytest
 
 from sglang_amd.patches import (
+    cpu_gdn,
     cpu_speculative,
     draft_backends,
     ep_dispatcher,
@@ -59,6 +60,7 @@ def _resolve(target: str):
         *rocm_quantization.TARGETS.items(),
         *request_validation.TARGETS.items(),
         *ep_dispatcher.TARGETS.items(),
+        *cpu_gdn.TARGETS.items(),
     ],
 )
 def test_patch_targets_exist_with_the_signature_we_wrap(target, params):

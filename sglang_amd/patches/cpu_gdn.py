@@ -17,8 +17,8 @@ linear_attention ops through the tiers) when its tensors are on the CPU, and to
 SGLang's code otherwise. The hooks are registered only in processes of our CPU
 platform (`SGLANG_PLATFORM=sglang_amd_cpu`); on a GPU, or under any other
 platform, nothing is registered and SGLang's fla kernels serve these layers.
-`tests/test_e2e_qwen3_next.py` checks every target still exists with the
-signature wrapped here.
+`tests/test_patches.py` checks every target still exists with the signature
+wrapped here.
 """
 
 from __future__ import annotations
