@@ -42,9 +42,10 @@ def _gpt_oss_dtype_problems(server_args: Any, hf_config: Any) -> list[str]:
     checkpoint's stored dtype (`params_dtype=config.dtype`) whatever --dtype says:
     any other --dtype feeds them activations of another dtype and the first
     forward dies ("mat1 and mat2 must have the same dtype"). Refused at start."""
+    from sglang_amd.quant.support import stored_dtype
+
     asked = str(getattr(server_args, "dtype", None) or "auto")
-    stored = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
-    stored = str(stored).removeprefix("torch.") if stored is not None else None
+    stored = stored_dtype(hf_config)
     if asked == "auto" or stored is None or asked == stored:
         return []
     return [

@@ -81,6 +81,13 @@ def checkpoint_problems(hf_config: Any | None) -> list[str]:
     return []
 
 
+def stored_dtype(hf_config: Any | None) -> str | None:
+    """The dtype config.json says the checkpoint's tensors are stored in ("bfloat16"),
+    or None when it does not say."""
+    stored = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    return str(stored).removeprefix("torch.") if stored is not None else None
+
+
 def gpt_oss_dtype(server_args: Any, hf_config: Any | None) -> tuple[str | None, list[str]]:
     """(the --dtype to declare back after SGLang's gpt-oss defaults, or None; problems).
 
@@ -103,8 +110,7 @@ def gpt_oss_dtype(server_args: Any, hf_config: Any | None) -> tuple[str | None, 
         return None, []
     if str(quant.get("quant_method", "")).lower() != "mxfp4":
         return None, []
-    stored = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
-    stored = str(stored).removeprefix("torch.") if stored is not None else None
+    stored = stored_dtype(hf_config)
     if dtype == stored:
         return (None if dtype == "bfloat16" else dtype), []
     return None, [
