@@ -86,3 +86,19 @@ def test_without_the_patch_sglang_refuses_amd(tmp_path, monkeypatch):
     monkeypatch.setattr(patch, "applies", lambda model_config: False)
     with pytest.raises(AssertionError, match=patch.NEEDLE):
         _resolve(_gpt_oss_config(tmp_path), attention_backend="amd")
+
+
+def test_a_dtype_other_than_the_stored_one_is_refused(tmp_path):
+    """SGLang builds gpt-oss's attention and router in the stored dtype: another --dtype
+    would die at the first forward, so it is refused at start, naming --dtype."""
+    from sglang_amd.flags import UnsupportedConfigError
+
+    path = _gpt_oss_config(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["dtype"] = "bfloat16"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        UnsupportedConfigError, match="--dtype float32 on a gpt-oss checkpoint stored in bfloat16"
+    ):
+        _resolve(path, attention_backend="amd", dtype="float32")
+    assert _resolve(path, attention_backend="amd", dtype="bfloat16").dtype == "bfloat16"
