@@ -73,3 +73,42 @@ def test_register_answers_for_amd_and_installs_the_indexer_on_our_platform():
         pytest.skip("the indexer's forward is installed on an out-of-tree platform only")
     key = _oot_dispatch_key()
     assert BaseFusedOp._oot_forward_registry[key][Indexer] is sglang_dsa.indexer_forward
+
+
+def test_sglang_builds_every_deepseek_indexer_with_ue8m0_scales():
+    """The fp8 mode rounds its scales because SGLang's DeepSeek model always builds its
+    Indexer with scale_fmt "ue8m0" and keeps it on the layer (`indexer_forward` reads
+    it there). Fails when SGLang stops doing either."""
+    import inspect
+
+    from sglang.srt.layers.attention.dsa.dsa_indexer import Indexer
+    from sglang.srt.models import deepseek_v2
+
+    assert 'scale_fmt="ue8m0"' in inspect.getsource(deepseek_v2)
+    assert "self.scale_fmt = scale_fmt" in inspect.getsource(Indexer.__init__)
+
+
+@pytest.mark.parametrize("scale_fmt,rounds", [("ue8m0", True), (None, False)])
+def test_indexer_forward_rounds_fp8_scales_as_the_layer_says(monkeypatch, scale_fmt, rounds):
+    from sglang.srt.model_executor import forward_context
+
+    from sglang_amd.attention import sglang_dsa
+    from sglang_amd.attention.sglang_backend import AmdAttnBackend
+
+    asked = {}
+    backend = object.__new__(AmdAttnBackend)
+    backend.dsa = SimpleNamespace(index=lambda *a, **kw: asked.update(kw) or "table")
+    monkeypatch.setattr(forward_context, "get_attn_backend", lambda: backend)
+    heads, dim, rope, hidden, tokens = 2, 128, 16, 8, 3
+    g = torch.Generator().manual_seed(0)
+    wq, wk = torch.randn(heads * dim, 4, generator=g), torch.randn(dim, hidden, generator=g)
+    layer = SimpleNamespace(
+        n_heads=heads, head_dim=dim, rope_head_dim=rope, softmax_scale=dim**-0.5, index_topk=4,
+        scale_fmt=scale_fmt, wq_b=lambda x: (x @ wq.t(),), wk=lambda x: (x @ wk.t(),),
+        k_norm=lambda x: x, rotary_emb=lambda pos, q, k: (q, k),
+        weights_proj=SimpleNamespace(weight=torch.randn(heads, hidden, generator=g)),
+    )  # fmt: skip
+    batch = SimpleNamespace(out_cache_loc=torch.arange(tokens))
+    x, q_lora = torch.randn(tokens, hidden, generator=g), torch.randn(tokens, 4, generator=g)
+    got = sglang_dsa.indexer_forward(layer, x, q_lora, torch.arange(tokens), batch, layer_id=0)
+    assert got == "table" and asked["round_scale"] is rounds

@@ -52,7 +52,8 @@ def hf_with_deepseeks_fp8_indexer():
     """HF's `DeepseekV32Indexer` scoring as DeepSeek-V3.2's inference does (and
     SGLang's dsa backend): Hadamard-rotated, block-128 float8 queries and keys
     (`index_k_cache.fp8_indexer_inputs`, unit-tested against DeepSeek's
-    definition), the rest HF's forward line for line. The oracle of the FP8 mode."""
+    definition) with power-of-two scales (the `ue8m0` format SGLang builds every
+    indexer with), the rest HF's forward line for line. The oracle of the FP8 mode."""
     from transformers.models.deepseek_v32 import modeling_deepseek_v32 as hf
 
     from sglang_amd.attention.index_k_cache import fp8_indexer_inputs
@@ -73,7 +74,7 @@ def hf_with_deepseeks_fp8_indexer():
         if past_key_values is not None:
             k = past_key_values.update_indexer(k, self.layer_idx)
         raw = self.weights_proj(hidden_states.to(self.weights_proj.weight.dtype)).float()
-        q8, w, k8, k_scale = fp8_indexer_inputs(q[0], k[0], raw[0])
+        q8, w, k8, k_scale = fp8_indexer_inputs(q[0], k[0], raw[0], round_scale=True)
         head_scores = torch.relu(torch.einsum("shd,nd->shn", q8.float(), k8.float())) * k_scale
         index_scores = torch.einsum("sh,shn->sn", w, head_scores).unsqueeze(0)
         if attention_mask.dtype == torch.bool:

@@ -88,12 +88,16 @@ class DsaLayers:
     def index(
         self, layer_id: int, q: torch.Tensor, k: torch.Tensor, weights: torch.Tensor,
         loc: torch.Tensor, *, scale: float, topk: int, return_indices: bool,
+        round_scale: bool = False,
     ) -> torch.Tensor | None:  # fmt: skip
         """Store the new tokens' keys k [N, 128] at slots loc; with return_indices the
         [T, topk] int32 table of each query token's picked positions (q [T, H, 128],
-        weights [T, H] the raw weights_proj output)."""
+        weights [T, H] the raw weights_proj output). `round_scale`: the fp8 mode's
+        block scales are powers of two (the indexer's `ue8m0` scale format)."""
         keys, page = self._keys(layer_id, k.dtype)
-        q_in, w_in, k_in, k_scale = dsa.indexer_inputs(q, k, weights, fp8=bool(page))
+        q_in, w_in, k_in, k_scale = dsa.indexer_inputs(
+            q, k, weights, fp8=bool(page), round_scale=round_scale
+        )
         dsa.store_keys(keys, loc, k_in, k_scale, page)
         if not return_indices:
             return None
@@ -150,9 +154,13 @@ def indexer_forward(
     # weights_proj is kept in bfloat16 by SGLang; HF computes it in the model's
     # dtype from the same (bfloat16-exact) weights.
     weights = F.linear(x, self.weights_proj.weight.to(x.dtype))
+    # SGLang builds every DeepSeek indexer with scale_fmt "ue8m0" (DeepSeek-V3.2's
+    # own config says the same) and its act_quant rounds the scales whenever a
+    # format is set: the fp8 mode follows, or it would pick other tokens.
     return backend.dsa.index(
         layer_id, query, key, weights, forward_batch.out_cache_loc,
         scale=self.softmax_scale, topk=self.index_topk, return_indices=return_indices,
+        round_scale=getattr(self, "scale_fmt", None) is not None,
     )  # fmt: skip
 
 
