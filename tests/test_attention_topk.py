@@ -71,3 +71,31 @@ def test_wider_k_than_positions_and_empty_batches():
 def test_refuses_what_it_cannot_read():
     with pytest.raises(ValueError, match="float32"):
         topk_positions(torch.randn(2, 8, dtype=torch.bfloat16), 4)
+
+
+def _from_bits(bits: torch.Tensor) -> torch.Tensor:
+    return bits.to(torch.int32).view(torch.float32)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_scores_apart_only_in_their_lowest_bits(seed):
+    """Keys equal in their top 22 bits: the candidates' second narrowing pass decides."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor(1.5).view(torch.int32)
+    low = torch.randint(0, 1024, (2, 3000), generator=g)
+    s = _from_bits(base + low)  # 1.5 plus up to 1023 ulps
+    s[:, ::7] = 4.0  # a higher bin, taken whole
+    s[1, ::11] = -1.0
+    _check(s, 1500)
+    _check(s, 429)  # exactly the 4.0s: the candidates give none
+
+
+@pytest.mark.parametrize("k", [1, 37, 600])
+def test_equal_scores_past_k_keep_the_lowest_positions(k):
+    s = torch.full((2, 1200), 2.0)
+    s[1, 600:] = 0.0  # 0.0 keys tie through every pass too
+    s[1, 5] = 3.0
+    got = topk_positions(s.to(DEVICE), k).cpu()
+    assert got[0].tolist() == list(range(k))
+    assert got[1].tolist() == [5] + [p for p in range(600) if p != 5][: k - 1]
+    _check(s, k)

@@ -149,6 +149,11 @@ def test_sparse_decode_moves_at_most_1_2x_its_selected_rows(quick):
     )
 
 
+def test_dsa_topk_reads_its_scores_about_twice(quick):
+    _gate(quick, ("DeepSeek-V3.2 indexer top-k", "attention.topk", "top-2048 of 65536 positions"),
+          "DSA top-k")  # fmt: skip
+
+
 def test_mxfp4_moe_reads_weights_at_most_1_2x_ideal(quick):
     _gate(quick, ("DeepSeek-V3", "moe.fused mxfp4", "64 tokens"), "MXFP4 MoE weight bytes")
 

@@ -4,7 +4,8 @@ Where it sits: `audit/traffic_audit.py` builds each `TrafficCase` for a target
 (gfx942, sm_90), runs it inside `audit.traffic.counting()` with our launch-flag
 heuristics answering for that target, and divides by the ideal from
 `audit/traffic_ideal.py`. The calls are our public entry points (`paged_decode`,
-`paged_extend`, `sparse_attention`, `fused_moe`, `mxfp4_linear`).
+`paged_extend`, `sparse_attention`, `indexer_logits`, `topk_positions`, `fused_moe`,
+`mxfp4_linear`).
 
 The interpreter runs every program in numpy, so shapes are scaled down, but only
 along axes whose programs are independent copies of each other, and the launch
@@ -74,6 +75,7 @@ class TrafficCase:
 
 DECODE_GATE = Gate("decode <= 1.10x ideal (MHA/GQA, context >= 8K)", "ratio", 1.10)
 MLA_GATE = Gate("MLA decode <= 2x ideal (128 heads, context >= 8K)", "ratio", 2.0)
+TOPK_GATE = Gate("DSA top-k <= 2.2x reading its scores once", "ratio", 2.2)
 SPARSE_GATE = Gate("DSA sparse decode <= 1.2x reading its top-k rows (16 heads)", "ratio", 1.2)
 MOE_WEIGHT_GATE = Gate("MXFP4 MoE weight bytes <= 1.2x ideal (<= 64 tokens)", "weights_ratio", 1.2)
 MOE_LAUNCH_GATE = Gate("MoE forward <= 4 launches", "launches", 4)
@@ -91,6 +93,8 @@ SPARSE_TOPK, SPARSE_CONTEXT, SPARSE_ROWS = 2048, 8192, (1, 64)
 # Its indexer: (model, heads, head dim), scoring every visible position of a context.
 INDEXER = ("DeepSeek-V3.2 indexer", 64, 128)
 INDEXER_CONTEXTS = (8192, 65536)
+# Its top-k (`topk_positions`): index_topk positions of one query token's scores.
+TOPK = "DeepSeek-V3.2 indexer top-k"
 EXTEND = (
     ("Llama-3.1-8B", 32, 8, 128, 128),
     ("DeepSeek-V3 prefill 128 heads", 128, 128, 192, 128),
@@ -194,6 +198,23 @@ def _indexer(context: int) -> Callable[[Target], Prepared]:
 
         ideal = traffic_ideal.indexer(q, w, dim * k.element_size(), context)
         return Prepared(run, {"q": q, "weights": w, "index_k": k, "out": out}, ideal)
+
+    return build
+
+
+def _topk(context: int) -> Callable[[Target], Prepared]:
+    def build(target: Target) -> Prepared:
+        from sglang_amd.attention.topk import topk_positions
+
+        # An indexer's scores: sums of ReLUs, so many exact zeros among positive values.
+        scores = torch.randn(1, context).relu_()
+        out = torch.empty(1, SPARSE_TOPK, dtype=torch.int32)
+
+        def run() -> object:
+            return topk_positions(scores, SPARSE_TOPK, out=out)
+
+        ideal = traffic_ideal.topk(scores, SPARSE_TOPK)
+        return Prepared(run, {"scores": scores, "out": out}, ideal)
 
     return build
 
@@ -325,6 +346,7 @@ QUICK = {
     ("Qwen3-235B-A22B tp4", "attention.decode", "batch 1, context 8192"),
     ("DeepSeek-V3 MLA 128 heads", "attention.decode", "batch 1, context 8192"),
     ("DeepSeek-V3.2 MLA 16 heads (tp8)", "attention.sparse", "1 query token, top-2048 of 8192"),
+    ("DeepSeek-V3.2 indexer top-k", "attention.topk", "top-2048 of 65536 positions"),
     ("DeepSeek-V3", "moe.fused mxfp4", "64 tokens"),
     ("gpt-oss-120b", "moe.fused a4w4", "8 tokens"),
     ("Qwen3-235B-A22B", "moe.fused bf16", "8 tokens"),
@@ -366,6 +388,16 @@ def _all_cases() -> list[TrafficCase]:
                 f"1 query token, {context} positions",
                 "real",
                 _indexer(context),
+            )
+        )
+        out.append(
+            TrafficCase(
+                TOPK,
+                "attention.topk",
+                f"top-{SPARSE_TOPK} of {context} positions",
+                "real",
+                _topk(context),
+                (TOPK_GATE,),
             )
         )
     for model in SPARSE:

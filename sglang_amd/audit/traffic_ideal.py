@@ -59,3 +59,9 @@ def indexer(q: torch.Tensor, weights: torch.Tensor, index_k_row_bytes: int, visi
     """DSA's indexer for one query token: q [1, H, D] and its head weights read once,
     the `visible` index-K rows read once, one float32 score per position written."""
     return _nbytes(q) + _nbytes(weights) + visible * (index_k_row_bytes + 4)
+
+
+def topk(scores: torch.Tensor, k: int) -> int:
+    """DSA's top-k: each float32 score [T, width] read once, k int32 positions a row
+    written once."""
+    return _nbytes(scores) + scores.shape[0] * k * 4
