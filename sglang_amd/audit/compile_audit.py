@@ -21,6 +21,7 @@ from sglang_amd.audit import peer_compare
 from sglang_amd.audit.compile_for_target import TRITON_TARGETS, Compiled, compiling_for
 from sglang_amd.audit.isa import KernelReport, report
 from sglang_amd.audit.launches import Case, cases, flags_for
+from sglang_amd.plotting import pyplot, save
 from sglang_amd.target_info import SHARED_MEMORY_BYTES, Target
 
 TARGETS: tuple[str, ...] = tuple(TRITON_TARGETS)
@@ -157,12 +158,8 @@ def write(
     if pairs or notes:
         md += f"\n{peer_compare.markdown(pairs, notes)}\n"
     (out / "audit.md").write_text(md)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return json_path, None
     ok = [r.report for r in rows if r.report.ok and r.owner == "ours"]
     labels = [f"{r.kernel.strip('_')} {r.arch}\n{r.config[:48]}" for r in ok]
@@ -175,10 +172,7 @@ def write(
     axes[0].set_yticks(list(y), labels, fontsize=6)
     axes[0].invert_yaxis()
     fig.suptitle(header, fontsize=9)
-    fig.tight_layout()
-    png_path = out / "audit.png"
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
+    png_path = save(fig, out / "audit.png")
     return json_path, png_path
 
 

@@ -22,6 +22,7 @@ from unittest import mock
 
 from sglang_amd.audit.traffic import Traffic, counting
 from sglang_amd.audit.traffic_cases import Prepared, TrafficCase, cases
+from sglang_amd.plotting import pyplot, save
 from sglang_amd.target_info import Target, target_for_arch
 
 TARGETS: tuple[str, ...] = ("gfx942", "sm_90")
@@ -325,12 +326,8 @@ def write(rows: Sequence[TrafficRow], out: Path, header: str) -> tuple[Path, Pat
         )
     )
     (out / "traffic.md").write_text(f"{header}\n\n{markdown(rows)}\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return json_path, None
     ok = [r for r in rows if not r.error]
     fig, axes = plt.subplots(1, 2, figsize=(15, max(4, 0.28 * len(ok))), sharey=True)
@@ -355,8 +352,5 @@ def write(rows: Sequence[TrafficRow], out: Path, header: str) -> tuple[Path, Pat
     axes[0].set_yticks(y, [f"{r.op} {r.model[:24]} {r.size} {r.target}" for r in ok], fontsize=6)
     axes[0].invert_yaxis()
     fig.suptitle(header, fontsize=9)
-    fig.tight_layout()
-    png_path = out / "traffic.png"
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
+    png_path = save(fig, out / "traffic.png")
     return json_path, png_path

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from sglang_amd.plotting import pyplot, save
+
 MODES = ("high_throughput", "low_latency", "replicate+reduce")
 
 
@@ -239,12 +241,8 @@ def write(result: dict, out_dir: Path, header: str) -> tuple[Path, Path | None]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "ep.json"
     json_path.write_text(json.dumps({"header": header, **result}, indent=2))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return json_path, None
     fig, ax = plt.subplots(figsize=(8, 5))
     for world in sorted({r["world"] for r in result["rows"]}):
@@ -261,8 +259,5 @@ def write(result: dict, out_dir: Path, header: str) -> tuple[Path, Path | None]:
     ax.set_ylabel("dispatch + combine, us (slowest rank)")
     ax.set_title(header.replace(" | commit", "\ncommit"), fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    png_path = out_dir / "ep.png"
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
+    png_path = save(fig, out_dir / "ep.png")
     return json_path, png_path

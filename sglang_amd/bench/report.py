@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from sglang_amd.plotting import pyplot, save
+
 Role = Literal["ours", "variant", "peer"]
 
 
@@ -99,12 +101,8 @@ def write(result: dict, out_dir: Path, name: str, header: str) -> tuple[Path, Pa
             indent=2,
         )
     )
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return json_path, None
     cases = list(dict.fromkeys(r.case for r in result["rows"]))
     impls = list(dict.fromkeys(r.impl for r in result["rows"]))
@@ -131,8 +129,5 @@ def write(result: dict, out_dir: Path, name: str, header: str) -> tuple[Path, Pa
         fontsize=7,
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    png_path = out_dir / f"{name}.png"
-    fig.savefig(png_path, dpi=110)
-    plt.close(fig)
+    png_path = save(fig, out_dir / f"{name}.png")
     return json_path, png_path

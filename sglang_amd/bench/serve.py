@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+from sglang_amd.plotting import pyplot, save
 from sglang_amd.serving import fault_suite
 from sglang_amd.serving.fault_cases import fault_cases
 from sglang_amd.serving.server_process import ServerProcess
@@ -128,12 +129,8 @@ def markdown(r: dict, header: str) -> str:
 def write(r: dict, out: Path, header: str) -> tuple[Path, Path | None]:
     (out / "serve.json").write_text(json.dumps({"header": header, **r}, indent=1, default=str))
     (out / "serve.md").write_text(markdown(r, header))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return out / "serve.json", None
     fig, ax = plt.subplots(figsize=(7, 4))
     lat = sorted(r["load"]["latencies_s"])
@@ -144,8 +141,5 @@ def write(r: dict, out: Path, header: str) -> tuple[Path, Path | None]:
     ax.set_ylabel("fraction of requests")
     ax.set_title(header, fontsize=8)
     ax.legend()
-    fig.tight_layout()
-    png = out / "serve.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = save(fig, out / "serve.png", dpi=120)
     return out / "serve.json", png

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sglang_amd.mtp import acceptance
+from sglang_amd.plotting import pyplot, save
 
 SIMULATE_ENV = "SGLANG_SIMULATE_ACC_LEN"
 
@@ -198,12 +199,8 @@ def write(result: dict, out: Path, header: str) -> tuple[Path, Path | None]:
     json_path = out / "mtp.json"
     rows = [asdict(r) | {"speedup": r.speedup} for r in result["rows"]]
     json_path.write_text(json.dumps({"header": header, **result, "rows": rows}, indent=2))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return json_path, None
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = range(len(result["rows"]))
@@ -215,10 +212,7 @@ def write(result: dict, out: Path, header: str) -> tuple[Path, Path | None]:
     ax.set_ylabel("decode tokens/s")
     ax.set_title(header.replace(" | 20", "\n20"), fontsize=8)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    png = out / "mtp.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    png = save(fig, out / "mtp.png")
     return json_path, png
 
 
