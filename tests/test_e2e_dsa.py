@@ -20,7 +20,7 @@ import torch
 
 from sglang_amd import trace
 from tests.oracle import HFOracle, check_fp32_against_hf
-from tests.tiny_models import tiny_deepseek_v32
+from tests.tiny_models import tiny_deepseek_v32, tiny_deepseek_v32_agreeing_mtp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sglang]
 
@@ -124,4 +124,37 @@ def test_nextn_chain_drafts_over_dsa_match_hf(engines, smollm2_path, tmp_path_fa
     tokens, verifies = _check_against_hf(_generate_all(engine, few), HFOracle(path), few)
     print(f"NEXTN over DSA: {tokens} tokens in {verifies} verify passes")
     assert verifies > 0
+    assert {"target_verify", "draft_extend", "draft_decode"} <= _spec_events(engines)
+
+
+@pytest.fixture(scope="module")
+def agreeing_v32(tmp_path_factory, smollm2_path) -> str:
+    return str(tiny_deepseek_v32_agreeing_mtp(tmp_path_factory.mktemp("tiny-dsv32-mtp"),
+                                              smollm2_path))  # fmt: skip
+
+
+def test_agreeing_nextn_chain_over_dsa_matches_hf_and_accepts(engines, agreeing_v32, prompts):
+    """NEXTN over DSA with an MTP layer (its indexer too) that agrees with the target,
+    3 steps: drafts accepted and rejected in target verify, draft extend and each
+    draft-decode step, all indexing and attending sparsely; greedy output identical
+    to HF's without drafts. (Tree drafts: SGLang refuses them over 64-token pages.)"""
+    from sglang_amd.mtp import acceptance
+    from tests.test_e2e_speculative import NEW_TOKENS, SPEC_ENV, _spec_events
+
+    engine = engines.get(
+        env=SPEC_ENV, model_path=agreeing_v32, **FP32, disable_overlap_schedule=True,
+        speculative_algorithm="NEXTN", speculative_num_steps=3, speculative_eagle_topk=1,
+        speculative_num_draft_tokens=4,
+    )  # fmt: skip
+    few = _dsa_prompts(prompts)
+    outs = engine.generate(input_ids=[p.ids for p in few],
+                           sampling_params={"temperature": 0, "max_new_tokens": NEW_TOKENS})  # fmt: skip
+    oracle = HFOracle(agreeing_v32)
+    differ = [i for i, (p, o) in enumerate(zip(few, outs, strict=True))
+              if o["output_ids"] != oracle.greedy(p.ids, NEW_TOKENS)]  # fmt: skip
+    assert not differ, f"speculative greedy output differs from HF fp32 on {differ}"
+    acc = acceptance.from_meta(o["meta_info"] for o in outs)
+    print(f"NEXTN over DSA: {acc.line()}")
+    assert 0 < acc.correct_drafts < acc.proposed_drafts
+    assert acc.accept_length >= 2.0, acc.line()
     assert {"target_verify", "draft_extend", "draft_decode"} <= _spec_events(engines)

@@ -338,6 +338,29 @@ def tiny_deepseek_v3_agreeing_mtp(
     return _with_agreeing_mtp(DeepseekV3ForCausalLM(config), out, smollm2, quiet_first_layer)
 
 
+def tiny_deepseek_v32_agreeing_mtp(
+    out: Path, smollm2: str, seed: int = 0, quiet_first_layer: float = 0.1
+) -> Path:
+    """DeepSeek-V3.2 (`tiny_deepseek_v32`'s DSA, index_topk 16) with a dense layer, then
+    a MoE layer, whose MTP layer (indexer included) agrees with it (`_with_agreeing_mtp`):
+    multi-token acceptance over sparse attention."""
+    if (out / "config.json").is_file():
+        return out
+    from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
+
+    torch.manual_seed(seed)
+    config = DeepseekV32Config(
+        **_COMMON,
+        **_DEEPSEEK,
+        first_k_dense_replace=1,
+        index_topk=16,
+        index_head_dim=128,
+        index_n_heads=16,
+    )
+    _sglang_deepseek_fields(config, nextn=True)
+    return _with_agreeing_mtp(DeepseekV32ForCausalLM(config), out, smollm2, quiet_first_layer)
+
+
 def tiny_glm4_moe_agreeing_mtp(
     out: Path, smollm2: str, seed: int = 0, quiet_first_layer: float = 0.1
 ) -> Path:

@@ -121,9 +121,13 @@ def _dsa_reasons(server_args: Any, flag: str) -> list[str]:
         getattr(server_args, "speculative_algorithm", None)
         and (getattr(server_args, "speculative_eagle_topk", None) or 1) > 1
     ):
-        # A tree's drafts see their ancestors, not every earlier draft: the indexer's
-        # causal limit is a prefix length.
-        reasons.append(f"{what} with chain drafts so far; set --speculative-eagle-topk 1")
+        # SGLang 0.5.23 takes tree drafts over paged KV (DSA's 64-token pages) on
+        # flashinfer/fa3/triton only, none of which serves DSA; our indexer's causal
+        # limit is a prefix length, right for chains.
+        reasons.append(
+            f"{what} with chain drafts (SGLang allows tree drafts over DSA's 64-token "
+            "pages on no DSA backend); set --speculative-eagle-topk 1"
+        )
     for field, option in (
         ("enable_prefill_cp", "--enable-prefill-cp"),
         ("enable_dsa_cache_layer_split", "--enable-dsa-cache-layer-split"),
