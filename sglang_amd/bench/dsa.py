@@ -109,7 +109,8 @@ def _indexer(case: Case, dtype, device) -> list[Candidate]:
     keys = torch.randn(slots, INDEX_HEAD_DIM, device=device, generator=g)
     q = torch.randn(case.batch, case.heads, INDEX_HEAD_DIM, device=device, generator=g)
     w = torch.randn(case.batch, case.heads, device=device, generator=g)
-    q8, w8, k8, k_scale = dsa.indexer_inputs(q, keys, w, fp8=True)
+    # Power-of-two scales, as SGLang builds every DeepSeek indexer (ue8m0).
+    q8, w8, k8, k_scale = dsa.indexer_inputs(q, keys, w, fp8=True, round_scale=True)
     cache = torch.zeros(slots // PAGE, index_k_cache_bytes_per_page(PAGE), dtype=torch.uint8,
                         device=device)  # fmt: skip
     dsa.store_keys(cache, torch.arange(slots, device=device), k8, k_scale, PAGE)
