@@ -95,6 +95,83 @@ def test_head_steps_chain_their_own_output(tiny_llama):
     assert not torch.allclose(a[:, -1], b[:, -1])
 
 
+def test_ttt_mask_is_what_each_step_sees_when_served():
+    from sglang_amd.mtp.eagle3_head import ttt_mask
+
+    assert torch.equal(ttt_mask(4, 0), torch.ones(4, 4).tril().bool())
+    m = ttt_mask(5, 2).int()
+    # p = 4: step-1 keys at 0..2, step 2's at 3, step 3's (its own) at 4
+    assert m[4].tolist() == [1, 1, 1, 0, 0] + [0, 0, 0, 1, 0] + [0, 0, 0, 0, 1]
+    assert m[2].tolist() == [1, 0, 0, 0, 0] + [0, 1, 0, 0, 0] + [0, 0, 1, 0, 0]
+
+
+def _served_step(head, hidden, token, position, keys, values):
+    """One draft token as SGLang's draft decode runs it: q/k/v of this token only,
+    attending to the given keys (prefix from the draft extend, then the chain's)
+    and its own. hidden [1, 1, H or 3H], token [1, 1] -> (normed, out, k, v)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    if hidden.shape[-1] != head.fc.out_features:
+        hidden = head.fc(hidden)
+    embed = head.target.model.embed_tokens(token)
+    x = torch.cat([head.input_layernorm(embed), head.hidden_norm(hidden)], dim=-1)
+    shape = (1, 1, -1, head.head_dim)
+    q = head.q_proj(x).view(shape).transpose(1, 2)
+    k = head.k_proj(x).view(shape).transpose(1, 2)
+    v = head.v_proj(x).view(shape).transpose(1, 2)
+    cos, sin = head.target.model.rotary_emb(x, torch.tensor([[position]]))
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    g = head.heads // head.kv_heads
+    k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    attn = torch.nn.functional.scaled_dot_product_attention(
+        q, torch.cat([keys, k], 2), torch.cat([values, v], 2)
+    )
+    r = hidden + head.o_proj(attn.transpose(1, 2).reshape(1, 1, -1))
+    mid = head.post_attention_layernorm(r)
+    out = r + head.down_proj(torch.nn.functional.silu(head.gate_proj(mid)) * head.up_proj(mid))
+    return head.norm(out), out, k, v
+
+
+@torch.no_grad()
+def test_unrolled_steps_attend_as_the_served_draft_chain(tiny_llama):
+    """Training's unrolled step k at position p computes what SGLang's draft computes
+    for the chain that starts after verified position t = p - k: the draft extend's
+    keys of positions <= t, then one draft token at a time (positions t+1..t+k),
+    each attending to those and the chain's earlier tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from sglang_amd.mtp.teacher import Traces, unrolled
+
+    target = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    torch.manual_seed(1)
+    head = Eagle3Head(target, torch.arange(300))
+    for prm in head.parameters():
+        prm.normal_(0.0, 0.1)
+    length, steps = 9, 3
+    ids = torch.randint(0, 300, (1, length))
+    tr = Traces(ids, torch.randn(1, length, 192), torch.zeros(1, length - 1, dtype=torch.long))
+    got = {k: logits for k, logits, _ in unrolled(head, tr, steps)}  # step k: positions k..
+    nxt, aux = ids[:, 1:], tr.hidden[:, :-1]
+    cache: list = []
+    head(aux, nxt, torch.arange(length - 1)[None], cache)  # the draft extend's keys
+    k0, v0 = cache[0]
+    for t in range(length - 1 - steps):
+        hidden = None
+        keys, values = k0[:, :, : t + 1], v0[:, :, : t + 1]
+        for k in range(steps):
+            p = t + k
+            if k == 0:  # the draft extend's own output at t
+                normed, out, _, _ = _served_step(head, aux[:, t : t + 1], nxt[:, t : t + 1], t,
+                                                 keys[:, :, :t], values[:, :, :t])  # fmt: skip
+            else:
+                normed, out, kk, vv = _served_step(head, hidden, nxt[:, p : p + 1], p,
+                                                   keys, values)  # fmt: skip
+                keys, values = torch.cat([keys, kk], 2), torch.cat([values, vv], 2)
+            torch.testing.assert_close(head.logits(normed)[0, 0], got[k][0, p - k],
+                                       rtol=1e-4, atol=1e-4)  # fmt: skip
+            hidden = out
+
+
 def test_mtp_train_refuses_what_it_cannot_train(tmp_path, capsys, smollm2_path):
     with pytest.raises(SystemExit):
         mtp_cli.parse_args(

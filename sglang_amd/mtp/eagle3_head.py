@@ -15,7 +15,14 @@ captures the input of layers a+1, b+1, c+1; transformers' hidden_states[a+1]...)
 Later draft steps feed `out` (before the norm) back as h, without fc. The
 embedding is the target's (SGLang shares it); the draft vocabulary is the
 target's `draft_vocab` most useful tokens, its lm_head their rows of the
-target's head. Never imports sglang.
+target's head.
+
+Unrolled in training (`teacher.unrolled`), draft step k at position p attends as
+it does when served: to the step-1 keys of positions <= p - k (SGLang's draft
+extend writes those from the target's states after each verify) and to one key
+of each later step, step i's at p - k + i (the chain's earlier drafts), not to
+step k's own keys at every position (`ttt_mask`, EAGLE3's training-time test).
+Never imports sglang.
 """
 
 from __future__ import annotations
@@ -29,6 +36,16 @@ def aux_layer_ids(num_layers: int) -> list[int]:
     """The target layers whose outputs feed the head (SpecForge's and SGLang's default
     for Llama: low, middle, high)."""
     return [1, num_layers // 2 - 1, num_layers - 4]
+
+
+def ttt_mask(length: int, step: int, device: torch.device | None = None) -> torch.Tensor:
+    """[T, (step + 1) * T] bool: which keys draft step `step` (0-based) at position p
+    sees among the steps' keys laid side by side: step 0's at positions <= p - step,
+    and step i's (1 <= i <= step) at p - step + i, its own key last. Step 0 is causal."""
+    p = torch.arange(length, device=device).unsqueeze(1)
+    j = torch.arange(length, device=device).unsqueeze(0)
+    blocks = [j <= p - step] + [j == p - step + i for i in range(1, step + 1)]
+    return torch.cat(blocks, dim=1)
 
 
 class Eagle3Head(nn.Module):
@@ -67,11 +84,18 @@ class Eagle3Head(nn.Module):
         return self._target[0]
 
     def forward(
-        self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor
+        self,
+        hidden: torch.Tensor,
+        next_ids: torch.Tensor,
+        positions: torch.Tensor,
+        cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [B, T, 3H] (the target's aux states, step 1) or [B, T, H] (the
         previous step's `out`), next_ids [B, T] int64, positions [B, T] ->
-        (norm(out) for the logits, out for the next step), each [B, T, H]."""
+        (norm(out) for the logits, out for the next step), each [B, T, H].
+
+        `cache`: the earlier unrolled steps' keys and values, this step's appended;
+        with it, this step attends as served (`ttt_mask`); without, causally."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         if hidden.shape[-1] != self.fc.out_features:
@@ -86,7 +110,14 @@ class Eagle3Head(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         groups = self.heads // self.kv_heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if cache is None:
+            attn = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            cache.append((k, v))
+            keys = torch.cat([c[0] for c in cache], dim=2)
+            values = torch.cat([c[1] for c in cache], dim=2)
+            mask = ttt_mask(t, len(cache) - 1, q.device)
+            attn = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         residual = hidden + self.o_proj(attn.transpose(1, 2).reshape(b, t, -1))
         mid = self.post_attention_layernorm(residual)
         out = residual + self.down_proj(F.silu(self.gate_proj(mid)) * self.up_proj(mid))
@@ -96,10 +127,11 @@ class Eagle3Head(nn.Module):
         """[..., H] -> [..., draft_vocab]"""
         return self.lm_head(normed)
 
-    def step(self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor):  # noqa: ANN201
+    def step(self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor,
+             cache: list | None = None):  # noqa: ANN201  # fmt: skip
         """`teacher.unrolled`'s protocol: (normed state for the logits, `out` for the
-        next step)."""
-        return self(hidden, next_ids, positions)
+        next step); `cache` carries the unrolled steps' keys and values."""
+        return self(hidden, next_ids, positions, cache)
 
     def target_ids(self, drafted: torch.Tensor) -> torch.Tensor:
         """Draft-vocabulary ids -> the target's ids."""

@@ -150,9 +150,11 @@ class NextNHead(nn.Module):
     def logits(self, draft_hidden: torch.Tensor) -> torch.Tensor:
         return self.target.lm_head(draft_hidden)
 
-    def step(self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor):  # noqa: ANN201
+    def step(self, hidden: torch.Tensor, next_ids: torch.Tensor, positions: torch.Tensor,
+             cache: list | None = None):  # noqa: ANN201  # fmt: skip
         """`teacher.unrolled`'s protocol: (state for the logits, state for the next
-        step); a NextN head feeds its normed output back."""
+        step); a NextN head feeds its normed output back. Its later steps attend
+        over their own keys (`cache` unused): it is seeded and measured, not trained."""
         out = self(hidden, next_ids, positions)
         return out, out
 

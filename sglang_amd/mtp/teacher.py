@@ -92,13 +92,16 @@ def teacher_traces(target, sequences: Sequence[Sequence[int]],
 def unrolled(head, tr: Traces, steps: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:  # noqa: ANN001
     """(step k, drafted logits [B, T-k, V'], labels [B, T-k]) for k = 0..steps-1. Step
     k+1 reads the same next tokens with step k's output, one position earlier, as
-    its hidden input (SGLang's chained draft). `head(hidden, next_ids, positions)`
-    returns (state for the logits, state for the next step)."""
+    its hidden input (SGLang's chained draft). `head.step(hidden, next_ids,
+    positions, cache)` returns (state for the logits, state for the next step);
+    `cache`, one list across the steps, is the head's to keep its earlier steps'
+    keys in (an EAGLE3 head attends to them as served; a NextN head ignores it)."""
     nxt = tr.ids[:, 1:]
     pos = torch.arange(nxt.shape[1], device=nxt.device).expand_as(nxt)
     hidden = tr.hidden[:, :-1]
+    cache: list = []
     for k in range(steps):
-        for_logits, carried = head.step(hidden, nxt, pos)
+        for_logits, carried = head.step(hidden, nxt, pos, cache)
         yield k, head.logits(for_logits[:, k:]), tr.labels[:, k:]
         hidden = torch.cat([carried[:, :1], carried[:, :-1]], dim=1)
 
