@@ -74,7 +74,7 @@ else
         tests/test_moe_fused_triton.py tests/test_moe_reference.py \
         tests/test_mxfp4.py tests/test_mxfp4_linear.py tests/test_bench.py \
         tests/test_attention_dsa.py tests/test_attention_topk.py \
-        tests/test_attention_sinks.py tests/test_moe_gpt_oss.py
+        tests/test_attention_sinks.py tests/test_moe_gpt_oss.py tests/test_ep_permute.py
 fi
 if want bench; then
     step bench-attention 120 "$PY" -m sglang_amd.cli bench attention --out "$RES"

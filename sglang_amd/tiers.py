@@ -159,6 +159,10 @@ _MXFP4 = "sglang_amd.quant.mxfp4"
 # Gated DeltaNet (Qwen3-Next's linear attention): torch tier only; no Triton tier yet
 # (on GPUs SGLang's own fla kernels serve these layers).
 _GDN = "sglang_amd.linear_attention.gdn"
+# The expert-parallel communicator's local permutes around its all-to-alls (the
+# family is not "ep": SGLANG_AMD_EP_TIER already picks its transport).
+_EP = "sglang_amd.ep.permute"
+_EP_REF = "sglang_amd.ep.permute_reference"
 
 OPS: dict[str, OpSpec] = {
     spec.name: spec
@@ -230,6 +234,24 @@ OPS: dict[str, OpSpec] = {
                 Impl(Tier.TRITON, "sglang_amd.quant.mxfp4_triton:quantize_mxfp4_triton"),
                 Impl(Tier.TORCH, f"{_MXFP4}:quantize_mxfp4"),
             ),
+        ),
+        OpSpec(
+            "ep_permute.pack",
+            "expert-parallel dispatch: each token's wire record into every destination's row",
+            (
+                Impl(Tier.TRITON, f"{_EP}:pack_triton", f"{_EP}:pack_refusal"),
+                Impl(Tier.TORCH, f"{_EP_REF}:pack_torch"),
+            ),
+            trace_event="ep_pack",
+        ),
+        OpSpec(
+            "ep_permute.combine",
+            "expert-parallel combine: each token's returned rows summed in rank order",
+            (
+                Impl(Tier.TRITON, f"{_EP}:combine_triton", f"{_EP}:combine_refusal"),
+                Impl(Tier.TORCH, f"{_EP_REF}:combine_torch"),
+            ),
+            trace_event="ep_combine",
         ),
         OpSpec(
             "linear_attention.gdn_chunked",

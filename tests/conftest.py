@@ -25,6 +25,10 @@ HAS_GPU = torch.cuda.is_available()
 # tests/e2e_engines.py) unless a test asks for it.
 if not HAS_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # Triton's own jit helpers (tl.sum, tl.cumsum, ...) are decorated when it is first
+    # imported: here, so a test that unsets the variable (tests/test_tiers.py) cannot
+    # be the first and leave them compiled-only for every interpreted kernel after it.
+    import triton.language  # noqa: F401
 
 # SGLang resolves its platform once per process, at the first use of
 # `current_platform` -- which any test module that registers our plugin or

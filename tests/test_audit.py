@@ -27,6 +27,9 @@ KERNELS = {
     "_combine_kernel",
     "_indexer_logits_kernel",
     "_topk_kernel",
+    "_ep_plan_kernel",
+    "_ep_pack_kernel",
+    "_ep_combine_kernel",
 }
 
 

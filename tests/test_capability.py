@@ -61,10 +61,10 @@ def test_builtins_are_attention_moe_quant_serving_ep_models():
     for cap in capability.capabilities():
         assert cap.registration.count(":") == 1
         # Every family but serving (always on: request checks) and models (on with
-        # any of ours: coverage) owns flags; all but those and ep (its transport is
-        # chosen in ep/support.py) own tiered ops.
+        # any of ours: coverage) owns flags and tiered ops (ep: its local permutes;
+        # its transport is chosen in ep/support.py).
         assert bool(cap.flags) == (cap.name not in ("serving", "models")), cap.name
-        assert bool(cap.ops) == (cap.name not in ("serving", "ep", "models")), cap.name
+        assert bool(cap.ops) == (cap.name not in ("serving", "models")), cap.name
 
 
 def test_inactive_capabilities_are_asked_nothing(dummy):

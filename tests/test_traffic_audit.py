@@ -175,6 +175,21 @@ def test_moe_forward_takes_at_most_4_launches(quick, key):
     _gate(quick, key, "launches")
 
 
+@pytest.mark.parametrize(
+    "key, launches",
+    [
+        (("DeepSeek-V3 EP8", "ep_permute.pack mxfp4", "4096 tokens, high throughput"), "pack <= 2"),
+        (("DeepSeek-V3 EP8", "ep_permute.combine", "1 token, low latency"), "combine: 1"),
+    ],
+)
+def test_ep_permutes_move_their_ideal_in_one_or_two_launches(quick, key, launches):
+    """Expert parallelism's pack (plan, then each record into every destination's row)
+    and combine (each token's returned rows, in rank order): <= 1.05x their ideal."""
+    _gate(quick, key, "EP pack / combine <= 1.05x")
+    _gate(quick, key, launches)
+    assert quick[key].detail["torch_launches"] == 0, quick[key].detail
+
+
 def test_cli_reruns_itself_under_the_interpreter(tmp_path):
     """`audit --traffic` from a process without TRITON_INTERPRET (the compile audit's
     setting) still interprets: it runs itself again with the variable set."""

@@ -86,6 +86,7 @@ _FLAG_USERS = (
     "sglang_amd.attention.decode",
     "sglang_amd.attention.extend",
     "sglang_amd.attention.indexer",
+    "sglang_amd.ep.permute",
     "sglang_amd.gemm.grouped_gemm",
     "sglang_amd.moe.combine",
     "sglang_amd.moe.fused",
@@ -251,6 +252,40 @@ def _moe(
     fused_moe(x, q, None, w, ids, act_mxfp4=weights == "a4w4", **extra)
 
 
+# Expert parallelism's local permutes (ep/permute.py) on one EP rank: (model,
+# hidden, top-k, experts, EP ranks). gpt-oss's 2880 is 2.8 of the 1024-column
+# tile (a partial last chunk) and takes no fp8 wire (not a multiple of 128).
+EP = (
+    ("DeepSeek-V3 EP8", 7168, 8, 256, 8),
+    ("gpt-oss-120b EP8", 2880, 4, 128, 8),
+)
+EP_TOKENS = (1, 64, 4096)  # low latency up to its capacity of 64, high throughput past it
+EP_CAPACITY = 64
+
+
+def _ep(hidden: int, topk: int, experts: int, world: int, tokens: int, wire_fmt: str) -> None:
+    """One dispatch's plan and pack launches and its combine, bf16 tokens. Nothing
+    runs, so the plan is handed in and the buffers are one row (expanded inputs:
+    the grid comes from the token count, the code from the shapes)."""
+    from sglang_amd.ep import permute, wire
+    from sglang_amd.ep.opt_flags import permute_flags
+    from sglang_amd.ep.plan import SendPlan
+
+    flags = permute_flags(permute.current_target(None))
+    capacity = EP_CAPACITY if tokens <= EP_CAPACITY else None
+    layout = wire.RowLayout(hidden, topk, wire_fmt, BF16)
+    x = torch.empty(1, hidden, dtype=BF16).expand(tokens, hidden)
+    ids = torch.zeros(tokens, topk, dtype=torch.int32)
+    permute.plan_triton(ids, experts // world, world, flags)
+    slot = torch.zeros(tokens, world, dtype=torch.int32)
+    plan = SendPlan(slot, torch.zeros(world, dtype=torch.long))
+    buf = torch.empty(1, layout.row_bytes, dtype=torch.uint8)
+    permute.pack_rows_triton(x, torch.ones(tokens, topk), ids, plan, layout, buf, capacity, flags)
+    out = torch.empty(1, hidden, dtype=BF16).expand(tokens, hidden)
+    permute.combine_triton(torch.empty(1, hidden, dtype=BF16), plan, BF16, capacity, out=out,
+                           flags=flags)  # fmt: skip
+
+
 def _linear(n: int, k: int, rows: int, a4w4: bool) -> None:
     from sglang_amd.quant.mxfp4_linear import mxfp4_linear
 
@@ -273,6 +308,7 @@ QUICK_MODELS = {
     "DeepSeek-V3 o_proj",
     "gpt-oss-120b swiglu+bias",
     "gpt-oss-120b tp8 sinks sliding",
+    "DeepSeek-V3 EP8",
 }
 
 
@@ -418,4 +454,16 @@ def _all_cases(quick: bool) -> list[Case]:
                     lambda a=(7168, 16384, rows, a4w4): _linear(*a),
                 )
             )
+    for model, hidden, topk, experts, world in EP:
+        for wire_fmt in ("none", "fp8", "mxfp4") if hidden % 128 == 0 else ("none", "mxfp4"):
+            for t in EP_TOKENS[1:] if quick else EP_TOKENS:
+                mode = "low latency" if t <= EP_CAPACITY else "high throughput"
+                out.append(
+                    Case(
+                        model,
+                        f"ep_permute.pack+combine {wire_fmt}",
+                        f"{t} tokens, {mode}",
+                        lambda a=(hidden, topk, experts, world, t, wire_fmt): _ep(*a),
+                    )
+                )
     return out

@@ -30,6 +30,7 @@ TARGETS: tuple[str, ...] = ("gfx942", "sm_90")
 _ENTRY_MODULES = (
     "sglang_amd.attention.decode",
     "sglang_amd.attention.extend",
+    "sglang_amd.ep.permute",
     "sglang_amd.moe.fused",
     "sglang_amd.quant.mxfp4_linear",
 )

@@ -25,6 +25,11 @@ flags are those the heuristics pick for the real shape. Hence every ratio
   are). Weight traffic per expert is independent of those sizes; activation
   traffic is not (it grows relative to weights), so the MoE gate is on weights.
 - the dense MXFP4 linear: N and K cut, rows real.
+- expert parallelism's local permutes (`ep_permute.pack` / `.combine`, and the
+  torch chain they replace beside them): hidden, top-k, experts and ranks real;
+  a high-throughput batch runs `EP_RUN_TOKENS` of its tokens (each token is its
+  own programs, and the plan kernel's walk costs the same per token), low-latency
+  batches run real (their fixed buffer is what the ratio is about).
 Never imports sglang.
 """
 
@@ -112,6 +117,15 @@ MOE_TOKENS = (1, 8, 64)
 MOE_WEIGHTS = ("bf16", "mxfp4", "a4w4")
 LINEAR = ("DeepSeek-V3 o_proj", 7168, 16384, (512, 1024))
 LINEAR_ROWS = (1, 64)
+# One EP rank of DeepSeek-V3 over 8 ranks: (model, hidden, top-k, experts, ranks,
+# low-latency capacity), its tokens per rank and mode, and each wire's pack.
+EP = ("DeepSeek-V3 EP8", 7168, 8, 256, 8, 64)
+EP_SIZES = ((1, "low_latency"), (64, "low_latency"), (4096, "high_throughput"))
+EP_RUN_TOKENS = 64
+EP_WIRES = ("none", "fp8", "mxfp4")
+EP_GATE = Gate("EP pack / combine <= 1.05x ideal", "ratio", 1.05)
+EP_PACK_LAUNCH_GATE = Gate("EP pack <= 2 launches (plan, pack)", "launches", 2)
+EP_COMBINE_LAUNCH_GATE = Gate("EP combine: 1 launch", "launches", 1)
 
 
 def _randn(*shape: int, dtype: torch.dtype = BF16) -> torch.Tensor:
@@ -207,7 +221,7 @@ def _topk(context: int) -> Callable[[Target], Prepared]:
         from sglang_amd.attention.topk import topk_positions
 
         # An indexer's scores: sums of ReLUs, so many exact zeros among positive values.
-        scores = torch.randn(1, context).relu_()
+        scores = torch.randn(1, context, generator=torch.Generator().manual_seed(context)).relu_()
         out = torch.empty(1, SPARSE_TOPK, dtype=torch.int32)
 
         def run() -> object:
@@ -339,6 +353,68 @@ def _linear(rows: int, a4w4: bool) -> Callable[[Target], Prepared]:
     return build
 
 
+def _ep_batch(tokens: int, mode: str, tier: str):
+    """(run tokens, x, routing weights, ids, capacity or None, per-rank plan) of one
+    EP rank's batch; the plan as the tier's pack makes it."""
+    from sglang_amd.ep.opt_flags import permute_flags
+    from sglang_amd.ep.permute import plan_triton
+    from sglang_amd.ep.plan import plan_sends
+    from sglang_amd.target_info import INTERPRETER
+
+    _, hidden, topk, experts, world, cap = EP
+    run_t = tokens if mode == "low_latency" else min(tokens, EP_RUN_TOKENS)
+    x = _randn(run_t, hidden)
+    weights, ids = _routing(run_t, experts, topk)
+    if tier == "triton":
+        plan = plan_triton(ids, experts // world, world, permute_flags(INTERPRETER))
+    else:
+        plan = plan_sends(ids, experts // world, world)
+    return run_t, x, weights, ids, (cap if mode == "low_latency" else None), plan
+
+
+def _ep_pack(tokens: int, mode: str, wire_fmt: str, tier: str) -> Callable[[Target], Prepared]:
+    def build(target: Target) -> Prepared:
+        from sglang_amd.ep import wire
+        from sglang_amd.ep.permute import pack_triton
+        from sglang_amd.ep.permute_reference import pack_torch
+
+        _, hidden, topk, experts, world, _ = EP
+        _, x, weights, ids, cap, plan = _ep_batch(tokens, mode, tier)
+        layout = wire.RowLayout(hidden, topk, wire_fmt, BF16)
+        pack = pack_triton if tier == "triton" else pack_torch
+
+        def run() -> object:
+            return pack(x, weights, ids, layout, experts // world, world, cap)
+
+        rows = world * cap if cap else int(plan.counts.sum())
+        ideal = traffic_ideal.ep_pack(x, weights, ids, rows, layout.row_bytes)
+        note = f"{int(plan.counts.sum())} rows sent of {rows}, {layout.row_bytes} B a row"
+        return Prepared(run, {"x": x, "weights": weights, "ids": ids}, ideal, note=note)
+
+    return build
+
+
+def _ep_combine(tokens: int, mode: str, tier: str) -> Callable[[Target], Prepared]:
+    def build(target: Target) -> Prepared:
+        from sglang_amd.ep.permute import combine_triton
+        from sglang_amd.ep.permute_reference import combine_torch
+
+        _, hidden, _, _, world, _ = EP
+        _, x, _, _, cap, plan = _ep_batch(tokens, mode, tier)
+        sent = int(plan.counts.sum())
+        back = _randn(world * cap if cap else sent, hidden)
+        combine = combine_triton if tier == "triton" else combine_torch
+
+        def run() -> object:
+            return combine(back, plan, BF16, cap)
+
+        out = torch.empty_like(x)
+        ideal = traffic_ideal.ep_combine(sent * hidden * back.element_size(), out)
+        return Prepared(run, {"back": back}, ideal, note=f"{sent} rows returned")
+
+    return build
+
+
 # What `make test` (tests/test_traffic_audit.py) runs: one case per gate.
 QUICK = {
     ("Llama-3.1-8B", "attention.decode", "batch 1, context 8192"),
@@ -350,6 +426,8 @@ QUICK = {
     ("DeepSeek-V3", "moe.fused mxfp4", "64 tokens"),
     ("gpt-oss-120b", "moe.fused a4w4", "8 tokens"),
     ("Qwen3-235B-A22B", "moe.fused bf16", "8 tokens"),
+    ("DeepSeek-V3 EP8", "ep_permute.pack mxfp4", "4096 tokens, high throughput"),
+    ("DeepSeek-V3 EP8", "ep_permute.combine", "1 token, low latency"),
 }
 
 
@@ -454,6 +532,44 @@ def _all_cases() -> list[TrafficCase]:
                     f"{rows} row{'s' if rows > 1 else ''}",
                     f"N {run_n} of {n}, K {run_k} of {k}",
                     _linear(rows, a4w4),
+                )
+            )
+    out += _ep_cases()
+    return out
+
+
+def _ep_cases() -> list[TrafficCase]:
+    """Each wire's pack and the combine, our Triton tier (gated) and the torch chain
+    it replaced (the torch tier; reported, not gated), per batch size."""
+    out: list[TrafficCase] = []
+    name = EP[0]
+    for tokens, mode in EP_SIZES:
+        run_t = tokens if mode == "low_latency" else min(tokens, EP_RUN_TOKENS)
+        size = f"{tokens} token{'s' if tokens > 1 else ''}, {mode.replace('_', ' ')}"
+        scaling = "real" if run_t == tokens else f"{run_t} of {tokens} tokens"
+        for tier in ("triton", "torch"):
+            label = "" if tier == "triton" else " (torch chain)"
+            for wire_fmt in EP_WIRES:
+                gates = (EP_GATE, EP_PACK_LAUNCH_GATE) if tier == "triton" else ()
+                out.append(
+                    TrafficCase(
+                        name,
+                        f"ep_permute.pack {wire_fmt}{label}",
+                        size,
+                        scaling,
+                        _ep_pack(tokens, mode, wire_fmt, tier),
+                        gates,
+                    )
+                )
+            gates = (EP_GATE, EP_COMBINE_LAUNCH_GATE) if tier == "triton" else ()
+            out.append(
+                TrafficCase(
+                    name,
+                    f"ep_permute.combine{label}",
+                    size,
+                    scaling,
+                    _ep_combine(tokens, mode, tier),
+                    gates,
                 )
             )
     return out

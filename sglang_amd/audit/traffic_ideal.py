@@ -65,3 +65,19 @@ def topk(scores: torch.Tensor, k: int) -> int:
     """DSA's top-k: each float32 score [T, width] read once, k int32 positions a row
     written once."""
     return _nbytes(scores) + scores.shape[0] * k * 4
+
+
+def ep_pack(
+    x: torch.Tensor, weights: torch.Tensor, ids: torch.Tensor, rows: int, row_bytes: int
+) -> int:
+    """Expert-parallel dispatch's pack: each token's x, routing weights and expert ids
+    (its record's payload) read once, and each of the `rows` rows of the send buffer
+    written once (high throughput: a row per token and destination rank; low
+    latency: the whole fixed buffer, padding included, as the mode ships it)."""
+    return _nbytes(x) + _nbytes(weights) + _nbytes(ids) + rows * row_bytes
+
+
+def ep_combine(returned: int, out: torch.Tensor) -> int:
+    """Expert-parallel combine: the `returned` bytes of the rows sent back for this
+    rank's tokens read once (low latency's padding rows are not), [T, H] written once."""
+    return returned + _nbytes(out)

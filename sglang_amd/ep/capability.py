@@ -12,6 +12,7 @@ from sglang_amd.capability import Capability, TierOf
 from sglang_amd.ep.support import (
     A2A_BACKEND,
     FLAG,
+    PERMUTE_OPS,
     env_lines,
     ep_flags_used,
     ep_graph_refusals,
@@ -28,7 +29,7 @@ def _graph_refusals(
 CAPABILITY = Capability(
     name="ep",
     flags=(FLAG,),
-    ops=(),
+    ops=PERMUTE_OPS,
     used=ep_flags_used,
     problems=ep_problems,
     graph_refusals=_graph_refusals,

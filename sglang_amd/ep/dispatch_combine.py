@@ -9,7 +9,11 @@
       -> [T, H]: per source token, the sum over the ranks it went to
 
 Modelled on MoRI's `EpDispatchCombineOp` (one op object per layer group, the
-last dispatch's routing kept for its combine). Both modes give identical results;
+last dispatch's routing kept for its combine). The local work on either side of
+the all-to-alls is two tiered ops (`tiers.OPS`): `ep_permute.pack` (the plan and
+every token's wire record written into its destinations' rows: Triton in
+`permute.py`, torch in `permute_reference.py`) and `ep_permute.combine` (each
+token's returned rows summed in rank order). Both modes give identical results;
 see config.py for when each runs. A batch with more tokens than
 `max_tokens_per_rank` raises `EpCapacityError`: in high_throughput on every rank
 (the sizes travel with the counts), in low_latency before anything is sent when
@@ -32,8 +36,9 @@ from sglang_amd.ep.config import (
     Mode,
     choose_mode,
 )
-from sglang_amd.ep.plan import SendPlan, local_expert_ids, plan_sends
+from sglang_amd.ep.plan import Packed, SendPlan, local_expert_ids
 from sglang_amd.ep.transport import TorchTransport
+from sglang_amd.tiers import TieredOp
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,14 @@ class EpDispatchCombine:
                 f"{self.transport.world_size} ranks"
             )
         self._pending: _Pending | None = None
+        self._ops: dict[tuple[str, torch.device], TieredOp] = {}
+
+    def _op(self, name: str, device: torch.device) -> TieredOp:
+        """The tiered local op `ep_permute.<name>` on `device`, chosen once."""
+        key = (name, device)
+        if key not in self._ops:
+            self._ops[key] = TieredOp(f"ep_permute.{name}", device)
+        return self._ops[key]
 
     def layout(self, x_dtype: torch.dtype) -> wire.RowLayout:
         c = self.config
@@ -107,13 +120,13 @@ class EpDispatchCombine:
             )
         bound = c.max_tokens_per_rank if tokens_bound is None else tokens_bound
         mode = mode or choose_mode(c, is_decode=is_decode, tokens_bound=bound)
-        plan = plan_sends(indices, c.experts_per_rank, c.world_size)
-        rows = wire.encode(self.layout(x.dtype), x, weights, indices)
+        pack = self._op("pack", x.device)
+        args = (x, weights, indices, self.layout(x.dtype), c.experts_per_rank, c.world_size)
         if mode == "low_latency":
             seen = max(x.shape[0], tokens_bound or 0)
             self._check_capacity(seen, "low_latency", c.low_latency_capacity)
-            return self._dispatch_low_latency(plan, rows, x.dtype)
-        return self._dispatch_high_throughput(plan, rows, x.dtype)
+            return self._dispatch_low_latency(pack(*args, c.low_latency_capacity), x.dtype)
+        return self._dispatch_high_throughput(pack(*args), x.dtype)
 
     def _check_capacity(self, tokens: int, where: str, capacity: int | None = None) -> None:
         capacity = self.config.max_tokens_per_rank if capacity is None else capacity
@@ -128,35 +141,27 @@ class EpDispatchCombine:
                 f"{capacity} (EpConfig.max_tokens_per_rank; in SGLang {fix})"
             )
 
-    def _dispatch_high_throughput(
-        self, plan: SendPlan, rows: torch.Tensor, x_dtype: torch.dtype
-    ) -> EpDispatchOutput:
-        t = self.transport
+    def _dispatch_high_throughput(self, packed: Packed, x_dtype: torch.dtype) -> EpDispatchOutput:
+        t, plan, send = self.transport, packed.plan, packed.buf
         header = torch.stack([plan.counts, torch.full_like(plan.counts, plan.num_tokens)], 1)
         recv_header = t.all_to_all(header, torch.empty_like(header), control=True)
         recv_counts, senders_tokens = recv_header[:, 0].tolist(), recv_header[:, 1].tolist()
         self._check_capacity(max(senders_tokens), "high_throughput")
-        send_tokens = plan.grouped_tokens()
-        send_counts = plan.counts.tolist()
-        recv = rows.new_empty(sum(recv_counts), rows.shape[1])
-        t.all_to_all(rows[send_tokens], recv, send_counts, recv_counts)
+        send_counts = packed.send_counts
+        recv = send.new_empty(sum(recv_counts), send.shape[1])
+        t.all_to_all(send, recv, send_counts, recv_counts)
         self._pending = _Pending(plan, "high_throughput", x_dtype, send_counts, recv_counts)
-        total = torch.tensor(sum(recv_counts), dtype=torch.long, device=rows.device)
+        total = torch.tensor(sum(recv_counts), dtype=torch.long, device=send.device)
         return self._output(recv, None, total, "high_throughput", x_dtype)
 
-    def _dispatch_low_latency(
-        self, plan: SendPlan, rows: torch.Tensor, x_dtype: torch.dtype
-    ) -> EpDispatchOutput:
-        c, t = self.config, self.transport
-        cap, world = c.low_latency_capacity, c.world_size
-        buf = rows.new_zeros(world * cap + 1, rows.shape[1])
-        flat = plan.flat_slots(cap)
-        buf[flat.reshape(-1)] = rows.repeat_interleave(world, 0)
+    def _dispatch_low_latency(self, packed: Packed, x_dtype: torch.dtype) -> EpDispatchOutput:
+        t, plan, buf = self.transport, packed.plan, packed.buf
+        cap = self.config.low_latency_capacity
         recv_counts = torch.empty_like(plan.counts)
         t.all_to_all(plan.counts, recv_counts, control=True)
-        recv = torch.empty_like(buf[:-1])
-        t.all_to_all(buf[:-1], recv)
-        valid = (torch.arange(cap, device=rows.device) < recv_counts.unsqueeze(1)).reshape(-1)
+        recv = torch.empty_like(buf)
+        t.all_to_all(buf, recv)
+        valid = (torch.arange(cap, device=buf.device) < recv_counts.unsqueeze(1)).reshape(-1)
         self._pending = _Pending(plan, "low_latency", x_dtype)
         return self._output(recv, valid, recv_counts.sum(), "low_latency", x_dtype)
 
@@ -197,14 +202,9 @@ class EpDispatchCombine:
         if p.mode == "high_throughput":
             back = send.new_empty(sum(p.send_counts), c.hidden_size)
             t.all_to_all(send, back, p.recv_counts, p.send_counts)
-            starts = torch.tensor([0, *p.send_counts], device=send.device).cumsum(0)[:-1]
-            slots = p.plan.rows_in(starts, spare=back.shape[0])
+            capacity = None
         else:
             back = t.all_to_all(send, torch.empty_like(send))
-            slots = p.plan.flat_slots(c.low_latency_capacity)
-        back = torch.cat([back.to(p.x_dtype), back.new_zeros(1, c.hidden_size, dtype=p.x_dtype)])
-        # One add per rank in rank order: both modes and every device sum alike.
-        out = torch.zeros(p.plan.num_tokens, c.hidden_size, dtype=p.x_dtype, device=send.device)
-        for r in range(c.world_size):
-            out += back[slots[:, r]]
-        return out
+            capacity = c.low_latency_capacity
+        # Each token's rows summed in rank order: both modes and every device sum alike.
+        return self._op("combine", send.device)(back, p.plan, p.x_dtype, capacity)

@@ -4,12 +4,15 @@ Input: the router's global expert ids [T, k] (-1: no expert). Global expert e
 lives on rank e // experts_per_rank. Output, all on the tokens' device and of
 fixed shape (no host read, so the low-latency mode stays capturable):
 
-  dest  [T, W] bool   token t is sent to rank r
-  slot  [T, W] int64  its row among the rows sent to r (token order), where dest
+  slot   [T, W] int   token t's row among the rows sent to rank r (token order),
+                      -1 where t is not sent to r
   counts [W] int64    rows sent to each rank
 
 A token with two experts on one rank is sent there once; the receiving rank sees
 both ids and sums both experts' weighted outputs into the one row it returns.
+`plan_sends` is the torch tier's plan (the oracle); the Triton tier's plan kernel
+(`permute_details/_plan.py`) writes the same slot (int32) and counts. `Packed`
+is what either tier of the `ep_permute.pack` op hands the communicator.
 Never imports sglang.
 """
 
@@ -22,13 +25,25 @@ import torch
 
 @dataclass(frozen=True)
 class SendPlan:
-    dest: torch.Tensor
+    """slot [T, W] (-1: not sent) and counts [W] int64; `dest_mask` [T, W] bool when
+    the planner has it already (the torch tier), else derived from slot."""
+
     slot: torch.Tensor
     counts: torch.Tensor
+    dest_mask: torch.Tensor | None = None
+
+    @property
+    def dest(self) -> torch.Tensor:
+        """[T, W] bool: token t is sent to rank r."""
+        return self.dest_mask if self.dest_mask is not None else self.slot >= 0
 
     @property
     def num_tokens(self) -> int:
-        return self.dest.shape[0]
+        return self.slot.shape[0]
+
+    @property
+    def world_size(self) -> int:
+        return self.slot.shape[1]
 
     def grouped_tokens(self) -> torch.Tensor:
         """Token index of each sent row, grouped by destination rank then token order
@@ -44,9 +59,25 @@ class SendPlan:
     def flat_slots(self, capacity: int) -> torch.Tensor:
         """`rows_in` for a [W * capacity (+1)] buffer of `capacity` rows a rank, the
         spare row last (the low-latency layout)."""
-        world = self.dest.shape[1]
-        ranks = torch.arange(world, device=self.dest.device)
+        world = self.world_size
+        ranks = torch.arange(world, device=self.slot.device)
         return self.rows_in(ranks * capacity, world * capacity)
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The send side of one dispatch, as either tier of `ep_permute.pack` builds it.
+
+    buf: [rows, row_bytes] uint8, every row a `wire.RowLayout` record: high
+    throughput, sum(counts) rows grouped by destination rank (rank r's at
+    starts[r] + slot, starts the exclusive prefix sum of counts); low latency,
+    world x capacity rows, rank r's block from r * capacity, its rows past
+    counts[r] all zero. plan: where each token went. send_counts: rows to each rank
+    read on the host (high throughput only; the all-to-all's split sizes)."""
+
+    buf: torch.Tensor
+    plan: SendPlan
+    send_counts: list[int] | None = None
 
 
 def plan_sends(indices: torch.Tensor, experts_per_rank: int, world_size: int) -> SendPlan:
@@ -58,8 +89,8 @@ def plan_sends(indices: torch.Tensor, experts_per_rank: int, world_size: int) ->
     owner = owner.clamp(max=world_size)  # ids past the last expert: sent nowhere
     hit = torch.zeros(ids.shape[0], world_size + 1, dtype=torch.bool, device=ids.device)
     dest = hit.scatter_(1, owner, True)[:, :world_size]
-    slot = dest.long().cumsum(0) - 1
-    return SendPlan(dest=dest, slot=slot, counts=dest.sum(0))
+    slot = torch.where(dest, dest.long().cumsum(0) - 1, -1)
+    return SendPlan(slot=slot, counts=dest.sum(0), dest_mask=dest)
 
 
 def local_expert_ids(indices: torch.Tensor, rank: int, experts_per_rank: int) -> torch.Tensor:

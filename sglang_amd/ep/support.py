@@ -10,6 +10,11 @@ here too, from the environment (`sglang-amd env` prints them):
                                             the experts' output dtype)
   SGLANG_AMD_EP_LOW_LATENCY_MAX_TOKENS     the `--deepep-mode auto` threshold
 
+The local permutes around the all-to-alls are tiered ops (`tiers.OPS`:
+ep_permute.pack / ep_permute.combine, forced with SGLANG_AMD_EP_PERMUTE_TIER or
+each op's own variable); the capability owns them, so a forced tier that cannot
+run here is refused at start like any family's.
+
 Never imports sglang.
 """
 
@@ -36,6 +41,7 @@ FLAG = f"--moe-a2a-backend {A2A_BACKEND}"
 TIER_ENV = "SGLANG_AMD_EP_TIER"
 WIRE_ENV = "SGLANG_AMD_EP_WIRE"
 TIERS = ("auto", "torch", "mori")
+PERMUTE_OPS = ("ep_permute.pack", "ep_permute.combine")
 
 
 def ep_flags_used(server_args: Any) -> list[str]:

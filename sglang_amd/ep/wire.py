@@ -90,6 +90,8 @@ def encode(
 ) -> torch.Tensor:
     """x [T, H], weights [T, k], indices [T, k] -> rows [T, row_bytes] uint8."""
     rows = torch.zeros(x.shape[0], layout.row_bytes, dtype=torch.uint8, device=x.device)
+    if not x.shape[0]:  # (an empty [0, 1] scale tensor may not view as bytes)
+        return rows
     if layout.wire == "fp8":
         xq, scales = quantize_fp8(x, block=FP8_BLOCK)
     elif layout.wire == "mxfp4":

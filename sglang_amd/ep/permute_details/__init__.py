@@ -1,0 +1,1 @@
+"""Private: the Triton kernels behind `ep/permute.py` (plan, pack, combine)."""
