@@ -107,6 +107,20 @@ def test_bench_ep_smoke_holds_high_throughput_to_the_ideal(tmp_path):
         if r["mode"] == "low_latency":
             assert r["bytes_sent"] >= r["ideal_bytes"]
     text = ep.table(result, "smoke")
-    assert "high_throughput overtakes low_latency" in text
+    assert "high_throughput beats low_latency" in text
     json_path, png_path = ep.write(result, tmp_path, "smoke")
     assert json_path.is_file() and (png_path is None or png_path.is_file())
+
+
+def test_bench_ep_switch_is_where_high_throughput_wins_from_then_on():
+    from sglang_amd.bench.ep import switch_points
+
+    def rows(world, times):
+        return [{"world": world, "tokens": n, "mode": m, "us": us}
+                for n, (ht, ll) in times.items()
+                for m, us in (("high_throughput", ht), ("low_latency", ll))]  # fmt: skip
+
+    # low latency wins again at 128: a threshold there would put 64-128 on the slower mode
+    noisy = rows(2, {1: (5, 9), 64: (5, 9), 128: (9, 5), 256: (5, 9)})
+    assert switch_points(noisy + rows(4, {1: (9, 5), 8: (5, 9)})) == {2: 256, 4: 8}
+    assert switch_points(rows(2, {1: (5, 9), 8: (9, 5)})) == {2: None}

@@ -6,7 +6,10 @@ an identity expert in between so only the communicator is timed. Per world size
 and tokens per rank it times, on the same process group in the same run:
 
   high_throughput   ours: counts exchanged, exact-size buffers
-  low_latency       ours: fixed capacity per rank, no host read
+  low_latency       ours: fixed capacity per rank, no host read; the capacity is
+                    the case's own tokens per rank, as serving sizes it when the
+                    `auto` threshold sits at that many tokens (the smallest
+                    buffer the batch fits: low latency at its best)
   replicate+reduce  peer: what SGLang moves for the same layer without an a2a
                     backend (--ep-size N, --moe-a2a-backend none): every rank's
                     tokens gathered to all ranks, the outputs all-reduced
@@ -16,7 +19,8 @@ each rank owning one of its experts, plus its result once back: the
 high-throughput dispatch must equal it exactly (the bench fails otherwise).
 `switch` is the smallest tokens-per-rank at which high_throughput beats
 low_latency, the number `--deepep-mode auto`'s threshold
-(SGLANG_AMD_EP_LOW_LATENCY_MAX_TOKENS) should sit below.
+(SGLANG_AMD_EP_LOW_LATENCY_MAX_TOKENS) should sit below (a threshold T sizes
+every low-latency buffer at T rows a rank, so the batches below it pay for T).
 
 On CPU the group is gloo (the only transport here); on a GPU, NCCL/RCCL. Never
 imports sglang.
@@ -143,7 +147,8 @@ def _measure(case: Case, mode: str, rank: int, cap: int, iters: int, device, dty
         case.experts_per_rank,
         case.topk,
         mode=mode,
-        low_latency_max_tokens=cap,
+        # serving's low-latency buffer: capacity = the threshold, here this case's size
+        low_latency_max_tokens=case.tokens,
     )
     transport = TorchTransport()
     op = EpDispatchCombine(cfg, transport)
@@ -203,14 +208,18 @@ def run(cases: list[Case], dtype: torch.dtype, iters: int = 20, backend: str = "
 
 
 def switch_points(rows: list[dict]) -> dict[int, int | None]:
-    """world -> smallest tokens per rank where high_throughput is faster than low_latency."""
+    """world -> smallest tokens per rank from which on high_throughput is faster than
+    low_latency at every larger size measured (None: not at the largest). A threshold
+    is one number, so a size where low latency wins again above it moves the switch up."""
     out: dict[int, int | None] = {}
     for world in sorted({r["world"] for r in rows}):
         t = {(r["tokens"], r["mode"]): r["us"] for r in rows if r["world"] == world}
-        sizes = sorted({k[0] for k in t})
-        out[world] = next(
-            (n for n in sizes if t[(n, "high_throughput")] < t[(n, "low_latency")]), None
-        )
+        switch = None
+        for n in sorted({k[0] for k in t}, reverse=True):
+            if t[(n, "high_throughput")] >= t[(n, "low_latency")]:
+                break
+            switch = n
+        out[world] = switch
     return out
 
 
@@ -232,8 +241,8 @@ def table(result: dict, header: str) -> str:
             f"{r['world']:>5} {r['tokens']:>8} {r['mode']:<17} {r['us']:>10.1f} {r['bytes_sent']:>11} {ideal} {ratio:>8}"
         )
     for world, n in result["switch"].items():
-        where = f"at {n} tokens per rank" if n else "not within the sizes measured"
-        lines.append(f"world {world}: high_throughput overtakes low_latency {where}")
+        where = f"from {n} tokens per rank on" if n else "not at the largest size measured"
+        lines.append(f"world {world}: high_throughput beats low_latency {where}")
     return "\n".join(lines)
 
 
