@@ -12,7 +12,9 @@ at the first layer that builds the op.
                                      (the token's own): an off-by-one in the
                                      KV length, the kind a decode kernel gets wrong
   <op>:scale:<factor>                multiplies the op's output by factor (1.01:
-                                     one percent, below what greedy text shows)
+                                     one percent, below what greedy text shows);
+                                     ops with a float tensor output only (not the
+                                     indexer's positions or the EP pack's bytes)
 
 `@<tier>` (aiter, triton, torch) confines the fault to calls that tier serves:
 a bug in one kernel tier, which `eval compare --bisect` must narrow to by
@@ -28,6 +30,8 @@ import logging
 import os
 from collections.abc import Callable
 from typing import Any
+
+import torch
 
 ENV = "SGLANG_AMD_INJECT_FAULT"
 
@@ -58,6 +62,12 @@ def _drop_newest_key(impl: Callable[..., Any], args: tuple, kwargs: dict) -> Any
 def _scale(factor: float) -> Fault:
     def fault(impl: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         result = impl(*args, **kwargs)
+        if not (isinstance(result, torch.Tensor) and result.is_floating_point()):
+            # Token positions, packed bytes, tuples, in-place ops: nothing to scale.
+            raise FaultSpecError(
+                f"{ENV}: scale needs an op whose output is a float tensor; this one returns "
+                f"{type(result).__name__}{'' if result is None else ' ' + str(getattr(result, 'dtype', ''))}"
+            )
         return result.mul_(factor)
 
     return fault

@@ -63,6 +63,19 @@ def test_scale_multiplies_the_output(monkeypatch):
     torch.testing.assert_close(got, want * 1.01, rtol=1e-6, atol=1e-6)
 
 
+def test_scale_on_an_op_without_a_float_output_says_so(monkeypatch):
+    """The EP pack returns packed wire bytes: a clear error, not an AttributeError."""
+    from sglang_amd.ep import wire
+
+    monkeypatch.setenv(fault_injection.ENV, "ep_permute.pack:scale:1.01")
+    x, w, ids = torch.randn(3, 128), torch.rand(3, 2), torch.tensor([[0, 1], [2, -1], [3, 0]])
+    op = tiers.TieredOp("ep_permute.pack", "cpu")
+    with pytest.raises(
+        fault_injection.FaultSpecError, match="float tensor; this one returns Packed"
+    ):
+        op(x, w, ids, wire.RowLayout(128, 2, "none", torch.float32), 2, 2)
+
+
 @pytest.mark.parametrize(
     "spec,match",
     [
