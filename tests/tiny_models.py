@@ -270,19 +270,21 @@ def tiny_deepseek_v32(
     only MoE layer)."""
     if (out / "config.json").is_file():
         return out
-    from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
+    from transformers import DeepseekV32ForCausalLM
 
     torch.manual_seed(seed)
-    config = DeepseekV32Config(
-        **_COMMON,
-        **_DEEPSEEK,
-        first_k_dense_replace=2,
-        index_topk=index_topk,
-        index_head_dim=128,
-        index_n_heads=16,
-    )
-    _sglang_deepseek_fields(config, nextn)
+    config = _deepseek_v32_config(first_k_dense_replace=2, index_topk=index_topk, nextn=nextn)
     return _save_random(DeepseekV32ForCausalLM(config), out, smollm2)
+
+
+def _deepseek_v32_config(first_k_dense_replace: int, index_topk: int, nextn: bool):  # noqa: ANN202
+    """`_DEEPSEEK`'s MLA with a lightning indexer of 16 heads of 128 on every layer."""
+    from transformers import DeepseekV32Config
+
+    config = DeepseekV32Config(**_COMMON, **_DEEPSEEK, first_k_dense_replace=first_k_dense_replace,
+                               index_topk=index_topk, index_head_dim=128, index_n_heads=16)  # fmt: skip
+    _sglang_deepseek_fields(config, nextn)
+    return config
 
 
 @torch.no_grad()
@@ -346,18 +348,10 @@ def tiny_deepseek_v32_agreeing_mtp(
     multi-token acceptance over sparse attention."""
     if (out / "config.json").is_file():
         return out
-    from transformers import DeepseekV32Config, DeepseekV32ForCausalLM
+    from transformers import DeepseekV32ForCausalLM
 
     torch.manual_seed(seed)
-    config = DeepseekV32Config(
-        **_COMMON,
-        **_DEEPSEEK,
-        first_k_dense_replace=1,
-        index_topk=16,
-        index_head_dim=128,
-        index_n_heads=16,
-    )
-    _sglang_deepseek_fields(config, nextn=True)
+    config = _deepseek_v32_config(first_k_dense_replace=1, index_topk=16, nextn=True)
     return _with_agreeing_mtp(DeepseekV32ForCausalLM(config), out, smollm2, quiet_first_layer)
 
 
