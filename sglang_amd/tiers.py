@@ -190,7 +190,7 @@ OPS: dict[str, OpSpec] = {
             "DSA lightning indexer scores (DeepSeek-V3.2), float or FP8 index keys",
             (
                 Impl(Tier.TRITON, f"{_DSA}:indexer_triton", f"{_DSA}:indexer_triton_refusal"),
-                Impl(Tier.TORCH, f"{_DSA}:indexer_torch"),
+                Impl(Tier.TORCH, f"{_DSA}:indexer_torch", f"{_DSA}:indexer_torch_refusal"),
             ),
             trace_event="forward_indexer",
         ),
@@ -199,7 +199,7 @@ OPS: dict[str, OpSpec] = {
             "DSA top-k sparse attention over the indexer's tokens (absorbed MLA)",
             (
                 Impl(Tier.TRITON, f"{_DSA}:sparse_triton", f"{_DSA}:sparse_triton_refusal"),
-                Impl(Tier.TORCH, f"{_DSA}:sparse_torch"),
+                Impl(Tier.TORCH, f"{_DSA}:sparse_torch", f"{_DSA}:sparse_torch_refusal"),
             ),
             trace_event="forward_sparse",
         ),

@@ -147,3 +147,49 @@ def test_sparse_tiers_agree_on_the_indexers_table(heads, dqk, dv):
     got, want = dsa.sparse_triton(calls[0]), dsa.sparse_torch(calls[1])
     assert got is calls[0].out and want is calls[1].out
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("fp8", [False, True], ids=["float", "fp8"])
+def test_decode_in_a_cuda_graph_is_planned_on_the_device(monkeypatch, fp8):
+    """Inside a CUDA graph a decode batch's layout comes from device tensors alone and
+    the scores are the capacity wide: the Triton indexer, its top-k and the sparse
+    attention then read nothing on the host, and pick and compute what the
+    host-planned call does. The torch tiers, which read lengths, refuse."""
+    lens = [70, 9, 130]
+    q, k, w, r2t, rows, visible, visible_cpu, slots = _batch(5, lens, 1)
+    q_in, w_in, keys, _, _ = _store(fp8, q, k, w, slots)
+    to = dict(device=DEVICE)
+    page = PAGE if fp8 else 0
+    args = (q_in.to(**to), w_in.to(**to), keys.to(**to), r2t.to(**to))
+    planned = dsa.IndexerCall(*args, rows.to(**to), visible.to(**to), visible_cpu,
+                              dsa.INDEX_HEAD_DIM**-0.5, 16, page)  # fmt: skip
+    d_rows, d_visible = dsa.decode_rows_and_visible(torch.arange(3, **to),
+                                                    torch.tensor(lens, **to))  # fmt: skip
+    assert torch.equal(d_rows.cpu(), rows) and torch.equal(d_visible.cpu(), visible)
+    graphed = dsa.IndexerCall(*args, d_rows, d_visible, None, dsa.INDEX_HEAD_DIM**-0.5, 16, page,
+                              capacity=r2t.shape[1] + 37)  # fmt: skip
+    assert dsa.indexer_torch_refusal(graphed) and not dsa.indexer_torch_refusal(planned)
+    g = torch.Generator().manual_seed(11)
+    kv = torch.randn(slots, 1, 576, generator=g).to(**to)
+    q_att = torch.randn(3, 16, 576, generator=g).to(**to)
+
+    def sparse(call_rows, rows_cpu, table):
+        out = torch.full((3, 16, 512), float("nan"), **to)
+        return dsa.sparse_triton(dsa.SparseCall(q_att, kv, kv[..., :512], r2t.to(**to), call_rows,
+                                                rows_cpu, table, 0.05, out))  # fmt: skip
+
+    want_table = dsa.indexer_triton(planned)
+    want = sparse(rows.to(**to), rows.tolist(), want_table)
+
+    def host_read(*a, **kw):
+        raise AssertionError("a host read inside the graph")
+
+    for name in ("tolist", "item", "__int__", "__bool__", "__index__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    table = dsa.indexer_triton(graphed)
+    got = sparse(d_rows, None, table)
+    monkeypatch.undo()
+    assert _as_sets(table.cpu()) == _as_sets(want_table.cpu())
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert dsa.sparse_torch_refusal(dsa.SparseCall(q_att, kv, kv, r2t, d_rows, None, table, 0.05,
+                                                   got))  # fmt: skip

@@ -35,13 +35,16 @@ __all__ = [
     "INDEX_HEAD_DIM",
     "IndexerCall",
     "SparseCall",
+    "decode_rows_and_visible",
     "indexer_inputs",
     "indexer_mode",
     "indexer_mode_refusal",
     "indexer_torch",
+    "indexer_torch_refusal",
     "indexer_triton",
     "indexer_triton_refusal",
     "sparse_torch",
+    "sparse_torch_refusal",
     "sparse_triton",
     "sparse_triton_refusal",
     "store_keys",
@@ -73,7 +76,10 @@ class IndexerCall:
     rotated and quantized). weights: [T, H] float32 head weights (float mode:
     weights_proj * H^-0.5; fp8: also the query scale and 128^-0.5). keys: float
     rows [S, 128] (float) or SGLang's index-K pages [pages, page * 132] uint8 (fp8).
-    rows / visible: [T] request row and causal limit of each query token.
+    rows / visible: [T] request row and causal limit of each query token;
+    visible_cpu: the same on the host, or None inside a CUDA graph, where the
+    scores are `capacity` wide (the pool's longest request) and only the Triton
+    tier serves (no host read).
     """
 
     q: torch.Tensor
@@ -82,13 +88,18 @@ class IndexerCall:
     req_to_token: torch.Tensor
     rows: torch.Tensor
     visible: torch.Tensor
-    visible_cpu: list[int]
+    visible_cpu: list[int] | None
     scale: float  # float mode's 128^-0.5 (folded into weights in fp8 mode)
     topk: int  # positions kept per query token (index_topk)
     fp8_page: int = 0  # the index-K pool's page size in fp8 mode, 0 in float mode
+    capacity: int | None = None  # score columns when visible_cpu is None
 
     @property
     def width(self) -> int:
+        if self.visible_cpu is None:
+            if self.capacity is None:
+                raise ValueError("IndexerCall: without host lengths the capacity sets the width")
+            return self.capacity
         return max(self.visible_cpu, default=0)
 
 
@@ -102,7 +113,7 @@ class SparseCall:
     v_cache: torch.Tensor
     req_to_token: torch.Tensor
     rows: torch.Tensor
-    rows_cpu: list[int]
+    rows_cpu: list[int] | None  # None inside a CUDA graph (the Triton tier serves)
     topk: torch.Tensor
     scale: float
     out: torch.Tensor
@@ -122,6 +133,14 @@ def token_rows_and_visible(
     rows = torch.tensor(rows_cpu, dtype=torch.int64, device=device)
     visible = torch.tensor(visible_cpu, dtype=torch.int32, device=device)
     return rows, rows_cpu, visible, visible_cpu
+
+
+def decode_rows_and_visible(
+    req_pool_indices: torch.Tensor, kv_lens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decode batch (one query token a request, the last of its kv_lens[b]) laid out
+    on the device alone, for a CUDA graph: rows [T] int64, visible [T] int32."""
+    return req_pool_indices.to(torch.int64), kv_lens.to(torch.int32)
 
 
 def indexer_inputs(
@@ -171,6 +190,23 @@ def indexer_triton_refusal(call: IndexerCall) -> str | None:
     if dim & (dim - 1):
         return f"indexer head dim {dim} is not a power of two"
     return None
+
+
+def _host_lengths_refusal(missing: bool) -> str | None:
+    if missing:
+        return (
+            "the torch tier reads lengths on the host, which a CUDA graph would freeze; "
+            "start with --disable-cuda-graph"
+        )
+    return None
+
+
+def indexer_torch_refusal(call: IndexerCall) -> str | None:
+    return _host_lengths_refusal(call.visible_cpu is None)
+
+
+def sparse_torch_refusal(call: SparseCall) -> str | None:
+    return _host_lengths_refusal(call.rows_cpu is None)
 
 
 def indexer_torch(call: IndexerCall) -> torch.Tensor:

@@ -68,11 +68,21 @@ class DsaLayers:
 
     def _token_layout(self) -> tuple:
         """(rows, rows_cpu, visible, visible_cpu) of this forward's query tokens,
-        computed by the first layer that asks."""
+        computed by the first layer that asks. In a CUDA graph (decode: one token a
+        request) on the device alone, the host lists None."""
         meta = self.backend.forward_metadata
         if self._tokens is None or self._tokens[0] is not meta:
-            layout = dsa.token_rows_and_visible(meta.req_pool_indices, meta.kv_lens_cpu,
-                                                meta.qo_lens_cpu)  # fmt: skip
+            if meta.graph_max_kv_len is not None:
+                if meta.mode != "decode":
+                    raise NotImplementedError(
+                        "sglang-amd's DSA path plans only decode inside a CUDA graph; start "
+                        "with --disable-cuda-graph"
+                    )
+                rows, visible = dsa.decode_rows_and_visible(meta.req_pool_indices, meta.kv_lens)
+                layout = (rows, None, visible, None)
+            else:
+                layout = dsa.token_rows_and_visible(meta.req_pool_indices, meta.kv_lens_cpu,
+                                                    meta.qo_lens_cpu)  # fmt: skip
             self._tokens = (meta, layout)
         return self._tokens[1]
 
@@ -102,8 +112,9 @@ class DsaLayers:
         if not return_indices:
             return None
         rows, _, visible, visible_cpu = self._token_layout()
+        capacity = self.backend.forward_metadata.graph_max_kv_len
         call = dsa.IndexerCall(q_in, w_in, keys, self._token_map(), rows, visible, visible_cpu,
-                               scale, topk, page)  # fmt: skip
+                               scale, topk, page, capacity)  # fmt: skip
         return self.ops["indexer"](call)
 
     def attend(
