@@ -25,17 +25,15 @@ import torch
 
 @dataclass(frozen=True)
 class SendPlan:
-    """slot [T, W] (-1: not sent) and counts [W] int64; `dest_mask` [T, W] bool when
-    the planner has it already (the torch tier), else derived from slot."""
+    """slot [T, W] (-1: not sent) and counts [W] int64."""
 
     slot: torch.Tensor
     counts: torch.Tensor
-    dest_mask: torch.Tensor | None = None
 
     @property
     def dest(self) -> torch.Tensor:
         """[T, W] bool: token t is sent to rank r."""
-        return self.dest_mask if self.dest_mask is not None else self.slot >= 0
+        return self.slot >= 0
 
     @property
     def num_tokens(self) -> int:
@@ -90,7 +88,7 @@ def plan_sends(indices: torch.Tensor, experts_per_rank: int, world_size: int) ->
     hit = torch.zeros(ids.shape[0], world_size + 1, dtype=torch.bool, device=ids.device)
     dest = hit.scatter_(1, owner, True)[:, :world_size]
     slot = torch.where(dest, dest.long().cumsum(0) - 1, -1)
-    return SendPlan(slot=slot, counts=dest.sum(0), dest_mask=dest)
+    return SendPlan(slot=slot, counts=dest.sum(0))
 
 
 def local_expert_ids(indices: torch.Tensor, rank: int, experts_per_rank: int) -> torch.Tensor:
