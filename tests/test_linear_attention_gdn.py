@@ -401,28 +401,21 @@ def test_sglang_triton_kernels_and_our_adapter_agree(sglang_kernels_interpreted)
     ):
         torch.testing.assert_close(x, y, **FP32)
 
-    decode = _sglang_original(
+    fused_update = _sglang_original(
         "sglang.kernels.ops.attention.linear.fused_sigmoid_gating_recurrent",
         "fused_sigmoid_gating_delta_rule_update",
     )
+
+    def decode(q, k, v, a, b, pool, slots, qsl, **extra):  # SGLang's, as its GDN backend calls it
+        return fused_update(A_log=a_log, dt_bias=dt_bias, q=q, k=k, v=v, a=a, b=b,
+                            initial_state_source=pool, initial_state_indices=slots,
+                            cu_seqlens=qsl, use_qk_l2norm_in_kernel=True, softplus_beta=1.0,
+                            softplus_threshold=20.0, **extra)  # fmt: skip
+
     pool = torch.randn(5, hv, V, K) * 0.1
     slots, qsl = torch.tensor([3, 1, 4], dtype=torch.int32), torch.arange(b + 1, dtype=torch.int32)
     ours_pool = pool.clone()
-    want = decode(
-        A_log=a_log,
-        dt_bias=dt_bias,
-        q=q,
-        k=k,
-        v=v,
-        a=a,
-        b=bb,
-        initial_state_source=pool,
-        initial_state_indices=slots,
-        cu_seqlens=qsl,
-        use_qk_l2norm_in_kernel=True,
-        softplus_beta=1.0,
-        softplus_threshold=20.0,
-    )
+    want = decode(q, k, v, a, bb, pool, slots, qsl)
     got = sglang_gdn.TorchGDNKernel().decode(
         q,
         k,
@@ -487,19 +480,14 @@ def test_sglang_triton_kernels_and_our_adapter_agree(sglang_kernels_interpreted)
     theirs_steps = torch.full((4, steps, hv, V, K), float("nan"))
     ours_steps = theirs_steps.clone()
     want = decode(
-        A_log=a_log,
-        dt_bias=dt_bias,
-        q=q,
-        k=k,
-        v=v,
-        a=a,
-        b=bb,
-        initial_state_source=theirs_pool,
-        initial_state_indices=slots[:2],
-        cu_seqlens=qsl,
-        use_qk_l2norm_in_kernel=True,
-        softplus_beta=1.0,
-        softplus_threshold=20.0,
+        q,
+        k,
+        v,
+        a,
+        bb,
+        theirs_pool,
+        slots[:2],
+        qsl,
         is_kda=False,
         disable_state_update=True,
         intermediate_states_buffer=theirs_steps,
