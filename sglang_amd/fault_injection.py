@@ -64,9 +64,10 @@ def _scale(factor: float) -> Fault:
         result = impl(*args, **kwargs)
         if not (isinstance(result, torch.Tensor) and result.is_floating_point()):
             # Token positions, packed bytes, tuples, in-place ops: nothing to scale.
+            dtype = getattr(result, "dtype", None)
+            what = type(result).__name__ + (f" {dtype}" if dtype is not None else "")
             raise FaultSpecError(
-                f"{ENV}: scale needs an op whose output is a float tensor; this one returns "
-                f"{type(result).__name__}{'' if result is None else ' ' + str(getattr(result, 'dtype', ''))}"
+                f"{ENV}: scale needs an op whose output is a float tensor; this one returns {what}"
             )
         return result.mul_(factor)
 
