@@ -44,8 +44,7 @@ NOT_YET: tuple[str, ...] = (
     " --moe-a2a-backend customized, --ep-size other than --tp-size",
     "DeepSeek-V3.2 / GLM-5 sparse attention (DSA) on a GPU (served on the CPU platform; refused"
     " at start on a GPU, where SGLang's indexer has no forward of ours yet), tree drafts over"
-    " DSA (SGLang 0.5.23 refuses top-k > 1 over its 64-token pages), gfx942's e4m3fnuz"
-    " index-K cache",
+    " DSA (SGLang 0.5.23 refuses top-k > 1 over its 64-token pages)",
     "MTP: any MTP figure on a GPU, sglang-amd mtp train beyond one CPU run on SmolLM2 (no"
     " GPU training run)",
     "day-0 models: Qwen3.5, Kimi-K2.5, DeepSeek-V4 and GLM-5 (refused at start:"

@@ -120,6 +120,11 @@ class Target:
             return "nvidia"
         return "interpreter"
 
+    @property
+    def fp8_fnuz(self) -> bool:
+        """CDNA3 (MI300X) matrix cores take float8 e4m3fnuz/e5m2fnuz, not OCP e4m3fn."""
+        return self.arch in ("gfx940", "gfx941", "gfx942")
+
 
 # The interpreter runs programs one after another on the CPU: 4 units keeps the
 # grids small while still exercising split-KV decode with several splits.

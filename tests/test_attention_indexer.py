@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 from sglang_amd.attention.indexer import indexer_logits, indexer_topk
+from sglang_amd.attention.indexer_details._logits import _e4m3fn_bytes_as_fnuz
 from sglang_amd.attention.reference import indexer_logits_reference, select_topk
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -130,6 +133,14 @@ def test_float_mode_is_hf_transformers_indexer():
 
 
 # ------------------------------------------------------------------ FP8 mode
+@triton.jit
+def _fnuz_bytes_read(CODES, OUT):
+    """The bytes `_e4m3fn_bytes_as_fnuz` hands the dot, for 256 codes."""
+    offs = tl.arange(0, 256)
+    codes = _e4m3fn_bytes_as_fnuz(tl.load(CODES + offs))
+    tl.store(OUT + offs, codes.to(tl.uint8, bitcast=True))
+
+
 def _fp8_case(seed: int, lens: list[int], heads: int, page: int = 64, round_scale=False):
     """Float q/k of the indexer, their FP8 form, and the keys stored in SGLang's layout
     at scattered slots of a paged cache."""
@@ -150,17 +161,56 @@ def _fp8_case(seed: int, lens: list[int], heads: int, page: int = 64, round_scal
     return q, w, k, q8, w8, cache, r2t, rows, visible
 
 
+def _negative_zeros(q8: torch.Tensor, cache: torch.Tensor, seed: int) -> None:
+    """Put e4m3fn's -0 (0x80, e4m3fnuz's NaN) at random query and key codes: rounding
+    makes it from any tiny negative value, and the fnuz reading must take it as 0."""
+    g = torch.Generator().manual_seed(seed)
+    q_bytes = q8.view(torch.uint8).view(-1)
+    q_bytes[torch.randint(0, q_bytes.numel(), (q_bytes.numel() // 16,), generator=g)] = 0x80
+    n = cache.shape[0] * 64 * 128 // 16
+    pages = torch.randint(0, cache.shape[0], (n,), generator=g)
+    cache[pages.to(cache.device), torch.randint(0, 64 * 128, (n,), generator=g)] = 0x80
+
+
+def test_fnuz_reading_never_hands_the_dot_fnuz_nan():
+    """0x80 is e4m3fn's -0 but e4m3fnuz's NaN, which a gfx942 MFMA would spread over
+    a whole row of scores. The interpreter converts it to -0 either way, so the
+    scores test above cannot see it: check the bytes the fnuz reading hands on."""
+    if DEVICE == "cuda" and not torch.version.hip:
+        pytest.skip("float8e4b8 is an AMD type; only gfx942 reads the cache so")
+    codes = torch.arange(256, dtype=torch.int32).to(torch.uint8).to(DEVICE)
+    out = torch.full_like(codes, 0xAA)
+    _fnuz_bytes_read[(1,)](codes, out)
+    want = codes.clone()
+    want[0x80] = 0
+    assert torch.equal(out, want)
+    # Every other code e4m3fn rounding produces (|x| <= 448, so not 0x7F or 0xFF)
+    # is worth exactly half as e4m3fnuz: hence the dot's factor of 4.
+    fn = codes.cpu().view(torch.float8_e4m3fn).float()
+    nz = codes.cpu().view(torch.float8_e4m3fnuz).float()
+    kept = torch.ones(256, dtype=torch.bool)
+    kept[[0x7F, 0x80, 0xFF]] = False
+    assert torch.equal(nz[kept] * 2, fn[kept])
+
+
+@pytest.mark.parametrize("fnuz", [False, True])
 @pytest.mark.parametrize("heads,lens,round_scale", [(64, [9, 150, 70], False), (16, [200], True)])
-def test_fp8_scores_match_the_reference(heads, lens, round_scale):
+def test_fp8_scores_match_the_reference(heads, lens, round_scale, fnuz):
+    """Either reading of the bytes (e4m3fn, or gfx942's e4m3fnuz scaled back by 4)
+    gives the reference's scores, -0 codes included."""
     from sglang_amd.attention.indexer import indexer_logits_fp8
     from sglang_amd.attention.reference import indexer_logits_fp8_reference
 
+    if fnuz and DEVICE == "cuda" and not torch.version.hip:
+        pytest.skip("Triton has no e4m3fnuz dot on NVIDIA; only gfx942 reads the cache so")
     _, _, _, q8, w8, cache, r2t, rows, visible = _fp8_case(
         heads, lens, heads, round_scale=round_scale
     )
+    _negative_zeros(q8, cache, heads)
     width = max(lens) + 10
     out = torch.full((q8.shape[0], width), float("nan"), device=DEVICE)
-    got = indexer_logits_fp8(q8, w8, cache, 64, r2t, rows, visible, width=width, out=out)
+    got = indexer_logits_fp8(q8, w8, cache, 64, r2t, rows, visible, width=width, out=out,
+                             fnuz=fnuz)  # fmt: skip
     assert got is out
     want = indexer_logits_fp8_reference(q8, w8, cache, 64, r2t, rows, visible, width=width)
     assert torch.equal(torch.isinf(got), torch.isinf(want))

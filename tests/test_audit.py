@@ -77,6 +77,18 @@ def test_native_matrix_instructions_per_target(audit):
     assert mma("_grouped_gemm_kernel", "sm_90", BLOCK_M=64) == {"wgmma"}
     assert mma("_grouped_gemm_kernel", "gfx942") == {"MFMA"}
     assert mma("_decode_split_kernel", "gfx950") == {"MFMA"}
+    # DSA's FP8 indexer: fp8 operands on every target's matrix cores; gfx942 reads
+    # the e4m3fn cache as e4m3fnuz, the only fp8 its MFMA takes (f16 MFMA before).
+    fp8 = {
+        arch: {r["mma"] for r in rows
+               if r["kernel"] == "_indexer_logits_kernel" and r["arch"] == arch
+               and "FP8_PAGE=64" in r["config"]}
+        for arch in ("gfx942", "gfx950", "sm_90", "sm_100")
+    }  # fmt: skip
+    assert all(m and all("fp8_fp8" in x for x in m) for m in [fp8["gfx942"]]), fp8
+    assert all("f8f6f4" in x for x in fp8["gfx950"]) and fp8["gfx950"], fp8
+    assert {x.split(" ")[0] for x in fp8["sm_90"]} == {"wgmma"}, fp8
+    assert {x.split(" ")[0] for x in fp8["sm_100"]} == {"tcgen05"}, fp8
 
 
 @pytest.mark.sglang

@@ -18,9 +18,12 @@ SGLang's pool (`mem_cache/index_key_cache.py`, `kernels/ops/kvcache/
 dsa_index_k_cache.py`): one uint8 row of `page_size * (128 + 4)` bytes per
 64-token page: the page's 64 keys of 128 float8 bytes, token-major, then their
 64 float32 scales; a token slot `loc` is page loc // 64, entry loc % 64. This is
-the CUDA layout (float8 e4m3fn). ROCm's gfx942 stores e4m3fnuz and aiter's
-preshuffled tiles: not served here yet (`store_index_k` refuses fnuz).
-Never imports sglang.
+the CUDA layout (float8 e4m3fn), kept on every target: gfx942's matrix cores
+take e4m3fnuz only, so its scoring kernel reads these bytes as e4m3fnuz (each
+worth exactly half, -0 read as 0) and scales the dot by 4, the same scores
+(`indexer_details/_logits.py`). SGLang's own ROCm path stores e4m3fnuz in
+aiter's preshuffled tiles instead; the pool's bytes are only ever written and
+read by our forward. Never imports sglang.
 """
 
 from __future__ import annotations

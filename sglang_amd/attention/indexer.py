@@ -7,7 +7,8 @@ score of position s is sum_h weights[t, h] * relu(scale * q[t, h] . k[s]) over
 the index-K rows `req_to_token[r, s]` points at (float mode: HF transformers'
 math, the oracle), or, in DeepSeek's FP8 mode (`indexer_logits_fp8`), over the
 Hadamard-rotated, block-scaled float8 keys of SGLang's index-K cache
-(`attention/index_k_cache.py`). The scores come from `indexer_details/_logits.py`; the
+(`attention/index_k_cache.py`; on gfx942 read as e4m3fnuz for its fp8 MFMA, same
+scores). The scores come from `indexer_details/_logits.py`; the
 top-k is `reference.select_topk` (a stable torch sort: higher score first, the
 lower position between equals), -1 where fewer than k positions are visible:
 exactly the table `sparse_attention` reads. Never imports sglang.
@@ -76,6 +77,7 @@ def indexer_logits_fp8(
     *,
     width: int,
     out: torch.Tensor | None = None,
+    fnuz: bool | None = None,
 ) -> torch.Tensor:
     """Indexer scores in DeepSeek's FP8 mode, float32 [T, width], -inf at positions
     >= visible[t]: sum_h weights[t, h] * relu(q8[t, h] . k8[s]) * k_scale[s].
@@ -89,6 +91,9 @@ def indexer_logits_fp8(
             (`index_k_cache.store_index_k`).
         page_size: tokens a page (64 in SGLang's DSA pool).
         req_to_token, req_pool_indices, visible, width, out: as `indexer_logits`.
+        fnuz: read the e4m3fn bytes as e4m3fnuz (half the value, -0 as 0) and scale
+            the dot by 4, for matrix cores that take fnuz only: the same scores.
+            None: the device's choice (`Target.fp8_fnuz`, gfx942).
     """
     tokens, heads, dim = q8.shape
     if q8.dtype != torch.float8_e4m3fn:
@@ -99,12 +104,16 @@ def indexer_logits_fp8(
             f"{index_k_cache.shape[1]} bytes a page (want "
             f"{index_k_cache_bytes_per_page(page_size)} for page size {page_size})"
         )
-    return _launch(q8, weights, index_k_cache, req_to_token, req_pool_indices, visible, 1.0,
-                   width, out, fp8_page=page_size, dtypes=(q8.dtype,))  # fmt: skip
+    if fnuz is None:
+        fnuz = current_target(q8.device).fp8_fnuz
+    return _launch(q8.view(torch.uint8) if fnuz else q8, weights, index_k_cache, req_to_token,
+                   req_pool_indices, visible, 1.0, width, out, fp8_page=page_size,
+                   dtypes=(q8.dtype,), fnuz=fnuz)  # fmt: skip
 
 
 def _launch(q, weights, keys, req_to_token, req_pool_indices, visible, scale: float,
-            width: int, out, *, fp8_page: int, dtypes: tuple) -> torch.Tensor:  # fmt: skip
+            width: int, out, *, fp8_page: int, dtypes: tuple,
+            fnuz: bool = False) -> torch.Tensor:  # fmt: skip
     """One launch of the scores kernel for either mode (keys: float rows, or with
     `fp8_page` the index-K cache's pages); the grid splits each token's width so
     a few tokens still fill the device."""
@@ -121,7 +130,7 @@ def _launch(q, weights, keys, req_to_token, req_pool_indices, visible, scale: fl
         q.stride(0), q.stride(1), weights.stride(0), keys.stride(0),
         req_to_token.stride(0), out.stride(0), scale, width, span,
         NUM_HEADS=heads, BLOCK_H=max(16, triton.next_power_of_2(heads)), D=dim,
-        BLOCK_N=_BLOCK_N, FP8_PAGE=fp8_page, **dot_flags(*dtypes),
+        BLOCK_N=_BLOCK_N, FP8_PAGE=fp8_page, FNUZ=fnuz, **dot_flags(*dtypes),
     )  # fmt: skip
     return out
 

@@ -10,6 +10,13 @@ With FP8_PAGE (DeepSeek's FP8 mode) K is SGLang's index-K cache, uint8 pages of
 FP8_PAGE keys of D float8 e4m3fn bytes followed by their float32 scales
 (`attention/index_k_cache.py`); q is float8 too (its scale folded into w), and
 each position's score is sum_h w[h] * relu(q[h] . k) * k_scale.
+
+With FNUZ (gfx942, whose matrix cores take float8 e4m3fnuz but not e4m3fn) the
+same e4m3fn bytes are read as e4m3fnuz: every code e4m3fn rounding produces
+(|x| <= 448) is then worth exactly half, except -0 (0x80), fnuz's NaN, which is
+read as 0. The dot is scaled by 4 (both operands halved), exactly, so the scores
+are the e4m3fn scores bit for bit and the dot runs on native fp8 MFMA instead of
+f16 MFMA after a conversion. Q then arrives as its uint8 bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +25,12 @@ import triton
 import triton.language as tl
 
 from sglang_amd.triton_utils import mma
+
+
+@triton.jit
+def _e4m3fn_bytes_as_fnuz(codes):
+    """uint8 e4m3fn codes -> float8e4b8 worth half each; -0 (0x80, fnuz's NaN) -> 0."""
+    return tl.where(codes == 0x80, tl.zeros_like(codes), codes).to(tl.float8e4b8, bitcast=True)
 
 
 @triton.jit
@@ -45,6 +58,7 @@ def _indexer_logits_kernel(
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     FP8_PAGE: tl.constexpr = 0,
+    FNUZ: tl.constexpr = False,
 ):
     t = tl.program_id(0)
     start = tl.program_id(1) * span
@@ -59,6 +73,8 @@ def _indexer_logits_kernel(
         mask=h_mask[:, None],
         other=0.0,
     )
+    if FNUZ:
+        q = _e4m3fn_bytes_as_fnuz(q)
     w = tl.load(W + t * stride_wt + offs_h, mask=h_mask, other=0.0).to(tl.float32)
     for n0 in range(start, end, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -73,10 +89,12 @@ def _indexer_logits_kernel(
                 mask=n_mask[None, :],
                 other=0,
             )
-            k = k_bytes.to(tl.float8e4nv, bitcast=True)
             scale_ptr = (page_base + FP8_PAGE * D + entry * 4).to(tl.pointer_type(tl.float32))
             k_scale = tl.load(scale_ptr, mask=n_mask, other=0.0)
-            s = mma(q, k, PRECISION, UPCAST)  # [BLOCK_H, BLOCK_N]
+            if FNUZ:
+                s = mma(q, _e4m3fn_bytes_as_fnuz(k_bytes), PRECISION, UPCAST) * 4.0
+            else:
+                s = mma(q, k_bytes.to(tl.float8e4nv, bitcast=True), PRECISION, UPCAST)
             logits = tl.sum(tl.maximum(s, 0.0) * w[:, None], 0) * k_scale
         else:
             k = tl.load(
