@@ -104,9 +104,7 @@ def _around_model_hooks(server_args: Any, previous) -> None:
             declared["kv_cache_dtype"] = kv
     from sglang_amd.quant.support import gpt_oss_dtype
 
-    dtype, problems = gpt_oss_dtype(server_args, getattr(model_config, "hf_config", None))
-    if problems:
-        raise UnsupportedConfigError("sglang-amd: " + "; ".join(problems))
+    dtype = gpt_oss_dtype(server_args, getattr(model_config, "hf_config", None))
     if dtype is not None:
         declared["dtype"] = dtype
     if declared:

@@ -364,6 +364,7 @@ def test_sglang_forces_bf16_on_mxfp4_gpt_oss_and_we_name_the_dtype(checkpoints, 
     from sglang.srt.arg_groups.model_overrides.gpt_oss import _gpt_oss_overrides
     from transformers import AutoConfig
 
+    from sglang_amd.models.capability import _gpt_oss_dtype_problems
     from sglang_amd.quant.support import gpt_oss_dtype
     from tests.tiny_gpt_oss import tiny_gpt_oss_mxfp4
 
@@ -381,16 +382,13 @@ def test_sglang_forces_bf16_on_mxfp4_gpt_oss_and_we_name_the_dtype(checkpoints, 
         ep_size=1,
     )
     assert _gpt_oss_overrides(args, f32_dense) == {"dtype": "bfloat16"}
-    assert gpt_oss_dtype(args, f32_dense) == ("float32", [])
-    (problem,) = gpt_oss_dtype(args, bf16_dense)[1]
+    assert gpt_oss_dtype(args, f32_dense) == "float32"
+    # Another dtype than the stored one: not declared back here, refused at start by
+    # the models capability for every gpt-oss (one rule, one message).
+    assert gpt_oss_dtype(args, bf16_dense) is None
+    (problem,) = _gpt_oss_dtype_problems(args, bf16_dense)
     assert "--dtype float32" in problem and "use --dtype bfloat16" in problem
     for dtype in ("auto", "bfloat16"):
-        assert gpt_oss_dtype(SimpleNamespace(**{**vars(args), "dtype": dtype}), bf16_dense) == (
-            None,
-            [],
-        )
-    assert gpt_oss_dtype(SimpleNamespace(**{**vars(args), "quantization": None}), f32_dense) == (
-        None,
-        [],
-    )
-    assert gpt_oss_dtype(args, AutoConfig.from_pretrained(checkpoints.f32)) == (None, [])
+        assert gpt_oss_dtype(SimpleNamespace(**{**vars(args), "dtype": dtype}), bf16_dense) is None
+    assert gpt_oss_dtype(SimpleNamespace(**{**vars(args), "quantization": None}), f32_dense) is None
+    assert gpt_oss_dtype(args, AutoConfig.from_pretrained(checkpoints.f32)) is None

@@ -88,34 +88,25 @@ def stored_dtype(hf_config: Any | None) -> str | None:
     return str(stored).removeprefix("torch.") if stored is not None else None
 
 
-def gpt_oss_dtype(server_args: Any, hf_config: Any | None) -> tuple[str | None, list[str]]:
-    """(the --dtype to declare back after SGLang's gpt-oss defaults, or None; problems).
+def gpt_oss_dtype(server_args: Any, hf_config: Any | None) -> str | None:
+    """The --dtype to declare back after SGLang's gpt-oss defaults, or None.
 
     For a checkpoint whose quantization_config says quant_method "mxfp4", SGLang's
     `_gpt_oss_overrides` (arg_groups/model_overrides/gpt_oss.py) declares dtype
     bfloat16 whatever --dtype says ("use bf16 for mxfp4 triton kernels": its own
     kernels). Under `--quantization amd_mxfp4` our kernels serve those experts for
     float32 and float16 activations too (W4A16: the weights are decoded in the
-    GEMM), so an explicit --dtype stands, instead of being silently replaced, when
-    it is the checkpoint's own: SGLang's GptOss builds its attention and router
-    linears in the checkpoint's dtype (`params_dtype=config.dtype`), and any other
-    --dtype would feed them activations of another dtype. Otherwise a problem
-    naming --dtype. `server_args`: the raw record (the user's flags, before
+    GEMM), so an explicit --dtype stands when it is the checkpoint's own. Any other
+    --dtype is refused at start by the models capability, for every gpt-oss
+    (`models.capability`: SGLang builds its attention and router linears in the
+    stored dtype). `server_args`: the raw record (the user's flags, before
     declarations)."""
     if getattr(server_args, "quantization", None) != QUANTIZATION:
-        return None, []
+        return None
     dtype = getattr(server_args, "dtype", None)
     quant = _quantization_config(hf_config)
-    if dtype in (None, "auto") or not quant:
-        return None, []
+    if dtype in (None, "auto", "bfloat16") or not quant:
+        return None
     if str(quant.get("quant_method", "")).lower() != "mxfp4":
-        return None, []
-    stored = stored_dtype(hf_config)
-    if dtype == stored:
-        return (None if dtype == "bfloat16" else dtype), []
-    return None, [
-        f"--dtype {dtype} on a gpt-oss mxfp4 checkpoint stored in {stored}: SGLang's "
-        f"GptOssForCausalLM builds its attention and router in the checkpoint's dtype, so "
-        f"--quantization {QUANTIZATION} serves it in that dtype only; use --dtype {stored} "
-        "(or auto)"
-    ]
+        return None
+    return dtype if dtype == stored_dtype(hf_config) else None
