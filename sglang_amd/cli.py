@@ -25,7 +25,10 @@ sglang-amd doctor MODEL_DIR [--tp N --ep N --flags ...]
 sglang-amd audit [--quick] [--peers]    every kernel compiled for gfx942, gfx950,
                                         sm_90 and sm_100 (no GPU needed): registers,
                                         spills, LDS, occupancy, instructions, gates;
-                                        --peers: SGLang's kernels beside ours
+                                        --peers: SGLang's kernels beside ours;
+                 [--aiter-src DIR]      with a ROCm/aiter checkout (or
+                                        $SGLANG_AMD_AITER_SRC), aiter's Triton
+                                        kernels too (gfx942/gfx950)
 sglang-amd audit --traffic [--quick]    bytes each op moves against its ideal, and
                  [--peers]              launches per forward, under the interpreter;
                                         --peers: SGLang's kernels counted beside ours
@@ -382,8 +385,20 @@ def _audit(ns: argparse.Namespace) -> int:
         )
         return 2
     sources, notes = [compile_audit.OURS], []
+    # An explicit --aiter-src asks for peers; the variable alone follows --peers.
     want_peers = not ns.quick if ns.peers is None else ns.peers
+    want_peers = want_peers or (ns.peers is None and ns.aiter_src_given)
+    aiter_src = ns.aiter_src if want_peers else None
     if want_peers:
+        # Needs neither sglang nor an installed aiter: the checkout is read at run time
+        # (checked first: a wrong path fails before anything compiles).
+        from sglang_amd.audit import aiter_peer_launches
+
+        try:
+            aiter = aiter_peer_launches.source(aiter_src) if aiter_src else None
+        except aiter_peer_launches.AiterSourceError as exc:
+            print(f"sglang-amd audit: {exc}", file=sys.stderr)
+            return 2
         try:
             from sglang_amd.audit import sglang_peer_launches
         except ImportError as exc:  # the bare GPU image has no sglang: ours still run
@@ -391,12 +406,16 @@ def _audit(ns: argparse.Namespace) -> int:
         else:
             sources.append(sglang_peer_launches.SOURCE)
             notes += sglang_peer_launches.notes()
+        sources += [aiter] if aiter else []
     rows = compile_audit.run(targets, quick=ns.quick, sources=sources)
+    if want_peers:  # after the run: it names the launchers that would not import
+        notes += aiter_peer_launches.notes(aiter_src)
+    peers = [s.owner for s in sources[1:]]
     header = (
         f"sglang-amd audit | compiled for {', '.join(targets)} on a CPU machine | "
         f"{datetime.date.today()} | commit {_commit()}"
         + (" | QUICK" if ns.quick else "")
-        + (" | peers: sglang" if len(sources) > 1 else "")
+        + (f" | peers: {', '.join(peers)}" if peers else "")
     )
     print(header)
     print(compile_audit.table(rows))
@@ -537,6 +556,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also compile (with --traffic: count) SGLang's Triton kernels over the matrix, "
         "reported beside ours (default: on for the full audit, off with --quick)",
     )
+    audit.add_argument(
+        "--aiter-src",
+        default=None,
+        metavar="DIR",
+        help="a ROCm/aiter checkout: compile aiter's Triton kernels (aiter.ops.triton) as "
+        "peers too, for gfx942/gfx950, without building its HIP modules; implies --peers "
+        "(default: $SGLANG_AMD_AITER_SRC, which follows --peers)",
+    )
     if argv[:1] == ["mtp"]:  # its own options (sglang_amd/mtp/cli.py)
         from sglang_amd.mtp import cli as mtp_cli
 
@@ -555,6 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.cmd == "audit":
         ns.argv = argv
         ns.targets_given = ns.targets is not None
+        ns.aiter_src_given = ns.aiter_src is not None
+        if ns.aiter_src is None:
+            ns.aiter_src = os.environ.get("SGLANG_AMD_AITER_SRC") or None
         if ns.targets is None:
             ns.targets = "gfx942,gfx950,sm_90,sm_100"
     if ns.cmd == "audit":

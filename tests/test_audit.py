@@ -102,9 +102,13 @@ def test_sglang_peers_compile_beside_ours(audit):
     assert all(r["ok"] and r["registers"] for r in stage1)
     assert any("aiter" in n for n in data["notes"])
     for arch in ("gfx942", "gfx950", "sm_90", "sm_100"):
-        ops = {p["op"] for p in data["peer_pairs"] if p["arch"] == arch}
+        ops = {p["op"] for p in data["peer_pairs"] if p["arch"] == arch and p["peer"] == "sglang"}
         assert ops == {"attention.decode", "attention.extend", "moe.fused bf16"}, arch
-    pair = next(p for p in data["peer_pairs"] if p["role"] == "split" and p["arch"] == "gfx942")
+    pair = next(
+        p
+        for p in data["peer_pairs"]
+        if p["role"] == "split" and p["arch"] == "gfx942" and p["peer"] == "sglang"
+    )
     assert pair["ratios_ours_over_peer"]["registers"] > 0
     assert "_fwd_grouped_kernel_stage1" in pair["theirs"]["kernels"]
     assert not any("sglang" in g for g in data["gates"])

@@ -74,6 +74,7 @@ def compiling_for(arch: str, sink: list[Compiled]) -> Iterator[Target]:
         raise RuntimeError("the compile audit needs real JIT kernels: unset TRITON_INTERPRET")
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
+    from triton.runtime.autotuner import Heuristics
     from triton.runtime.jit import JITFunction
 
     backend, triton_arch, warp = TRITON_TARGETS[arch]
@@ -104,13 +105,28 @@ def compiling_for(arch: str, sink: list[Compiled]) -> Iterator[Target]:
 
         return launch
 
+    original_heuristics = Heuristics.__getitem__
+
+    def heuristics_then_compile(self: Heuristics, grid: Any) -> Any:
+        # `@triton.heuristics` launches its inner kernel through `run`, past
+        # JITFunction.__getitem__: fill in its values, then go through the hook.
+        def launch(*args: Any, **kwargs: Any) -> None:
+            for name, heuristic in self.values.items():
+                named = dict(zip(self.arg_names, args, strict=False))  # args may be fewer
+                kwargs[name] = heuristic({**named, **kwargs})
+            self.fn[grid](*args, **kwargs)
+
+        return launch
+
     previous = driver._active  # None on a machine without a GPU driver
     driver.set_active(_AuditDriver(GPUTarget(backend, triton_arch, warp)))
     JITFunction.__getitem__ = compile_instead_of_launch
+    Heuristics.__getitem__ = heuristics_then_compile
     try:
         yield target_for_arch(arch)
     finally:
         JITFunction.__getitem__ = original_getitem
+        Heuristics.__getitem__ = original_heuristics
         for fn in seen_caches:
             fn.device_caches.clear()
         driver._active = previous

@@ -1,11 +1,13 @@
 """Our compiled launches beside a peer's, per target and (model, op): the ratios.
 
 Where it sits: `audit.compile_audit.run` compiles our matrix and, with
-`--peers`, SGLang's (`audit.sglang_peer_launches`) under the same (model, op,
-size) labels; this pairs the rows by target, model, op and kernel role (a
+`--peers`, SGLang's (`audit.sglang_peer_launches`) and, given a checkout,
+aiter's (`audit.aiter_peer_launches`) under the same (model, op, size) labels;
+this pairs each peer's rows with ours by target, model, op and kernel role (a
 split-KV decode's split and reduce kernels against SGLang's stage 1 and 2,
 SGLang's lean decode also against our split, extend against extend, the MoE
-GEMM against `fused_moe_kernel`) and reports
+GEMM against `fused_moe_kernel` and aiter's MoE GEMMs, the DSA indexer's
+scores against aiter's `fp8_mqa_logits`) and reports
 ours / peer for registers, LDS and occupancy, both spill counts, and both
 matrix-instruction families. Reported, never gated. Never imports sglang.
 """
@@ -35,10 +37,38 @@ ROLE = {
     "_sparse_mla_split_k_kernel": "split",
     "_sparse_mla_reduce_kernel": "reduce",
     "_sparse_mla_fused_kernel": "fused",
+    # aiter (audit.aiter_peer_launches): vLLM-style paged decode, one pass (V1)
+    # or partitions then a reduce (V2); its Triton MLA decode, segments then reduce.
+    "_paged_attn_decode_v1_w_dot_kernel": "fused",
+    "_paged_attn_decode_v1_wo_dot_kernel": "fused",
+    "_paged_attn_decode_v2_w_dot_kernel": "split",
+    "_paged_attn_decode_v2_wo_dot_kernel": "split",
+    "_paged_attn_decode_v2_w_dot_reduce_kernel": "reduce",
+    "_paged_attn_decode_v2_wo_dot_reduce_kernel": "reduce",
+    "_mla_decode_fwd_kernel": "split",
+    "_mla_decode_fwd_reduce_kernel": "reduce",
+    # DSA's indexer scores: ours over the paged FP8 cache, aiter's over gathered keys.
+    "_indexer_logits_kernel": "logits",
+    "_fp8_mqa_logits_kernel": "logits",
+    "_gluon_fp8_mqa_logits_kernel": "logits",
+    "_fused_moe_kernel": "gemm",
+    "_fused_moe_kernel_gptq_awq": "gemm",
+    "_fused_moe_kernel_mxfp4": "gemm",
+    "_moe_gemm_a16w4": "gemm",
+    # Tokens grouped by expert: our align (sort) against aiter's routing (its
+    # top-k, histogram and sort); our top-k combine against its grouped reduce.
+    "_align_kernel": "route",
+    "_topk": "route",
+    "_sum_bitmatrix_rows": "route",
+    "_combined_routing": "route",
+    "_combined_routing_fused": "route",
+    "_combine_kernel": "combine",
+    "_reduce_grouped": "combine",
 }
 # A peer role with no kernel of ours of its own: SGLang's lean decode is one
 # persistent kernel (split and merge in one), set beside our split kernel.
-# SGLang's one-split sparse MLA decode (split and merge in one kernel) likewise.
+# SGLang's one-split sparse MLA decode (split and merge in one kernel) likewise,
+# and aiter's one-pass (V1) paged decode.
 OURS_FOR = {"lean": "split", "fused": "split"}
 
 
@@ -130,7 +160,7 @@ def pairs(rows: Sequence[_Row]) -> list[Pair]:
         if ours:
             out.append(Pair(arch, model, op, role, owner, _side(ours), _side(reports)))
     order = {"gfx942": 0, "gfx950": 1, "sm_90": 2, "sm_100": 3}
-    return sorted(out, key=lambda p: (order.get(p.arch, 9), p.op, p.model, p.role))
+    return sorted(out, key=lambda p: (order.get(p.arch, 9), p.op, p.model, p.role, p.peer))
 
 
 def _n(v: object) -> str:
@@ -157,11 +187,12 @@ def table(found: Sequence[Pair], notes: Sequence[str] = ()) -> str:
     """Ours / peer (ratio ours/peer) per target, model, op and role, for stdout."""
     lines = ["peers: ours / peer (ratio ours/peer); (!) where only one side spills"]
     lines += [f"  {n}" for n in notes]
-    head = f"{'arch':<7} {'model':<32} {'op':<17} {'role':<9} " + " | ".join(_HEAD)
+    head = f"{'arch':<7} {'model':<32} {'op':<17} {'role':<9} {'peer':<7} " + " | ".join(_HEAD)
     lines += [head, "-" * len(head)]
     for p in found:
         lines.append(
-            f"{p.arch:<7} {p.model[:32]:<32} {p.op[:17]:<17} {p.role:<9} " + " | ".join(_cells(p))
+            f"{p.arch:<7} {p.model[:32]:<32} {p.op[:17]:<17} {p.role:<9} {p.peer:<7} "
+            + " | ".join(_cells(p))
         )
     return "\n".join(lines)
 
@@ -172,13 +203,13 @@ def markdown(found: Sequence[Pair], notes: Sequence[str] = ()) -> str:
     lines += [f"- {n}" for n in notes]
     lines += [
         "",
-        "| target | model | op | role | peer kernels | " + " | ".join(_HEAD) + " |",
-        "| --- " * (5 + len(_HEAD)) + "|",
+        "| target | model | op | role | peer | peer kernels | " + " | ".join(_HEAD) + " |",
+        "| --- " * (6 + len(_HEAD)) + "|",
     ]
     for p in found:
         kernels = ", ".join(f"`{k}`" for k in p.theirs.kernels)
         lines.append(
-            f"| {p.arch} | {p.model} | {p.op} | {p.role} | {kernels} | "
+            f"| {p.arch} | {p.model} | {p.op} | {p.role} | {p.peer} | {kernels} | "
             + " | ".join(_cells(p))
             + " |"
         )

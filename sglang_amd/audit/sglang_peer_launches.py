@@ -19,15 +19,14 @@ defaults (page size 1, CUDA graphs on, so HIP decode takes lean attention where
 `lean_capture_policy` says; SGLANG_MLA_DECODE_TUNE off), each decode case's
 context as `--context-length` (it sizes MLA's max_kv_splits), the tuned MoE
 config file for (E, N, device) where SGLang ships one, else its default.
-aiter's Triton kernels would be peers too where aiter is installed: `notes()`
-says whether it is (it is not compiled here yet).
+aiter's Triton kernels are peers too, from a checkout given at run time
+(`audit.aiter_peer_launches`, `--aiter-src`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import logging
 import types
 from collections.abc import Iterator
@@ -125,10 +124,9 @@ def sglang_sees(arch: str) -> Iterator[None]:
 
 
 def notes() -> list[str]:
-    """Rows for the audit's output about peers it could not compile."""
-    if importlib.util.find_spec("aiter") is None:
-        return ["aiter: not installed here (aiter.ops.triton not audited)"]
-    return ["aiter: installed, but its Triton kernels are not in the peer matrix yet"]
+    """Rows for the audit's output about SGLang's peers (aiter's are
+    `aiter_peer_launches.notes()`: from a checkout, not from SGLang)."""
+    return [f"sglang peers: {op}: {what}" for op, what in PEER_WHAT.items()]
 
 
 def _decode(arch: str, hq: int, hkv: int, dqk: int, dv: int, batch: int, ctx: int) -> None:
