@@ -43,6 +43,7 @@ import sys
 from collections.abc import Sequence
 
 from sglang_amd import SGLANG_VERSION, __version__
+from sglang_amd.audit import cli as audit_cli
 from sglang_amd.doctor import cli as doctor_cli
 from sglang_amd.eval import compare_cli
 
@@ -361,134 +362,6 @@ def _commit() -> str:
         return "unknown"
 
 
-def _audit(ns: argparse.Namespace) -> int:
-    """Exit 0 when every gate holds, 1 when one fails (each printed), 2 when the
-    audit cannot run here."""
-    import datetime
-    from pathlib import Path
-
-    if ns.traffic:
-        return _traffic_audit(ns)
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        print(
-            "sglang-amd audit: unset TRITON_INTERPRET (it compiles real kernels)", file=sys.stderr
-        )
-        return 2
-    from sglang_amd.audit import compile_audit
-
-    targets = [t.strip() for t in ns.targets.split(",") if t.strip()]
-    unknown = sorted(set(targets) - set(compile_audit.TARGETS))
-    if unknown:
-        print(
-            f"sglang-amd audit: unknown --targets {unknown}; use {compile_audit.TARGETS}",
-            file=sys.stderr,
-        )
-        return 2
-    sources, notes = [compile_audit.OURS], []
-    # An explicit --aiter-src asks for peers; the variable alone follows --peers.
-    want_peers = not ns.quick if ns.peers is None else ns.peers
-    want_peers = want_peers or (ns.peers is None and ns.aiter_src_given)
-    aiter_src = ns.aiter_src if want_peers else None
-    if want_peers:
-        # Needs neither sglang nor an installed aiter: the checkout is read at run time
-        # (checked first: a wrong path fails before anything compiles).
-        from sglang_amd.audit import aiter_peer_launches
-
-        try:
-            aiter = aiter_peer_launches.source(aiter_src) if aiter_src else None
-        except aiter_peer_launches.AiterSourceError as exc:
-            print(f"sglang-amd audit: {exc}", file=sys.stderr)
-            return 2
-        try:
-            from sglang_amd.audit import sglang_peer_launches
-        except ImportError as exc:  # the bare GPU image has no sglang: ours still run
-            notes.append(f"sglang peers: not importable here ({exc})")
-        else:
-            sources.append(sglang_peer_launches.SOURCE)
-            notes += sglang_peer_launches.notes()
-        sources += [aiter] if aiter else []
-    rows = compile_audit.run(targets, quick=ns.quick, sources=sources)
-    if want_peers:  # after the run: it names the launchers that would not import
-        notes += aiter_peer_launches.notes(aiter_src)
-    peers = [s.owner for s in sources[1:]]
-    header = (
-        f"sglang-amd audit | compiled for {', '.join(targets)} on a CPU machine | "
-        f"{datetime.date.today()} | commit {_commit()}"
-        + (" | QUICK" if ns.quick else "")
-        + (f" | peers: {', '.join(peers)}" if peers else "")
-    )
-    print(header)
-    print(compile_audit.table(rows))
-    if len(sources) > 1 or notes:
-        from sglang_amd.audit import peer_compare
-
-        print(peer_compare.table(peer_compare.pairs(rows), notes))
-    failures = compile_audit.gate_failures(rows)
-    json_path, png_path = compile_audit.write(rows, Path(ns.out), header, notes)
-    print(f"wrote {json_path}" + (f" and {png_path}" if png_path else ""))
-    print(f"gates: {len(rows)} compiled launches, {len(failures)} failing")
-    for failure in failures:
-        print(f"  GATE: {failure}")
-    return 1 if failures else 0
-
-
-_TRAFFIC_CHILD = "SGLANG_AMD_TRAFFIC_CHILD"
-
-
-def _traffic_audit(ns: argparse.Namespace) -> int:
-    """`audit --traffic`: the kernels must be interpreted, and Triton picks the
-    interpreter when a kernel is decorated, so unless this process already has
-    TRITON_INTERPRET=1 set and no kernel imported, it runs again in a child that has
-    (the compile audit, in this process, must not see the variable)."""
-    import datetime
-    import subprocess
-    from pathlib import Path
-
-    if os.environ.get(_TRAFFIC_CHILD) != "1":
-        argv = [sys.executable, "-m", "sglang_amd.cli", *ns.argv]
-        env = {**os.environ, "TRITON_INTERPRET": "1", _TRAFFIC_CHILD: "1"}
-        return subprocess.run(argv, env=env).returncode
-    from sglang_amd.audit import traffic_audit
-
-    default = ",".join(traffic_audit.TARGETS)
-    targets = [t.strip() for t in (ns.targets if ns.targets_given else default).split(",")]
-    unknown = sorted(t for t in targets if t not in ("gfx942", "gfx950", "sm_90", "sm_100"))
-    if unknown:
-        print(f"sglang-amd audit --traffic: unknown --targets {unknown}", file=sys.stderr)
-        return 2
-    header = (
-        f"sglang-amd audit --traffic | {', '.join(targets)} flags, CPU interpreter | "
-        f"{datetime.date.today()} | commit {_commit()}" + (" | QUICK" if ns.quick else "")
-    )
-    peer, note = _traffic_peer(not ns.quick if ns.peers is None else ns.peers)
-    header += f" | peers: {note}" if note else ""
-    print(header)
-    print(traffic_audit.HEAD, flush=True)
-    rows = traffic_audit.run(targets, quick=ns.quick, match=ns.match, peer=peer)
-    failures = traffic_audit.gate_failures(rows)
-    json_path, png_path = traffic_audit.write(rows, Path(ns.out), header)
-    print(
-        f"wrote {json_path}"
-        + (f" and {png_path}" if png_path else " (no PNG: pip install matplotlib)")
-    )
-    gates = sum(len(r.gates) for r in rows)
-    print(f"gates: {len(rows)} cases, {gates} gates, {len(failures)} failing")
-    for failure in failures:
-        print(f"  GATE: {failure}")
-    return 1 if failures else 0
-
-
-def _traffic_peer(want: bool):  # noqa: ANN202  (a PeerLookup or None, and a note)
-    """SGLang's kernels beside ours in `audit --traffic`, where sglang imports."""
-    if not want:
-        return None, ""
-    try:
-        from sglang_amd.audit import sglang_peer_traffic as peers
-    except ImportError as exc:  # the bare GPU image has no sglang: ours still run
-        return None, f"sglang not importable here ({exc})"
-    return peers.lookup, "sglang (same counter, same shapes)"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
@@ -533,37 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gsm.add_argument("--out", default=None, help="write the JSON record here")
     compare_cli.add_parser(ev_sub)
     doctor_cli.add_parser(sub)
-    audit = sub.add_parser(
-        "audit", help="compile every kernel for gfx942/gfx950/sm_90/sm_100 and check the gates"
-    )
-    audit.add_argument(
-        "--targets",
-        default=None,
-        help="default gfx942,gfx950,sm_90,sm_100 (--traffic: gfx942,sm_90)",
-    )
-    audit.add_argument("--quick", action="store_true", help="a few shapes (what make test runs)")
-    audit.add_argument("--out", default="bench-out", help="folder for audit.json and audit.png")
-    audit.add_argument(
-        "--traffic",
-        action="store_true",
-        help="bytes moved against each op's ideal and launches per forward (traffic.json/png)",
-    )
-    audit.add_argument("--match", default=None, help="--traffic: only cases whose text has this")
-    audit.add_argument(
-        "--peers",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also compile (with --traffic: count) SGLang's Triton kernels over the matrix, "
-        "reported beside ours (default: on for the full audit, off with --quick)",
-    )
-    audit.add_argument(
-        "--aiter-src",
-        default=None,
-        metavar="DIR",
-        help="a ROCm/aiter checkout: compile aiter's Triton kernels (aiter.ops.triton) as "
-        "peers too, for gfx942/gfx950, without building its HIP modules; implies --peers "
-        "(default: $SGLANG_AMD_AITER_SRC, which follows --peers)",
-    )
+    audit_cli.add_parser(sub)
     if argv[:1] == ["mtp"]:  # its own options (sglang_amd/mtp/cli.py)
         from sglang_amd.mtp import cli as mtp_cli
 
@@ -580,15 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     ns.serve_args = serve_args
     if ns.cmd == "audit":
-        ns.argv = argv
-        ns.targets_given = ns.targets is not None
-        ns.aiter_src_given = ns.aiter_src is not None
-        if ns.aiter_src is None:
-            ns.aiter_src = os.environ.get("SGLANG_AMD_AITER_SRC") or None
-        if ns.targets is None:
-            ns.targets = "gfx942,gfx950,sm_90,sm_100"
-    if ns.cmd == "audit":
-        return _audit(ns)
+        return audit_cli.main(ns, argv, _commit())
     if ns.cmd == "bench":
         return _bench(ns)
     if ns.cmd == "eval":
