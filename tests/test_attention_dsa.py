@@ -149,32 +149,35 @@ def test_sparse_tiers_agree_on_the_indexers_table(heads, dqk, dv):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("new", [1, 3], ids=["decode", "verify"])
 @pytest.mark.parametrize("fp8", [False, True], ids=["float", "fp8"])
-def test_decode_in_a_cuda_graph_is_planned_on_the_device(monkeypatch, fp8):
-    """Inside a CUDA graph a decode batch's layout comes from device tensors alone and
-    the scores are the capacity wide: the Triton indexer, its top-k and the sparse
-    attention then read nothing on the host, and pick and compute what the
+def test_a_cuda_graph_batch_is_planned_on_the_device(monkeypatch, fp8, new):
+    """Inside a CUDA graph a decode batch's layout (one token a request) or a chain
+    target verify's (`new` draft tokens a request) comes from device tensors alone
+    and the scores are the capacity wide: the Triton indexer, its top-k and the
+    sparse attention then read nothing on the host, and pick and compute what the
     host-planned call does. The torch tiers, which read lengths, refuse."""
     lens = [70, 9, 130]
-    q, k, w, r2t, rows, visible, visible_cpu, slots = _batch(5, lens, 1)
+    q, k, w, r2t, rows, visible, visible_cpu, slots = _batch(5, lens, new)
+    tokens = len(visible_cpu)
     q_in, w_in, keys, _, _ = _store(fp8, q, k, w, slots)
     to = dict(device=DEVICE)
     page = PAGE if fp8 else 0
     args = (q_in.to(**to), w_in.to(**to), keys.to(**to), r2t.to(**to))
     planned = dsa.IndexerCall(*args, rows.to(**to), visible.to(**to), visible_cpu,
                               dsa.INDEX_HEAD_DIM**-0.5, 16, page)  # fmt: skip
-    d_rows, d_visible = dsa.decode_rows_and_visible(torch.arange(3, **to),
-                                                    torch.tensor(lens, **to))  # fmt: skip
+    d_rows, d_visible = dsa.graph_rows_and_visible(torch.arange(3, **to),
+                                                   torch.tensor(lens, **to), new)  # fmt: skip
     assert torch.equal(d_rows.cpu(), rows) and torch.equal(d_visible.cpu(), visible)
     graphed = dsa.IndexerCall(*args, d_rows, d_visible, None, dsa.INDEX_HEAD_DIM**-0.5, 16, page,
                               capacity=r2t.shape[1] + 37)  # fmt: skip
     assert dsa.indexer_torch_refusal(graphed) and not dsa.indexer_torch_refusal(planned)
     g = torch.Generator().manual_seed(11)
     kv = torch.randn(slots, 1, 576, generator=g).to(**to)
-    q_att = torch.randn(3, 16, 576, generator=g).to(**to)
+    q_att = torch.randn(tokens, 16, 576, generator=g).to(**to)
 
     def sparse(call_rows, rows_cpu, table):
-        out = torch.full((3, 16, 512), float("nan"), **to)
+        out = torch.full((tokens, 16, 512), float("nan"), **to)
         return dsa.sparse_triton(dsa.SparseCall(q_att, kv, kv[..., :512], r2t.to(**to), call_rows,
                                                 rows_cpu, table, 0.05, out))  # fmt: skip
 

@@ -112,3 +112,40 @@ def test_indexer_forward_rounds_fp8_scales_as_the_layer_says(monkeypatch, scale_
     x, q_lora = torch.randn(tokens, hidden, generator=g), torch.randn(tokens, 4, generator=g)
     got = sglang_dsa.indexer_forward(layer, x, q_lora, torch.arange(tokens), batch, layer_id=0)
     assert got == "table" and asked["round_scale"] is rounds
+
+
+@pytest.mark.parametrize("mode,new", [("decode", 1), ("extend", 3)], ids=["decode", "verify"])
+def test_graph_batches_are_laid_out_on_the_device(monkeypatch, mode, new):
+    """Under a CUDA graph (`graph_max_kv_len` set) a decode batch and a chain target
+    verify (`uniform_qo` draft tokens a request, as the verify graph's metadata says)
+    are laid out from device tensors alone, with no host read; an extend of uneven
+    lengths inside a graph is refused naming --disable-cuda-graph."""
+    from sglang_amd.attention.attend import ForwardMetadata
+    from sglang_amd.attention.sglang_dsa import DsaLayers
+
+    backend = SimpleNamespace(device="cpu")
+    layers = DsaLayers(backend)
+    kv = torch.tensor([10, 20])
+    backend.forward_metadata = ForwardMetadata(
+        mode=mode, req_pool_indices=torch.tensor([4, 7]), kv_lens=kv, qo_lens=torch.full((2,), new),
+        kv_lens_cpu=[], qo_lens_cpu=[], uniform_qo=new if mode == "extend" else None,
+        graph_max_kv_len=64,
+    )  # fmt: skip
+
+    def host_read(*a, **kw):
+        raise AssertionError("a host read inside the graph")
+
+    for name in ("tolist", "item", "__int__", "__bool__", "__index__", "__float__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    rows, rows_cpu, visible, visible_cpu = layers._token_layout()
+    monkeypatch.undo()
+    assert rows_cpu is None and visible_cpu is None
+    want_rows = [4] * new + [7] * new
+    want_visible = list(range(11 - new, 11)) + list(range(21 - new, 21))
+    assert rows.tolist() == want_rows and visible.tolist() == want_visible
+    backend.forward_metadata = ForwardMetadata(
+        mode="extend", req_pool_indices=torch.tensor([4]), kv_lens=kv[:1], qo_lens=kv[:1],
+        kv_lens_cpu=[10], qo_lens_cpu=[10], graph_max_kv_len=64,
+    )  # fmt: skip
+    with pytest.raises(NotImplementedError, match="--disable-cuda-graph"):
+        layers._token_layout()

@@ -35,7 +35,7 @@ __all__ = [
     "INDEX_HEAD_DIM",
     "IndexerCall",
     "SparseCall",
-    "decode_rows_and_visible",
+    "graph_rows_and_visible",
     "indexer_inputs",
     "indexer_mode",
     "indexer_mode_refusal",
@@ -135,12 +135,20 @@ def token_rows_and_visible(
     return rows, rows_cpu, visible, visible_cpu
 
 
-def decode_rows_and_visible(
-    req_pool_indices: torch.Tensor, kv_lens: torch.Tensor
+def graph_rows_and_visible(
+    req_pool_indices: torch.Tensor, kv_lens: torch.Tensor, new_tokens: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A decode batch (one query token a request, the last of its kv_lens[b]) laid out
-    on the device alone, for a CUDA graph: rows [T] int64, visible [T] int32."""
-    return req_pool_indices.to(torch.int64), kv_lens.to(torch.int32)
+    """A batch of `new_tokens` query tokens a request (decode: 1; a chain target
+    verify: the draft width), the last ending at kv_lens[b], laid out request after
+    request on the device alone, for a CUDA graph: rows [B * n] int64, visible
+    [B * n] int32 (token j of request b sees kv_lens[b] - n + j + 1 positions)."""
+    n = new_tokens
+    rows = req_pool_indices.to(torch.int64)
+    if n == 1:
+        return rows, kv_lens.to(torch.int32)
+    step = torch.arange(1 - n, 1, dtype=torch.int32, device=kv_lens.device)
+    visible = kv_lens.to(torch.int32)[:, None] + step
+    return rows[:, None].expand(-1, n).reshape(-1), visible.reshape(-1)
 
 
 def indexer_inputs(

@@ -69,16 +69,20 @@ class DsaLayers:
     def _token_layout(self) -> tuple:
         """(rows, rows_cpu, visible, visible_cpu) of this forward's query tokens,
         computed by the first layer that asks. In a CUDA graph (decode: one token a
-        request) on the device alone, the host lists None."""
+        request; a chain target verify: the draft width, `uniform_qo`) on the device
+        alone, the host lists None."""
         meta = self.backend.forward_metadata
         if self._tokens is None or self._tokens[0] is not meta:
             if meta.graph_max_kv_len is not None:
-                if meta.mode != "decode":
+                new = 1 if meta.mode == "decode" else meta.uniform_qo
+                if new is None:
                     raise NotImplementedError(
-                        "sglang-amd's DSA path plans only decode inside a CUDA graph; start "
-                        "with --disable-cuda-graph"
+                        "sglang-amd's DSA path plans decode and target-verify batches inside "
+                        f"a CUDA graph, not {meta.mode} of uneven lengths; start with "
+                        "--disable-cuda-graph"
                     )
-                rows, visible = dsa.decode_rows_and_visible(meta.req_pool_indices, meta.kv_lens)
+                rows, visible = dsa.graph_rows_and_visible(meta.req_pool_indices, meta.kv_lens,
+                                                           new)  # fmt: skip
                 layout = (rows, None, visible, None)
             else:
                 layout = dsa.token_rows_and_visible(meta.req_pool_indices, meta.kv_lens_cpu,
