@@ -7,7 +7,12 @@ compiles for gfx942 through the audit's machinery, and leaves `sys.modules` as
 it was; a wrong `--aiter-src` is refused naming the flag. With
 SGLANG_AMD_AITER_SRC set to a ROCm/aiter checkout: the real peer audit, aiter
 rows for each op on gfx942 and gfx950, paired with ours. Compile audits run in
-their own process without TRITON_INTERPRET (they need real JIT kernels)."""
+their own process without TRITON_INTERPRET (they need real JIT kernels).
+
+The traffic audit (audit/aiter_peer_traffic.py): rows carrying several peers
+(SGLang's and aiter's) in JSON, table and markdown, from fake lookups; the aiter
+lookup's answers on a fake checkout; with the variable set, `audit --traffic`
+counts aiter's launches beside ours (or says why the interpreter cannot)."""
 
 from __future__ import annotations
 
@@ -214,3 +219,162 @@ def test_imports_without_sglang_or_aiter():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "pass --aiter-src DIR" in proc.stdout
+
+
+# ---- the traffic audit (audit/aiter_peer_traffic.py, traffic_audit's peers) ----------
+
+
+def _fake_peer(owner: str, adds: int, fail: bool = False):
+    """A PeerLookup whose build runs `adds` torch adds on a named tensor (counted as
+    launches and bytes by the same counter), or fails in its run."""
+    import contextlib
+
+    import torch
+
+    from sglang_amd.audit.traffic_cases import Prepared
+
+    def build(target):
+        x = torch.zeros(1024)
+
+        def run():
+            if fail:
+                raise RuntimeError(f"{owner}'s kernel refused")
+            for _ in range(adds):
+                x.add_(1)
+            return x
+
+        return Prepared(run, {"x": x}, ideal=2 * x.numel() * 4, note=f"{owner} note")
+
+    def lookup(case, arch):
+        return f"{owner} kernels", build, contextlib.nullcontext()
+
+    return lookup
+
+
+@pytest.mark.cpu_interpreter
+def test_traffic_row_carries_every_peer_in_json_table_and_markdown(tmp_path):
+    from sglang_amd.audit import traffic_audit
+    from sglang_amd.audit.traffic_cases import cases
+
+    case = next(
+        c for c in cases()
+        if (c.model, c.op, c.size) == ("Llama-3.1-70B tp8", "attention.decode", "batch 1, context 1024")
+    )  # fmt: skip
+    peers = {"sglang": _fake_peer("sglang", 1), "aiter": _fake_peer("aiter", 3)}
+    row = traffic_audit.measure(case, "gfx942", peer=peers)
+    assert row.error is None, row.error
+    assert [p.owner for p in row.peers] == ["sglang", "aiter"]
+    sglang, aiter = row.peers
+    assert row.peer is sglang  # the first peer: what "peer" has always been
+    # An in-place add on 1024 floats: the counter's torch rule counts its 4 KiB
+    # output once (the written argument is not read again); three adds, three times.
+    assert (sglang.launches, sglang.bytes) == (1, 4096)
+    assert (aiter.launches, aiter.bytes) == (3, 3 * 4096)
+    assert aiter.ratio == 1.5 and aiter.note == "aiter note"
+    assert row.over_peer(aiter) == (row.bytes / aiter.bytes, row.launches / 3)
+
+    data = row.as_dict()
+    assert data["peer"]["owner"] == "sglang" and data["peer"]["bytes"] == 4096
+    assert data["ours_over_peer"]["launches"] == round(row.launches / 1, 3)
+    assert [p["owner"] for p in data["peers"]] == ["sglang", "aiter"]
+    assert data["peers"][1]["ours_over"] == {
+        "bytes": round(row.bytes / aiter.bytes, 3),
+        "launches": round(row.launches / 3, 3),
+    }
+
+    json_path, _ = traffic_audit.write([row], tmp_path, "header")
+    (written,) = json.loads(json_path.read_text())["rows"]
+    assert [p["launches"] for p in written["peers"]] == [1, 3]
+    (line,) = [ln for ln in (tmp_path / "traffic.md").read_text().splitlines() if "Llama" in ln]
+    assert "sglang kernels [sglang note]" in line and "aiter kernels [aiter note]" in line
+    assert "<br>" in line and f"launches {row.launches}/3" in line
+    table = traffic_audit.table([row])
+    assert table.count(" | ") >= 2 and "aiter kernels" in table and "sglang kernels" in table
+
+
+@pytest.mark.cpu_interpreter
+def test_a_peer_that_fails_is_its_rows_reason_not_the_cases():
+    from sglang_amd.audit import traffic_audit
+    from sglang_amd.audit.traffic_cases import cases
+
+    case = next(c for c in cases(quick=True) if c.op == "ep_permute.combine")
+    peers = {"sglang": _fake_peer("sglang", 1), "aiter": _fake_peer("aiter", 1, fail=True)}
+    row = traffic_audit.measure(case, "gfx942", peer=peers)
+    assert row.error is None and row.peers[0].bytes > 0
+    assert row.peers[1].bytes == 0 and "aiter's kernel refused" in row.peers[1].error
+    assert row.over_peer(row.peers[1]) is None
+    assert row.as_dict()["peers"][1]["ours_over"] is None
+    assert "aiter kernels: error RuntimeError: aiter's kernel refused" in traffic_audit.markdown(
+        [row]
+    )
+
+
+def test_aiter_traffic_lookup_on_a_fake_checkout(fake_aiter):
+    """Which of our ops have an aiter launcher beside them, and NVIDIA targets say
+    why there is none; nothing of aiter is imported to answer."""
+    from sglang_amd.audit import aiter_peer_traffic as apt
+    from sglang_amd.audit.traffic_cases import cases
+
+    lookup = apt.lookup_for(fake_aiter)
+    launchers = {}
+    for case in cases():
+        what, build, _ = lookup(case, "sm_90")
+        assert (what, build) == (apt.AMD_ONLY, None)
+        what, build, _ = lookup(case, "gfx942")
+        launchers.setdefault(case.op, set()).add(what if build else None)
+    assert launchers["attention.decode"] == {
+        "aiter paged_attention_decode",
+        "aiter mla_decode_fwd (Triton)",
+    }
+    for op in _AITER_OPS:
+        assert None not in launchers[op], op
+    for op in ("attention.sparse", "attention.topk", "ep_permute.combine"):
+        assert launchers[op] == {None}, op
+    assert "aiter" not in sys.modules
+
+
+def test_traffic_audit_refuses_a_bad_aiter_src(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sglang_amd.cli", "audit", "--traffic", "--quick",
+         "--targets", "gfx942", "--aiter-src", str(tmp_path / "nowhere"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, env=_env(),
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "--aiter-src" in proc.stderr and "nowhere" in proc.stderr
+
+
+def _traffic(tmp_path, *args: str) -> dict:
+    env = {**_env(), ENV: os.environ[ENV]}
+    proc = subprocess.run(
+        [sys.executable, "-m", "sglang_amd.cli", "audit", "--traffic", "--targets", "gfx942",
+         "--aiter-src", os.environ[ENV], "--out", str(tmp_path), *args],
+        capture_output=True, text=True, timeout=1800, env=env,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1), proc.stdout[-4000:] + proc.stderr[-2000:]
+    return json.loads((tmp_path / "traffic.json").read_text())
+
+
+@pytest.mark.skipif(not os.environ.get(ENV), reason=f"{ENV} not set (a ROCm/aiter checkout)")
+def test_real_aiter_traffic_peers(tmp_path):
+    """`audit --traffic --quick --aiter-src` (the flag implies peers), plus one extend
+    and one indexer case (not in the quick matrix): an aiter row beside each case
+    whose op has a launcher, counted (bytes, launches) or carrying the
+    interpreter's reason."""
+    rows = _traffic(tmp_path / "quick", "--quick")["rows"]
+    rows += _traffic(tmp_path / "extend", "--match", "Llama-3.1-8B attention.extend")["rows"]
+    rows += _traffic(
+        tmp_path / "indexer", "--match", "indexer attention.indexer 1 query token, 8192"
+    )["rows"]
+    seen = set()
+    for row in rows:
+        (aiter,) = [p for p in row["peers"] if p["owner"] == "aiter"]
+        if row["op"] not in _AITER_OPS:
+            assert aiter["bytes"] == 0 and aiter["error"] is None, row["op"]
+            continue
+        seen.add(row["op"])
+        assert aiter["what"].startswith("aiter "), aiter
+        if aiter["error"]:
+            assert "interpreter cannot run aiter's" in aiter["error"], aiter["error"]
+        else:
+            assert aiter["bytes"] > 0 and aiter["launches"] >= 1 and aiter["ideal"] > 0, aiter
+    assert seen == _AITER_OPS

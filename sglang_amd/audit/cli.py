@@ -160,7 +160,15 @@ def _traffic_audit(ns: argparse.Namespace, commit: str) -> int:
         f"sglang-amd audit --traffic | {', '.join(targets)} flags, CPU interpreter | "
         f"{datetime.date.today()} | commit {commit}" + (" | QUICK" if ns.quick else "")
     )
-    peer, note = _traffic_peer(not ns.quick if ns.peers is None else ns.peers)
+    # As in the compile audit: an explicit --aiter-src asks for peers; the variable
+    # alone follows --peers.
+    want_peers = not ns.quick if ns.peers is None else ns.peers
+    want_peers = want_peers or (ns.peers is None and ns.aiter_src_given)
+    try:
+        peer, note = _traffic_peer(want_peers, ns.aiter_src if want_peers else None)
+    except ValueError as exc:  # aiter_peer_launches.AiterSourceError: names the flag
+        print(f"sglang-amd audit --traffic: {exc}", file=sys.stderr)
+        return 2
     header += f" | peers: {note}" if note else ""
     print(header)
     print(traffic_audit.HEAD, flush=True)
@@ -178,12 +186,28 @@ def _traffic_audit(ns: argparse.Namespace, commit: str) -> int:
     return 1 if failures else 0
 
 
-def _traffic_peer(want: bool):  # noqa: ANN202  (a PeerLookup or None, and a note)
-    """SGLang's kernels beside ours in `audit --traffic`, where sglang imports."""
+def _traffic_peer(want: bool, aiter_src: str | None):  # noqa: ANN202
+    """The peers beside ours in `audit --traffic`, by owner (a dict of
+    `traffic_audit.PeerLookup`, or None), and a note for the header: SGLang's
+    kernels where sglang imports, aiter's from a checkout where one is given (a bad
+    path raises `AiterSourceError`, a ValueError naming --aiter-src)."""
     if not want:
         return None, ""
+    lookups, notes = {}, []
+    if aiter_src:  # checked first: a wrong path fails before anything runs
+        from sglang_amd.audit import aiter_peer_traffic
+
+        aiter = aiter_peer_traffic.lookup_for(aiter_src)
     try:
         from sglang_amd.audit import sglang_peer_traffic as peers
     except ImportError as exc:  # the bare GPU image has no sglang: ours still run
-        return None, f"sglang not importable here ({exc})"
-    return peers.lookup, "sglang (same counter, same shapes)"
+        notes.append(f"sglang not importable here ({exc})")
+    else:
+        lookups["sglang"] = peers.lookup
+        notes.append("sglang (same counter, same shapes)")
+    if aiter_src:
+        lookups["aiter"] = aiter
+        notes.append(f"aiter from {aiter_src} (same counter, same shapes; AMD targets only)")
+    else:
+        notes.append("aiter: not given (--aiter-src DIR or $SGLANG_AMD_AITER_SRC)")
+    return lookups or None, "; ".join(notes)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,10 +65,11 @@ class Counted:
 
 @dataclass
 class PeerRow(Counted):
-    """A peer's kernels (SGLang's) on the same case; `what` names them, or says why
-    there are none."""
+    """A peer's kernels (SGLang's, aiter's) on the same case; `owner` names whose,
+    `what` names them, or says why there are none."""
 
     what: str = ""
+    owner: str = ""
 
 
 @dataclass
@@ -79,27 +80,42 @@ class TrafficRow(Counted):
     scaling: str = ""
     target: str = ""
     gates: list[dict[str, Any]] = field(default_factory=list)
-    peer: PeerRow | None = None
+    # Every peer beside this case, one per owner, in the order the lookups were given.
+    peers: list[PeerRow] = field(default_factory=list)
+
+    @property
+    def peer(self) -> PeerRow | None:
+        """The first peer (SGLang's where it runs): what `traffic.json`'s "peer" and
+        "ours_over_peer" have always carried."""
+        return self.peers[0] if self.peers else None
 
     def metric(self, name: str) -> float:
         return {"ratio": self.ratio, "weights_ratio": self.weights_ratio}.get(
             name, float(self.launches)
         )
 
-    def over_peer(self) -> tuple[float, float] | None:
-        """(our bytes / the peer's, our launches / the peer's), where both ran."""
-        p = self.peer
+    def over_peer(self, p: PeerRow | None = None) -> tuple[float, float] | None:
+        """(our bytes / the peer's, our launches / the peer's), where both ran; the
+        first peer unless `p` is given."""
+        p = self.peer if p is None else p
         if self.error or p is None or p.error or not p.bytes:
             return None
         return self.bytes / p.bytes, self.launches / max(1, p.launches)
 
     def as_dict(self) -> dict[str, Any]:
         out = super().as_dict()
+        out.pop("peers")
+
+        def ours_over(p: PeerRow | None) -> dict[str, float] | None:
+            ratios = self.over_peer(p) if p else None
+            return (
+                {"bytes": round(ratios[0], 3), "launches": round(ratios[1], 3)} if ratios else None
+            )
+
+        # "peer" / "ours_over_peer": the first peer, as before there were several.
         out["peer"] = self.peer.as_dict() if self.peer else None
-        ratios = self.over_peer()
-        out["ours_over_peer"] = (
-            {"bytes": round(ratios[0], 3), "launches": round(ratios[1], 3)} if ratios else None
-        )
+        out["ours_over_peer"] = ours_over(self.peer)
+        out["peers"] = [{**p.as_dict(), "ours_over": ours_over(p)} for p in self.peers]
         return out
 
 
@@ -126,9 +142,17 @@ def flags_for(target: Target) -> Iterator[None]:
 
 
 # For a case and a target: (what the peer is, its build or None, the context its
-# launchers need). `cli.py` passes `sglang_peer_traffic`'s; this module never
-# imports sglang.
+# launchers need). `cli.py` passes `sglang_peer_traffic`'s and
+# `aiter_peer_traffic`'s, keyed by owner; this module never imports sglang.
 PeerLookup = Callable[[TrafficCase, str], tuple[str, Any, Any]]
+# One lookup (SGLang's, as before) or several keyed by owner ("sglang", "aiter").
+Peers = PeerLookup | Mapping[str, PeerLookup]
+
+
+def _by_owner(peer: Peers | None) -> dict[str, PeerLookup]:
+    if peer is None:
+        return {}
+    return dict(peer) if isinstance(peer, Mapping) else {"sglang": peer}
 
 
 def _count(build: Any, target: Target, unique: bool) -> tuple[Traffic, Prepared]:
@@ -139,10 +163,11 @@ def _count(build: Any, target: Target, unique: bool) -> tuple[Traffic, Prepared]
 
 
 def measure(
-    case: TrafficCase, arch: str, unique: bool = True, peer: PeerLookup | None = None
+    case: TrafficCase, arch: str, unique: bool = True, peer: Peers | None = None
 ) -> TrafficRow:
     """One case on one target: counted, compared with its ideal, gates checked;
-    with `peer`, the peer's kernels counted the same way beside it."""
+    with `peer` (one lookup, or several by owner), each peer's kernels counted the
+    same way beside it."""
     row = TrafficRow(
         model=case.model, op=case.op, size=case.size, scaling=case.scaling, target=arch
     )
@@ -169,15 +194,20 @@ def measure(
                 "ok": value <= gate.limit,
             }
         )
-    if peer is not None:
-        row.peer = measure_peer(case, arch, peer, unique)
+    for owner, lookup in _by_owner(peer).items():
+        row.peers.append(measure_peer(case, arch, lookup, unique, owner))
     return row
 
 
-def measure_peer(case: TrafficCase, arch: str, peer: PeerLookup, unique: bool) -> PeerRow:
+def measure_peer(
+    case: TrafficCase, arch: str, peer: PeerLookup, unique: bool, owner: str = "sglang"
+) -> PeerRow:
     """The peer's launches for `case` on `arch`, counted as ours are."""
-    what, build, context = peer(case, arch)
-    out = PeerRow(what=what)
+    try:
+        what, build, context = peer(case, arch)
+    except Exception as exc:  # a peer that cannot even be set up is its row's finding
+        return PeerRow(what=f"{owner}: lookup failed", owner=owner, error=f"{exc}"[:400])
+    out = PeerRow(what=what, owner=owner)
     if build is None:
         return out
     start = time.perf_counter()
@@ -208,10 +238,11 @@ def run(
     quick: bool = False,
     match: str | None = None,
     progress: bool = True,
-    peer: PeerLookup | None = None,
+    peer: Peers | None = None,
 ) -> list[TrafficRow]:
     """Every case (or `quick`'s, or those whose model/op/size contains `match`) on
-    every target; with `peer`, each beside the peer's kernels."""
+    every target; with `peer` (one lookup or several by owner), each beside the
+    peers' kernels."""
     matrix = [c for c in cases(quick) if not match or match in f"{c.model} {c.op} {c.size}"]
     rows = []
     for arch in targets:
@@ -256,26 +287,28 @@ def _line(r: TrafficRow) -> str:
     return (
         f"{r.op:<26} {r.model[:31]:<31} {r.size:<22} {r.target:<7} {_mb(r.bytes):>11} "
         f"{_mb(r.ideal):>11} {r.ratio:>6.2f} {unique:>6.2f} {wr:>7} {r.launches:>6}  {gate}"
-        + (f"  | {_peer_text(r)}" if r.peer else "")
+        + "".join(f"  | {_peer_text(r, p)}" for p in r.peers)
     )
 
 
-def _peer_text(r: TrafficRow) -> str:
-    """The peer beside a row: its ratio to its ideal, launches, ours / peer."""
-    p = r.peer
+def _peer_text(r: TrafficRow, p: PeerRow | None = None) -> str:
+    """A peer beside a row (the first unless `p`): its owner, bytes, ratio to its
+    ideal, launches, ours / peer."""
+    p = r.peer if p is None else p
     if p is None:
         return "-"
+    who = f"{p.owner}: " if p.owner and not p.what.startswith(p.owner) else ""
     if p.error:
-        return f"{p.what}: error {p.error}"
+        return f"{who}{p.what}: error {p.error}"
     if not p.bytes:
-        return f"none ({p.what})"
-    ours = r.over_peer()
+        return f"{who}none ({p.what})"
+    ours = r.over_peer(p)
     unique = p.unique_bytes / p.ideal if p.ideal else 0.0
     wr = f", weights {p.weights_ratio:.2f}x" if p.ideal_weights else ""
     vs = f"; ours/peer bytes {ours[0]:.2f}, launches {r.launches}/{p.launches}" if ours else ""
     note = f" [{p.note}]" if p.note else ""
     return (
-        f"{p.what}{note}: {p.ratio:.2f}x ideal (unique {unique:.2f}x){wr}, "
+        f"{who}{p.what}{note}: {_mb(p.bytes)}, {p.ratio:.2f}x ideal (unique {unique:.2f}x){wr}, "
         f"{p.launches} launches{vs}"
     )
 
@@ -310,7 +343,7 @@ def markdown(rows: Sequence[TrafficRow]) -> str:
             f"| {_mb(r.ideal)} | {r.ratio:.2f} | {r.unique_bytes / r.ideal:.2f} "
             f"| {f'{r.weights_ratio:.2f}' if r.ideal_weights else '-'} "
             f"| {r.launches} ({d['triton_launches']} + {d['torch_launches']}) | {gate} "
-            f"| {_peer_text(r) if r.peer else '-'} |"
+            f"| {'<br>'.join(_peer_text(r, p) for p in r.peers) or '-'} |"
         )
     return "\n".join(lines)
 
@@ -333,18 +366,24 @@ def write(rows: Sequence[TrafficRow], out: Path, header: str) -> tuple[Path, Pat
     ok = [r for r in rows if not r.error]
     fig, axes = plt.subplots(1, 2, figsize=(15, max(4, 0.28 * len(ok))), sharey=True)
     y = list(range(len(ok)))
-    peers = [r.peer if r.over_peer() else None for r in ok]
-    has_peer = any(peers)
-    h = 0.4 if has_peer else 0.8
-    ours_y = [v - h / 2 for v in y] if has_peer else y
+    # One bar per owner that ran anywhere (ours first), side by side within a case.
+    owners = [o for o in dict.fromkeys(p.owner for r in ok for p in r.peers)
+              if any(r.over_peer(p) for r in ok for p in r.peers if p.owner == o)]  # fmt: skip
+    h = 0.8 / (1 + len(owners))
+    offset = [(i - len(owners) / 2) * h for i in range(1 + len(owners))]
+    ours_y = [v + offset[0] for v in y]
     axes[0].barh(ours_y, [r.ratio for r in ok], height=h, color="tab:blue", label="ours")
     axes[1].barh(ours_y, [r.launches for r in ok], height=h, color="tab:orange", label="ours")
-    if has_peer:
-        py = [v + h / 2 for v, p in zip(y, peers, strict=True) if p]
-        axes[0].barh(py, [p.ratio for p in peers if p], height=h, color="tab:gray", label="SGLang")
-        axes[1].barh(
-            py, [p.launches for p in peers if p], height=h, color="tab:gray", label="SGLang"
-        )
+    colors = {"sglang": "tab:gray", "aiter": "tab:red"}
+    for i, owner in enumerate(owners, 1):
+        got = [(v, p) for v, r in zip(y, ok, strict=True) for p in r.peers
+               if p.owner == owner and r.over_peer(p)]  # fmt: skip
+        py = [v + offset[i] for v, _ in got]
+        label = {"sglang": "SGLang"}.get(owner, owner)
+        color = colors.get(owner, "tab:green")
+        axes[0].barh(py, [p.ratio for _, p in got], height=h, color=color, label=label)
+        axes[1].barh(py, [p.launches for _, p in got], height=h, color=color, label=label)
+    if owners:
         axes[0].legend(fontsize=7)
     axes[0].axvline(1.0, color="k", lw=0.8)
     axes[0].set_xscale("log")
