@@ -121,9 +121,9 @@ def test_nextn_chain_drafts_over_dsa_match_hf(engines, smollm2_path, tmp_path_fa
                                  nextn=True))  # fmt: skip
     engine = _nextn_engine(engines, path, SPEC_ENV, 1, STEPS + 1)
     few = _dsa_prompts(prompts)
-    tokens, verifies = _check_against_hf(_generate_all(engine, few), HFOracle(path), few)
-    print(f"NEXTN over DSA: {tokens} tokens in {verifies} verify passes")
-    assert verifies > 0
+    acc = _check_against_hf(_generate_all(engine, few), HFOracle(path), few)
+    print(f"NEXTN over DSA: {acc.completion_tokens} tokens in {acc.verify_passes} verify passes")
+    assert acc.verify_passes > 0
     assert {"target_verify", "draft_extend", "draft_decode"} <= _spec_events(engines)
 
 
