@@ -197,16 +197,9 @@ def _mla_decode(model: tuple, batch: int, ctx: int, arch: str) -> PeerBuild:
 
 
 def _extend(model: tuple, tokens: int) -> PeerBuild:
-    _, hq, hkv, dqk, dv = model
-    mla = hkv == 1 and dv < dqk
-    run_hq = hq // hkv if hkv > 1 else hq
-
     def build(target: Target) -> tc.Prepared:
         ext = apl._mod("extend")
-        q = _randn(tokens, run_hq, dqk)
-        k = _randn(tokens, 1, dqk)
-        v = k[..., :dv] if mla else _randn(tokens, 1, dv)
-        out = torch.empty(tokens, run_hq, dv, dtype=F16)
+        q, k, v, out, named, ideal = tc.extend_inputs(model, tokens, F16)
         qo = torch.tensor([0, tokens], dtype=torch.int32)
         no_prefix = torch.zeros(2, dtype=torch.int32)
         no_slots = torch.zeros(0, dtype=torch.int32)
@@ -218,10 +211,7 @@ def _extend(model: tuple, tokens: int) -> PeerBuild:
             )
             return out
 
-        named = {"q": q, "kv" if mla else "k": k, "out": out}
-        if not mla:
-            named["v"] = v
-        return tc.Prepared(run, named, traffic_ideal.attention(q, k, v, [tokens], dv))
+        return tc.Prepared(run, named, ideal)
 
     return build
 
@@ -331,14 +321,7 @@ def _moe_gemms(spec: tuple, tokens: int, kind: str) -> PeerBuild:
                 )  # fmt: skip
             return down.sum(1)
 
-        listed = list(tensors.values())
-        prepared = tc.Prepared(
-            run,
-            {"x": x, **tensors},
-            traffic_ideal.moe(x, listed, ids),
-            tuple(tensors),
-            traffic_ideal.expert_bytes(listed, ids),
-        )
+        prepared = tc.Prepared.moe(run, x, tensors, ids)
         prepared.note = f"BLOCK_M {block_m}"
         return prepared
 
@@ -378,14 +361,7 @@ def _moe_a16w4(spec: tuple, tokens: int) -> PeerBuild:
             return gemm(y, w2.transpose(1, 2), None, s2.transpose(1, 2), routing_data=rdata,
                         scatter_indx=scatter, gammas=rdata.gate_scal, backend="triton")  # fmt: skip
 
-        listed = list(tensors.values())
-        prepared = tc.Prepared(
-            run,
-            {"x": x, **tensors},
-            traffic_ideal.moe(x, listed, ids),
-            tuple(tensors),
-            traffic_ideal.expert_bytes(listed, ids),
-        )
+        prepared = tc.Prepared.moe(run, x, tensors, ids)
         prepared.note = (
             "SwiGLU fused" if gpt_oss else "fused_silu_mul counted as 1 launch (not interpreted)"
         )

@@ -221,15 +221,8 @@ def _sparse(model: tuple, rows: int, arch: str) -> PeerBuild:
 
 
 def _extend(model: tuple, tokens: int) -> PeerBuild:
-    _, hq, hkv, dqk, dv = model
-    mla = hkv == 1 and dv < dqk
-    run_hq = hq // hkv if hkv > 1 else hq
-
     def build(target: Target) -> tc.Prepared:
-        q = _randn(tokens, run_hq, dqk)
-        k = _randn(tokens, 1, dqk)
-        v = k[..., :dv] if mla else _randn(tokens, 1, dv)
-        out = torch.empty(tokens, run_hq, dv, dtype=F16)
+        q, k, v, out, named, ideal = tc.extend_inputs(model, tokens, F16)
         no_prefix = torch.zeros(2, dtype=torch.int32)
         no_slots = torch.zeros(0, dtype=torch.int32)
         qo_indptr = torch.tensor([0, tokens], dtype=torch.int32)
@@ -239,10 +232,7 @@ def _extend(model: tuple, tokens: int) -> PeerBuild:
             sglang_extend(q, k, v, out, k, v, qo_indptr, no_prefix, no_slots, [tokens], 0.1)
             return out
 
-        named = {"q": q, "kv" if mla else "k": k, "out": out}
-        if not mla:
-            named["v"] = v
-        return tc.Prepared(run, named, traffic_ideal.attention(q, k, v, [tokens], dv))
+        return tc.Prepared(run, named, ideal)
 
     return build
 
@@ -340,14 +330,7 @@ def _moe(spec: tuple, tokens: int, w4a16: bool, arch: str) -> PeerBuild:
                     out.copy_(cache3.float().sum(1))
             return out
 
-        listed = list(tensors.values())
-        prepared = tc.Prepared(
-            run,
-            {"x": x, **tensors},
-            traffic_ideal.moe(x, listed, ids),
-            tuple(tensors),
-            traffic_ideal.expert_bytes(listed, ids),
-        )
+        prepared = tc.Prepared.moe(run, x, tensors, ids)
         bm, dbm = config["BLOCK_SIZE_M"], down["BLOCK_SIZE_M"]
         prepared.note = f"BLOCK_M {bm}/{dbm}, align {align_launches} launch(es)"
         return prepared

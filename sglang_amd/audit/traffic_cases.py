@@ -67,6 +67,36 @@ class Prepared:
     ideal_weights: int = 0
     note: str = ""  # what the launch decided (splits, tiles), for the table
 
+    @classmethod
+    def moe(
+        cls, run: Callable[[], object], x: torch.Tensor, tensors: dict[str, torch.Tensor],
+        ids: torch.Tensor, note: str = "",
+    ) -> Prepared:  # fmt: skip
+        """A fused-MoE launch sequence: activations x, the expert `tensors` (weights
+        and scales, the weight bytes), ids [tokens, top-k] the experts each token picked."""
+        listed = list(tensors.values())
+        return cls(run, {"x": x, **tensors}, traffic_ideal.moe(x, listed, ids), tuple(tensors),
+                   traffic_ideal.expert_bytes(listed, ids), note)  # fmt: skip
+
+
+def extend_inputs(
+    model: tuple, tokens: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict, int]:
+    """An extend of `tokens` new tokens with no prefix, one KV head's worth of
+    `model` (name, hq, hkv, dqk, dv): q, k, v (MLA: v aliases k's latent), out, the
+    tensors to attribute bytes to, and its ideal bytes."""
+    _, hq, hkv, dqk, dv = model
+    mla = hkv == 1 and dv < dqk
+    run_hq = hq // hkv if hkv > 1 else hq
+    q = _randn(tokens, run_hq, dqk, dtype=dtype)
+    k = _randn(tokens, 1, dqk, dtype=dtype)
+    v = k[..., :dv] if mla else _randn(tokens, 1, dv, dtype=dtype)
+    out = torch.empty(tokens, run_hq, dv, dtype=dtype)
+    named = {"q": q, "kv" if mla else "k": k, "out": out}
+    if not mla:
+        named["v"] = v
+    return q, k, v, out, named, traffic_ideal.attention(q, k, v, [tokens], dv)
+
 
 @dataclass(frozen=True)
 class TrafficCase:
@@ -234,39 +264,18 @@ def _topk(context: int) -> Callable[[Target], Prepared]:
 
 
 def _extend(model: tuple, tokens: int) -> Callable[[Target], Prepared]:
-    _, hq, hkv, dqk, dv = model
-    mla = hkv == 1 and dv < dqk
-    run_hq = hq // hkv if hkv > 1 else hq
-
     def build(target: Target) -> Prepared:
         from sglang_amd.attention.extend import paged_extend
 
-        q = _randn(tokens, run_hq, dqk)
-        k = _randn(tokens, 1, dqk)
-        v = k[..., :dv] if mla else _randn(tokens, 1, dv)
+        q, k, v, out, named, ideal = extend_inputs(model, tokens, BF16)
         r2t = torch.arange(tokens, dtype=torch.int32).view(1, tokens)
         lens = torch.tensor([tokens], dtype=torch.int32)
-        out = torch.empty(tokens, run_hq, dv, dtype=BF16)
 
         def run() -> object:
-            return paged_extend(
-                q,
-                k,
-                v,
-                r2t,
-                torch.arange(1),
-                lens,
-                lens,
-                scale=0.1,
-                kv_lens_cpu=[tokens],
-                qo_lens_cpu=[tokens],
-                out=out,
-            )
+            return paged_extend(q, k, v, r2t, torch.arange(1), lens, lens, scale=0.1,
+                                kv_lens_cpu=[tokens], qo_lens_cpu=[tokens], out=out)  # fmt: skip
 
-        named = {"q": q, "kv" if mla else "k": k, "out": out}
-        if not mla:
-            named["v"] = v
-        return Prepared(run, named, traffic_ideal.attention(q, k, v, [tokens], dv))
+        return Prepared(run, named, ideal)
 
     return build
 
@@ -316,14 +325,7 @@ def _moe(spec: tuple, tokens: int, kind: str) -> Callable[[Target], Prepared]:
         def run() -> object:
             return fused_moe(x, w13, w2, weights, ids, act_mxfp4=kind == "a4w4")
 
-        listed = list(tensors.values())
-        return Prepared(
-            run,
-            {"x": x, **tensors},
-            traffic_ideal.moe(x, listed, ids),
-            tuple(tensors),
-            traffic_ideal.expert_bytes(listed, ids),
-        )
+        return Prepared.moe(run, x, tensors, ids)
 
     return build
 
