@@ -41,12 +41,10 @@ from sglang_amd.audit.compile_audit import Source
 from sglang_amd.audit.launches import (
     BF16,
     GPT_OSS_MOE,
-    INDEXER,
-    INDEXER_SIZES,
-    MOE,
-    MOE_TOKENS,
     Case,
     attention_cases,
+    indexer_fp8_cases,
+    moe_cases,
 )
 
 ENV = "SGLANG_AMD_AITER_SRC"
@@ -402,12 +400,8 @@ def _moe_a16w4(
 
 # ---- the matrix ----------------------------------------------------------------
 
-# Our op each aiter MoE launcher stands beside.
-MOE_LAUNCHERS: dict[str, Callable[..., None]] = {
-    "bf16": _moe_bf16,
-    "a4w4": _moe_a4w4,
-    "mxfp4": functools.partial(_moe_a16w4, gpt_oss=False),
-}
+# Our MoE ops with an aiter launcher beside them (`_moe`).
+MOE_WEIGHTS = ("bf16", "a4w4", "mxfp4")
 PEER_WHAT = {
     "attention.decode": "paged_attention_decode (GQA/MHA), Triton mla_decode_fwd (MLA)",
     "attention.extend": "extend_attention_fwd",
@@ -429,34 +423,18 @@ QUICK_PEERS = {
 }
 
 
-def _moe_cases(quick: bool) -> list[Case]:
-    out = []
-    sizes = MOE_TOKENS[1:2] if quick else MOE_TOKENS
-    for model, hidden, inter, topk, experts in MOE:
-        for weights, launcher in MOE_LAUNCHERS.items():
-            for t in sizes:
-                args = (hidden, inter, topk, experts, t)
-                out.append(Case(model, f"moe.fused {weights}", f"{t} tokens",
-                                lambda f=launcher, a=args: f(*a)))  # fmt: skip
-    model, hidden, inter, topk, experts = GPT_OSS_MOE
-    for t in sizes:
-        args = (hidden, inter, topk, experts, t)
-        out.append(Case(model, "moe.fused mxfp4", f"{t} tokens",
-                        lambda a=args: _moe_a16w4(*a, gpt_oss=True)))  # fmt: skip
-    return out
-
-
-def _indexer_cases(quick: bool) -> list[Case]:
-    name, heads, dim = INDEXER
-    return [
-        Case(
-            f"{name} FP8",
-            "attention.indexer",
-            f"{rows} query tokens, {width} positions, SGLang's index-K cache",
-            lambda a=(heads, dim, rows, width): _indexer_fp8(*a),
-        )
-        for rows, width in (INDEXER_SIZES[1:2] if quick else INDEXER_SIZES[::3])
-    ]
+def _moe(
+    hidden: int, inter: int, topk: int, experts: int, tokens: int, weights: str,
+    gpt_oss: bool = False,
+) -> None:  # fmt: skip
+    """aiter's launches beside our `moe.fused <weights>` (one of MOE_WEIGHTS;
+    gpt-oss: its SwiGLU and bias fused into moe_gemm_a16w4)."""
+    if weights == "mxfp4":
+        _moe_a16w4(hidden, inter, topk, experts, tokens, gpt_oss)
+    elif weights == "a4w4":
+        _moe_a4w4(hidden, inter, topk, experts, tokens)
+    else:
+        _moe_bf16(hidden, inter, topk, experts, tokens)
 
 
 def peer_cases(root: Path, arch: str, quick: bool = False) -> list[Case]:
@@ -464,7 +442,9 @@ def peer_cases(root: Path, arch: str, quick: bool = False) -> list[Case]:
     NVIDIA targets: aiter's Triton kernels assume HIP)."""
     if arch not in TARGETS:
         return []
-    out = attention_cases(quick, _decode, _extend) + _indexer_cases(quick) + _moe_cases(quick)
+    out = attention_cases(quick, _decode, _extend) + indexer_fp8_cases(quick, _indexer_fp8)
+    out += moe_cases(quick, _moe, MOE_WEIGHTS)
+    out += moe_cases(quick, functools.partial(_moe, gpt_oss=True), ("mxfp4",), (GPT_OSS_MOE,))
     out = [c for c in out if (c.model, c.op) in QUICK_PEERS] if quick else out
     return [Case(c.model, c.op, c.size, functools.partial(_run, root, arch, c.run)) for c in out]
 

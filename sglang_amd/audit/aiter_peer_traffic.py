@@ -50,6 +50,7 @@ source line, cause) instead of a number. Never imports sglang.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import traceback
 import types
@@ -89,19 +90,12 @@ _SILU_MXFP4 = "aiter.ops.triton.moe.moe_op_mxfp4_silu_fused"
 _QUANT = "aiter.ops.triton.quant.quant"
 
 
-def _randn(*shape: int, dtype: torch.dtype = F16) -> torch.Tensor:
-    return (torch.randn(*shape) * 0.5).to(dtype)
+_randn = functools.partial(tc.randn, dtype=F16)
 
 
 def _module(name: str) -> types.ModuleType:
     """An aiter module for the target now loaded (inside `aiter_sees`)."""
     return importlib.import_module(name)
-
-
-def _tl() -> types.ModuleType:
-    import triton.language as tl
-
-    return tl
 
 
 # ---- attention -------------------------------------------------------------
@@ -134,7 +128,7 @@ def _paged_decode(model: tuple, batch: int, ctx: int) -> PeerBuild:
             pa.paged_attention_decode(
                 real(batch, hq, d), real(batch, hq, d), real(blocks, hkv, apl._PA_BLOCK, d),
                 real(blocks, hkv, apl._PA_BLOCK, d), torch.full((batch,), ctx, dtype=torch.int32),
-                torch.zeros(batch, blocks, dtype=torch.int32), 0.1, ctx, _tl().float16,
+                torch.zeros(batch, blocks, dtype=torch.int32), 0.1, ctx, apl._tl().float16,
                 k_scale=ones, v_scale=ones,
             )  # fmt: skip
         version = chosen["version"]
@@ -244,16 +238,6 @@ def _indexer(context: int) -> PeerBuild:
 # ---- MoE -------------------------------------------------------------------
 
 
-def _mxfp4_weights(e: int, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[E, N, K/2] e2m1 codes and [E, N, K/32] e8m0 scales (ours' layout)."""
-    g = torch.Generator().manual_seed(seed)
-    u8 = torch.uint8
-    return (
-        torch.randint(0, 256, (e, n, k // 2), generator=g, dtype=u8),
-        torch.randint(120, 128, (e, n, k // 32), generator=g, dtype=u8),
-    )
-
-
 def _aligned(tokens: int, topk: int, experts: int, block_m: int) -> tuple[torch.Tensor, ...]:
     """moe_align_block_size's outputs at the size vLLM-style callers allocate."""
     sorted_ids, expert_ids, post = apl._sorted(tokens, topk, experts, block_m)
@@ -275,7 +259,7 @@ def _moe_gemms(spec: tuple, tokens: int, kind: str) -> PeerBuild:
     run_t = max(1, tokens * run_e // experts)
 
     def build(target: Target) -> tc.Prepared:
-        tl = _tl()
+        tl = apl._tl()
         a4w4 = kind == "a4w4"
         # The config aiter picks for the real token count.
         config = apl._mod("moe_config").get_optimal_moe_config(BF16, use_mxfp4=a4w4, M=tokens)
@@ -285,9 +269,7 @@ def _moe_gemms(spec: tuple, tokens: int, kind: str) -> PeerBuild:
         dtype = BF16 if a4w4 else F16
         x = _randn(run_t, run_h, dtype=dtype)
         if a4w4:
-            w13, s13 = _mxfp4_weights(run_e, 2 * run_i, run_h, 7)
-            w2, s2 = _mxfp4_weights(run_e, run_h, run_i, 8)
-            tensors = {"w13": w13, "w13_scale": s13, "w2": w2, "w2_scale": s2}
+            tensors = tc.mxfp4_experts(run_e, run_h, run_i)
         else:
             tensors = {"w13": _randn(run_e, 2 * run_i, run_h) * 0.1,
                        "w2": _randn(run_e, run_h, run_i) * 0.1}  # fmt: skip
@@ -341,9 +323,8 @@ def _moe_a16w4(spec: tuple, tokens: int) -> PeerBuild:
         ids = scores.topk(topk, dim=-1).indices.to(torch.int32)
         logits = scores.to(BF16)
         x = _randn(run_t, run_h, dtype=BF16)
-        w13, s13 = _mxfp4_weights(run_e, 2 * run_i, run_h, 7)
-        w2, s2 = _mxfp4_weights(run_e, run_h, run_i, 8)
-        tensors = {"w13": w13, "w13_scale": s13, "w2": w2, "w2_scale": s2}
+        tensors = tc.mxfp4_experts(run_e, run_h, run_i)
+        w13, s13, w2, s2 = tensors.values()
         gemm = apl._mod("a16w4").moe_gemm_a16w4
         alpha, limit = apl._SWIGLU
 
@@ -427,26 +408,19 @@ def _root_cause(exc: BaseException) -> BaseException:
 def peer_context(root: Path, arch: str) -> Iterator[None]:
     """aiter's modules as loaded for `arch` (the driver reports it while they import
     and run), quiet; an interpreter failure turns into its reason."""
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
     from triton.runtime.errors import InterpreterError
 
-    from sglang_amd.audit.compile_for_target import TRITON_TARGETS, _AuditDriver
+    from sglang_amd.audit.compile_for_target import reporting
 
-    previous = driver._active
-    driver.set_active(_AuditDriver(GPUTarget(*TRITON_TARGETS[arch])))
-    try:
-        with apl.aiter_sees(root, arch), apl._quiet():
-            try:
-                yield
-            except InterpreterError as exc:
-                cause = _root_cause(exc)
-                raise RuntimeError(
-                    f"Triton 3.8's interpreter cannot run aiter's {_aiter_frame(exc, root)}: "
-                    f"{type(cause).__name__}: {cause}"
-                ) from exc
-    finally:
-        driver._active = previous
+    with reporting(arch), apl.aiter_sees(root, arch), apl._quiet():
+        try:
+            yield
+        except InterpreterError as exc:
+            cause = _root_cause(exc)
+            raise RuntimeError(
+                f"Triton 3.8's interpreter cannot run aiter's {_aiter_frame(exc, root)}: "
+                f"{type(cause).__name__}: {cause}"
+            ) from exc
 
 
 def lookup_for(src: str | Path) -> PeerLookup:

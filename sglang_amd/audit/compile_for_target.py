@@ -65,6 +65,22 @@ class _AuditDriver:
 
 
 @contextlib.contextmanager
+def reporting(arch: str) -> Iterator[None]:
+    """Inside: Triton's active driver reports `arch` (nothing runs on it), so code
+    that asks the driver for its target (a launcher's config pick, aiter's
+    `arch_info` at import) decides as on that GPU."""
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    previous = driver._active  # None on a machine without a GPU driver
+    driver.set_active(_AuditDriver(GPUTarget(*TRITON_TARGETS[arch])))
+    try:
+        yield
+    finally:
+        driver._active = previous
+
+
+@contextlib.contextmanager
 def compiling_for(arch: str, sink: list[Compiled]) -> Iterator[Target]:
     """Inside: launches compile for `arch` and append to `sink`; nothing runs.
 
@@ -72,12 +88,9 @@ def compiling_for(arch: str, sink: list[Compiled]) -> Iterator[Target]:
     `current_target` to return it, see `audit.launches`)."""
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         raise RuntimeError("the compile audit needs real JIT kernels: unset TRITON_INTERPRET")
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
     from triton.runtime.autotuner import Heuristics
     from triton.runtime.jit import JITFunction
 
-    backend, triton_arch, warp = TRITON_TARGETS[arch]
     original_getitem = JITFunction.__getitem__
     seen_caches: list[JITFunction] = []
 
@@ -118,15 +131,13 @@ def compiling_for(arch: str, sink: list[Compiled]) -> Iterator[Target]:
 
         return launch
 
-    previous = driver._active  # None on a machine without a GPU driver
-    driver.set_active(_AuditDriver(GPUTarget(backend, triton_arch, warp)))
     JITFunction.__getitem__ = compile_instead_of_launch
     Heuristics.__getitem__ = heuristics_then_compile
     try:
-        yield target_for_arch(arch)
+        with reporting(arch):
+            yield target_for_arch(arch)
     finally:
         JITFunction.__getitem__ = original_getitem
         Heuristics.__getitem__ = original_heuristics
         for fn in seen_caches:
             fn.device_caches.clear()
-        driver._active = previous

@@ -12,7 +12,7 @@ shapes, not on the sizes of the tensors handed in. Never imports sglang.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from unittest import mock
@@ -365,6 +365,44 @@ def sparse_cases(quick: bool, sparse: Callable[..., object]) -> list[Case]:
     ]
 
 
+def indexer_fp8_cases(quick: bool, fp8: Callable[..., object]) -> list[Case]:
+    """The matrix's DSA FP8 indexer cases (SGLang's index-K cache), labelled as the
+    audit pairs ours with a peer's: `fp8(heads, dim, rows, width)` makes each
+    case's launches."""
+    name, heads, dim = INDEXER
+    return [
+        Case(
+            f"{name} FP8",
+            "attention.indexer",
+            f"{rows} query tokens, {width} positions, SGLang's index-K cache",
+            lambda a=(heads, dim, rows, width): fp8(*a),
+        )
+        for rows, width in (INDEXER_SIZES[1:2] if quick else INDEXER_SIZES[::3])
+    ]
+
+
+def moe_cases(
+    quick: bool,
+    moe: Callable[..., object],
+    weights: Sequence[str],
+    models: Sequence[tuple] = MOE,
+) -> list[Case]:
+    """The fused-MoE cases of `models` (MOE rows) for each of our `weights` ("bf16",
+    "mxfp4", "a4w4"), labelled as the audit pairs ours with a peer's:
+    `moe(hidden, inter, topk, experts, tokens, weights)` makes each case's launches."""
+    return [
+        Case(
+            model,
+            f"moe.fused {w}",
+            f"{t} tokens",
+            lambda a=(hidden, inter, topk, experts, t, w): moe(*a),
+        )
+        for model, hidden, inter, topk, experts in models
+        for w in weights
+        for t in (MOE_TOKENS[1:2] if quick else MOE_TOKENS)
+    ]
+
+
 def _all_cases(quick: bool) -> list[Case]:
     out = attention_cases(quick, _decode, _extend)
     if not quick:  # served with --dtype float32 (SGLang allows it on GPUs): 4-byte K/V tiles
@@ -413,38 +451,10 @@ def _all_cases(quick: bool) -> list[Case]:
                 lambda a=(rows, width): _topk(*a),
             )
         )
-    for rows, width in INDEXER_SIZES[1:2] if quick else INDEXER_SIZES[::3]:
-        out.append(
-            Case(
-                f"{name} FP8",
-                "attention.indexer",
-                f"{rows} query tokens, {width} positions, SGLang's index-K cache",
-                lambda a=(heads, dim, rows, width): _indexer_fp8(*a),
-            )
-        )
+    out += indexer_fp8_cases(quick, _indexer_fp8)
     out += sparse_cases(quick, _sparse)
-    for model, hidden, inter, topk, experts in MOE:
-        for weights in ("bf16", "mxfp4", "a4w4"):
-            for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:
-                out.append(
-                    Case(
-                        model,
-                        f"moe.fused {weights}",
-                        f"{t} tokens",
-                        lambda a=(hidden, inter, topk, experts, t, weights): _moe(*a),
-                    )
-                )
-    model, hidden, inter, topk, experts = GPT_OSS_MOE
-    for weights in GPT_OSS_WEIGHTS:
-        for t in MOE_TOKENS[1:2] if quick else MOE_TOKENS:
-            out.append(
-                Case(
-                    model,
-                    f"moe.fused {weights}",
-                    f"{t} tokens",
-                    lambda a=(hidden, inter, topk, experts, t, weights): _moe(*a, gpt_oss=True),
-                )
-            )
+    out += moe_cases(quick, _moe, ("bf16", "mxfp4", "a4w4"))
+    out += moe_cases(quick, partial(_moe, gpt_oss=True), GPT_OSS_WEIGHTS, (GPT_OSS_MOE,))
     for rows in (1, 64) if not quick else (64,):
         for a4w4 in (False, True):
             out.append(

@@ -37,6 +37,7 @@ Imports sglang (hence the name); only `cli.py` imports this module.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -89,8 +90,7 @@ _CUDA_SMALL_NUMEL = 64
 _TORCH_COMPILE_SUM_TOKENS = 32
 
 
-def _randn(*shape: int, dtype: torch.dtype = F16) -> torch.Tensor:
-    return (torch.randn(*shape) * 0.5).to(dtype)
+_randn = functools.partial(tc.randn, dtype=F16)
 
 
 def backend_splits(arch: str, batch: int, hq: int, hkv: int, ctx: int, mla: bool) -> int:

@@ -79,6 +79,27 @@ class Prepared:
                    traffic_ideal.expert_bytes(listed, ids), note)  # fmt: skip
 
 
+def mxfp4_experts(experts: int, hidden: int, inter: int) -> dict[str, torch.Tensor]:
+    """Random MXFP4 expert weights in our layout: e2m1 codes [E, N, K/2] and E8M0
+    scales [E, N, K/32] (2^-7 .. 2^0) of the gate-up (N 2I, K H) and down (N H,
+    K I) GEMMs, as w13, w13_scale, w2, w2_scale."""
+    g = torch.Generator().manual_seed(7)
+    u8 = torch.uint8
+
+    def codes(*shape: int) -> torch.Tensor:
+        return torch.randint(0, 256, shape, generator=g, dtype=u8)
+
+    def scales(*shape: int) -> torch.Tensor:
+        return torch.randint(120, 128, shape, generator=g, dtype=u8)
+
+    return {
+        "w13": codes(experts, 2 * inter, hidden // 2),
+        "w13_scale": scales(experts, 2 * inter, hidden // 32),
+        "w2": codes(experts, hidden, inter // 2),
+        "w2_scale": scales(experts, hidden, inter // 32),
+    }
+
+
 def extend_inputs(
     model: tuple, tokens: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict, int]:
@@ -88,9 +109,9 @@ def extend_inputs(
     _, hq, hkv, dqk, dv = model
     mla = hkv == 1 and dv < dqk
     run_hq = hq // hkv if hkv > 1 else hq
-    q = _randn(tokens, run_hq, dqk, dtype=dtype)
-    k = _randn(tokens, 1, dqk, dtype=dtype)
-    v = k[..., :dv] if mla else _randn(tokens, 1, dv, dtype=dtype)
+    q = randn(tokens, run_hq, dqk, dtype=dtype)
+    k = randn(tokens, 1, dqk, dtype=dtype)
+    v = k[..., :dv] if mla else randn(tokens, 1, dv, dtype=dtype)
     out = torch.empty(tokens, run_hq, dv, dtype=dtype)
     named = {"q": q, "kv" if mla else "k": k, "out": out}
     if not mla:
@@ -158,7 +179,8 @@ EP_PACK_LAUNCH_GATE = Gate("EP pack <= 2 launches (plan, pack)", "launches", 2)
 EP_COMBINE_LAUNCH_GATE = Gate("EP combine: 1 launch", "launches", 1)
 
 
-def _randn(*shape: int, dtype: torch.dtype = BF16) -> torch.Tensor:
+def randn(*shape: int, dtype: torch.dtype = BF16) -> torch.Tensor:
+    """Random values of the cases' (and their peers') tensors, half a standard normal."""
     return (torch.randn(*shape) * 0.5).to(dtype)
 
 
@@ -173,9 +195,9 @@ def _decode(model: tuple, batch: int, ctx: int) -> Callable[[Target], Prepared]:
         from sglang_amd.attention.opt_flags import decode_flags
 
         flags = decode_flags(target, batch, hkv, group, ctx, dqk, dv)  # the real shape's
-        q = _randn(run_b, group, dqk)
-        k = _randn(run_b * ctx, 1, dqk)
-        v = k[..., :dv] if mla else _randn(run_b * ctx, 1, dv)
+        q = randn(run_b, group, dqk)
+        k = randn(run_b * ctx, 1, dqk)
+        v = k[..., :dv] if mla else randn(run_b * ctx, 1, dv)
         r2t = torch.arange(run_b * ctx, dtype=torch.int32).view(run_b, ctx)
         lens = torch.full((run_b,), ctx, dtype=torch.int32)
         rows = torch.arange(run_b)
@@ -203,8 +225,8 @@ def _sparse(model: tuple, rows: int) -> Callable[[Target], Prepared]:
 
         flags = sparse_flags(target, rows, hkv, hq // hkv, SPARSE_TOPK, dqk, dv)
         g = torch.Generator().manual_seed(rows)
-        q = _randn(1, hq, dqk)
-        kv = _randn(SPARSE_CONTEXT, 1, dqk)
+        q = randn(1, hq, dqk)
+        kv = randn(SPARSE_CONTEXT, 1, dqk)
         r2t = torch.arange(SPARSE_CONTEXT, dtype=torch.int32).view(1, SPARSE_CONTEXT)
         topk = torch.randperm(SPARSE_CONTEXT, generator=g)[:SPARSE_TOPK].int().view(1, -1)
         out = torch.empty(1, hq, dv, dtype=BF16)
@@ -228,9 +250,9 @@ def _indexer(context: int) -> Callable[[Target], Prepared]:
     def build(target: Target) -> Prepared:
         from sglang_amd.attention.indexer import indexer_logits
 
-        q = _randn(1, heads, dim)
-        w = _randn(1, heads)
-        k = _randn(context, dim)
+        q = randn(1, heads, dim)
+        w = randn(1, heads)
+        k = randn(context, dim)
         r2t = torch.arange(context, dtype=torch.int32).view(1, context)
         rows = torch.zeros(1, dtype=torch.long)
         visible = torch.tensor([context], dtype=torch.int32)
@@ -296,30 +318,16 @@ def _moe(spec: tuple, tokens: int, kind: str) -> Callable[[Target], Prepared]:
         from sglang_amd.moe.fused import fused_moe
         from sglang_amd.moe.weights import Mxfp4Experts
 
-        x = _randn(run_t, hidden)
+        x = randn(run_t, hidden)
         weights, ids = _routing(run_t, run_e, topk)
         if kind == "bf16":
             tensors = {
-                "w13": _randn(run_e, 2 * inter, hidden, dtype=BF16) * 0.1,
-                "w2": _randn(run_e, hidden, inter, dtype=BF16) * 0.1,
+                "w13": randn(run_e, 2 * inter, hidden, dtype=BF16) * 0.1,
+                "w2": randn(run_e, hidden, inter, dtype=BF16) * 0.1,
             }
             w13, w2 = tensors["w13"], tensors["w2"]
         else:
-            g = torch.Generator().manual_seed(7)
-            u8 = torch.uint8
-
-            def codes(*shape: int) -> torch.Tensor:
-                return torch.randint(0, 256, shape, generator=g, dtype=u8)
-
-            def scales(*shape: int) -> torch.Tensor:
-                return torch.randint(120, 128, shape, generator=g, dtype=u8)
-
-            tensors = {
-                "w13": codes(run_e, 2 * inter, hidden // 2),
-                "w13_scale": scales(run_e, 2 * inter, hidden // 32),
-                "w2": codes(run_e, hidden, inter // 2),
-                "w2_scale": scales(run_e, hidden, inter // 32),
-            }
+            tensors = mxfp4_experts(run_e, hidden, inter)
             w13, w2 = Mxfp4Experts(**tensors), None
 
         def run() -> object:
@@ -337,7 +345,7 @@ def _linear(rows: int, a4w4: bool) -> Callable[[Target], Prepared]:
         from sglang_amd.quant.mxfp4_linear import mxfp4_linear
 
         g = torch.Generator().manual_seed(3)
-        x = _randn(rows, k)
+        x = randn(rows, k)
         w = torch.randint(0, 256, (n, k // 2), generator=g, dtype=torch.uint8)
         s = torch.randint(120, 128, (n, k // 32), generator=g, dtype=torch.uint8)
 
@@ -365,7 +373,7 @@ def _ep_batch(tokens: int, mode: str, tier: str):
 
     _, hidden, topk, experts, world, cap = EP
     run_t = tokens if mode == "low_latency" else min(tokens, EP_RUN_TOKENS)
-    x = _randn(run_t, hidden)
+    x = randn(run_t, hidden)
     weights, ids = _routing(run_t, experts, topk)
     if tier == "triton":
         plan = plan_triton(ids, experts // world, world, permute_flags(INTERPRETER))
@@ -404,7 +412,7 @@ def _ep_combine(tokens: int, mode: str, tier: str) -> Callable[[Target], Prepare
         _, hidden, _, _, world, _ = EP
         _, x, _, _, cap, plan = _ep_batch(tokens, mode, tier)
         sent = int(plan.counts.sum())
-        back = _randn(world * cap if cap else sent, hidden)
+        back = randn(world * cap if cap else sent, hidden)
         combine = combine_triton if tier == "triton" else combine_torch
 
         def run() -> object:
