@@ -55,7 +55,10 @@ def main(ns: argparse.Namespace, argv: list[str], commit: str) -> int:
     """Run the audit `ns` asks for; `argv` re-runs it in a child (--traffic)."""
     ns.argv = argv
     ns.targets_given = ns.targets is not None
-    ns.aiter_src_given = ns.aiter_src is not None
+    # Peers: on for the full audit, off with --quick, unless --peers says; an
+    # explicit --aiter-src asks for them, the variable alone follows that rule.
+    default_peers = not ns.quick or ns.aiter_src is not None
+    ns.want_peers = default_peers if ns.peers is None else ns.peers
     if ns.aiter_src is None:
         ns.aiter_src = os.environ.get(AITER_ENV) or None
     if ns.targets is None:
@@ -85,9 +88,7 @@ def _compile_audit(ns: argparse.Namespace, commit: str) -> int:
         )
         return 2
     sources, notes = [compile_audit.OURS], []
-    # An explicit --aiter-src asks for peers; the variable alone follows --peers.
-    want_peers = not ns.quick if ns.peers is None else ns.peers
-    want_peers = want_peers or (ns.peers is None and ns.aiter_src_given)
+    want_peers = ns.want_peers
     aiter_src = ns.aiter_src if want_peers else None
     if want_peers:
         # Needs neither sglang nor an installed aiter: the checkout is read at run time
@@ -160,12 +161,8 @@ def _traffic_audit(ns: argparse.Namespace, commit: str) -> int:
         f"sglang-amd audit --traffic | {', '.join(targets)} flags, CPU interpreter | "
         f"{datetime.date.today()} | commit {commit}" + (" | QUICK" if ns.quick else "")
     )
-    # As in the compile audit: an explicit --aiter-src asks for peers; the variable
-    # alone follows --peers.
-    want_peers = not ns.quick if ns.peers is None else ns.peers
-    want_peers = want_peers or (ns.peers is None and ns.aiter_src_given)
     try:
-        peer, note = _traffic_peer(want_peers, ns.aiter_src if want_peers else None)
+        peer, note = _traffic_peer(ns.want_peers, ns.aiter_src if ns.want_peers else None)
     except ValueError as exc:  # aiter_peer_launches.AiterSourceError: names the flag
         print(f"sglang-amd audit --traffic: {exc}", file=sys.stderr)
         return 2
