@@ -10,6 +10,7 @@ servers tests start resolves our CPU platform (see `ensure_cpu_platform`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 
@@ -71,6 +72,29 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_sglang)
         if "cpu_interpreter" in item.keywords and not triton_interpreted():
             item.add_marker(skip_interpreter)
+
+
+# What reads a tensor's value back to the host: inside a CUDA graph the value
+# would be frozen at capture.
+HOST_READS = ("tolist", "item", "__int__", "__bool__", "__index__", "__float__")
+
+
+@pytest.fixture
+def no_host_reads(monkeypatch):
+    """A context manager: inside, any of HOST_READS on a tensor fails the test
+    (what a CUDA-graph-safe path must not do)."""
+
+    def host_read(*a, **kw):
+        raise AssertionError("a host read inside the graph")
+
+    @contextlib.contextmanager
+    def forbid():
+        with monkeypatch.context() as patch:
+            for name in HOST_READS:
+                patch.setattr(torch.Tensor, name, host_read)
+            yield
+
+    return forbid
 
 
 @pytest.fixture(scope="session")

@@ -151,7 +151,7 @@ def test_sparse_tiers_agree_on_the_indexers_table(heads, dqk, dv):
 
 @pytest.mark.parametrize("new", [1, 3], ids=["decode", "verify"])
 @pytest.mark.parametrize("fp8", [False, True], ids=["float", "fp8"])
-def test_a_cuda_graph_batch_is_planned_on_the_device(monkeypatch, fp8, new):
+def test_a_cuda_graph_batch_is_planned_on_the_device(no_host_reads, fp8, new):
     """Inside a CUDA graph a decode batch's layout (one token a request) or a chain
     target verify's (`new` draft tokens a request) comes from device tensors alone
     and the scores are the capacity wide: the Triton indexer, its top-k and the
@@ -184,14 +184,9 @@ def test_a_cuda_graph_batch_is_planned_on_the_device(monkeypatch, fp8, new):
     want_table = dsa.indexer_triton(planned)
     want = sparse(rows.to(**to), rows.tolist(), want_table)
 
-    def host_read(*a, **kw):
-        raise AssertionError("a host read inside the graph")
-
-    for name in ("tolist", "item", "__int__", "__bool__", "__index__", "__float__"):
-        monkeypatch.setattr(torch.Tensor, name, host_read)
-    table = dsa.indexer_triton(graphed)
-    got = sparse(d_rows, None, table)
-    monkeypatch.undo()
+    with no_host_reads():
+        table = dsa.indexer_triton(graphed)
+        got = sparse(d_rows, None, table)
     assert _as_sets(table.cpu()) == _as_sets(want_table.cpu())
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert dsa.sparse_torch_refusal(dsa.SparseCall(q_att, kv, kv, r2t, d_rows, None, table, 0.05,

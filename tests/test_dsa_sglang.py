@@ -115,7 +115,7 @@ def test_indexer_forward_rounds_fp8_scales_as_the_layer_says(monkeypatch, scale_
 
 
 @pytest.mark.parametrize("mode,new", [("decode", 1), ("extend", 3)], ids=["decode", "verify"])
-def test_graph_batches_are_laid_out_on_the_device(monkeypatch, mode, new):
+def test_graph_batches_are_laid_out_on_the_device(no_host_reads, mode, new):
     """Under a CUDA graph (`graph_max_kv_len` set) a decode batch and a chain target
     verify (`uniform_qo` draft tokens a request, as the verify graph's metadata says)
     are laid out from device tensors alone, with no host read; an extend of uneven
@@ -132,13 +132,8 @@ def test_graph_batches_are_laid_out_on_the_device(monkeypatch, mode, new):
         graph_max_kv_len=64,
     )  # fmt: skip
 
-    def host_read(*a, **kw):
-        raise AssertionError("a host read inside the graph")
-
-    for name in ("tolist", "item", "__int__", "__bool__", "__index__", "__float__"):
-        monkeypatch.setattr(torch.Tensor, name, host_read)
-    rows, rows_cpu, visible, visible_cpu = layers._token_layout()
-    monkeypatch.undo()
+    with no_host_reads():
+        rows, rows_cpu, visible, visible_cpu = layers._token_layout()
     assert rows_cpu is None and visible_cpu is None
     want_rows = [4] * new + [7] * new
     want_visible = list(range(11 - new, 11)) + list(range(21 - new, 21))
